@@ -1,0 +1,85 @@
+"""Pieces several stages share: row statistics and token counts over the history."""
+from __future__ import annotations
+
+import torch
+
+from decode.compiler.context import StepContext
+
+NEG_INF = float("-inf")
+
+
+def kth_largest(logits: torch.Tensor, k) -> torch.Tensor:
+    """[R, 1]: the k-th largest value of each row (k a 0-d tensor or int, clamped to 1..V).
+
+    A sort and a gather rather than torch.topk(k): k stays a tensor, so changing it
+    does not recompile.
+    """
+    v = logits.shape[-1]
+    k = torch.as_tensor(k, device=logits.device).clamp(1, v)
+    ordered = torch.sort(logits, dim=-1, descending=True).values
+    return ordered.gather(-1, (k - 1).reshape(1, 1).expand(logits.shape[0], 1))
+
+
+def unsort(sorted_mask: torch.Tensor, sorted_idx: torch.Tensor) -> torch.Tensor:
+    """A mask over sorted positions back in vocabulary order."""
+    return sorted_mask.scatter(1, sorted_idx, sorted_mask)
+
+
+def token_counts(tokens: torch.Tensor, slots: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[R, V] float: how often each token of `tokens` [R, S] occurs where `slots` [R, S] holds."""
+    tokens = torch.where(slots, tokens, 0)  # slots outside the mask may hold garbage
+    counts = torch.zeros(tokens.shape[0], vocab, dtype=torch.float32, device=tokens.device)
+    return counts.scatter_add(1, tokens, slots.to(torch.float32))
+
+
+def eos_mask(ctx: StepContext, ids: torch.Tensor) -> torch.Tensor:
+    """Bool, shaped like `ids`: which ids are end-of-sequence ids."""
+    return (ids.unsqueeze(-1) == ctx.eos).any(-1)
+
+
+def encode_all(texts, tokenizer) -> tuple[tuple[int, ...], ...]:
+    """Each text as a token-id sequence (no BOS), duplicates dropped, order kept."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if tokenizer is None:
+        raise ValueError("turning text into token ids needs the model's tokenizer")
+    seqs = []
+    for text in texts:
+        ids = tuple(int(i) for i in tokenizer.encode(text, bos=False))
+        if not ids:
+            raise ValueError(f"{text!r} encodes to no tokens; give a non-empty text")
+        seqs.append(ids)
+    return tuple(dict.fromkeys(seqs))
+
+
+def check_ids(seqs, vocab: int) -> None:
+    bad = sorted({i for s in seqs for i in s if not 0 <= i < vocab})
+    if bad or not seqs or not all(seqs):
+        raise ValueError(f"token sequences must be non-empty with ids in 0..{vocab - 1}; got {seqs}")
+
+
+def prefix_matches(ctx: StepContext, seqs: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """[R, Q] bool: row r's history ends with all but the last token of sequence q,
+    so that the next token can complete it.
+
+    As in transformers' SequenceBiasLogitsProcessor, a one-token sequence always matches
+    and a longer one never matches a history that is not longer than its prefix.
+    """
+    rows = ctx.tokens.shape[0]
+    dev = ctx.tokens.device
+    m = max(len(s) for s in seqs) - 1
+    lens = torch.tensor([len(s) - 1 for s in seqs], device=dev)           # [Q] prefix lengths
+    if m == 0:
+        return torch.ones(rows, len(seqs), dtype=torch.bool, device=dev)
+    # prefixes right-aligned in an [Q, m] table; `used` marks their real slots
+    prefix = torch.tensor([[0] * (m + 1 - len(s)) + list(s[:-1]) for s in seqs], device=dev)
+    used = torch.arange(m, device=dev) >= m - lens[:, None]
+    at = ctx.length - m + torch.arange(m, device=dev)                     # the last m slots
+    at_ok = at >= 0
+    at = at.clamp(min=0).expand(rows, m)
+    tail = ctx.tokens.gather(1, at)
+    tail_ok = ctx.valid.gather(1, at) & at_ok
+    same = (tail[:, None, :] == prefix) & tail_ok[:, None, :]             # [R, Q, m]
+    match = (same | ~used).all(-1)
+    longer = ctx.valid.sum(-1, keepdim=True) > lens
+    return match & (longer | (lens == 0))

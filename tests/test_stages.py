@@ -1,0 +1,333 @@
+"""Each logit stage against its transformers 4.55.4 processor, plus the stages without one.
+
+Logits are batched and hold the cases that break naive kernels: ties at the cut, -inf
+already present, a row with one finite logit, a peaked row whose other probabilities
+underflow to 0, a row of all-equal logits. Equality is exact unless a test says why not.
+"""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from decode.compiler.context import StepContext
+from decode.compiler.stages import NAMES, apply_stage, load_stage, tensor_params
+
+hf = pytest.importorskip("transformers.generation.logits_process")
+
+INF = float("inf")
+VOCAB = 64
+
+
+def make_logits(seed: int, rows: int = 9, vocab: int = VOCAB) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, vocab, generator=g) * 3
+    x[1] = torch.randint(-3, 4, (vocab,), generator=g).float()          # many ties
+    x[2, torch.randperm(vocab, generator=g)[: vocab // 3]] = -INF        # -inf already there
+    x[3] = -INF
+    x[3, 5] = 1.5                                                         # one finite logit
+    x[4, 7] = 120.0                                                       # the rest underflow
+    x[5] = x[5].round()                                                   # ties among normals
+    x[6] = 0.25                                                           # all equal
+    x[7, :4] = x[7].max() + 1                                             # tied maxima
+    x[8, torch.randperm(vocab, generator=g)[: vocab // 2]] = -INF
+    x[8] = x[8].round()                                                   # ties and -inf
+    return x
+
+
+def history(seed: int, rows: int = 9, length: int = 12, high: int = 6) -> torch.Tensor:
+    """Token ids from a small range, so that repeats and repeated n-grams are common."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, high, (rows, length), generator=g)
+
+
+def same(ours: torch.Tensor, ref: torch.Tensor, atol: float = 0.0) -> None:
+    assert ours.shape == ref.shape
+    assert torch.equal(torch.isneginf(ours), torch.isneginf(ref)), "different tokens removed"
+    finite = ~torch.isneginf(ref)
+    if atol == 0.0:
+        assert torch.equal(ours[finite], ref[finite])
+    else:
+        torch.testing.assert_close(ours[finite], ref[finite], atol=atol, rtol=0)
+
+
+# (stage, our params, reference processor)
+WARPERS = [
+    *[("temp", {"t": t}, hf.TemperatureLogitsWarper(t)) for t in (0.3, 0.7, 1.0, 1.8)],
+    *[
+        ("topk", {"k": k, "keep": keep}, hf.TopKLogitsWarper(k, min_tokens_to_keep=keep))
+        for k in (1, 3, 10, 64, 100)
+        for keep in (1, 5)
+    ],
+    *[
+        ("topp", {"p": p, "keep": keep}, hf.TopPLogitsWarper(p, min_tokens_to_keep=keep))
+        for p in (0.05, 0.5, 0.9, 0.95, 1.0)
+        for keep in (1, 3)
+    ],
+    *[
+        ("minp", {"p": p, "keep": keep}, hf.MinPLogitsWarper(p, min_tokens_to_keep=keep))
+        for p in (0.0, 0.05, 0.2, 0.9, 1.0)
+        for keep in (1, 3)
+    ],
+    *[
+        ("typical", {"p": p, "keep": keep}, hf.TypicalLogitsWarper(p, min_tokens_to_keep=keep))
+        for p in (0.2, 0.5, 0.9, 0.99)
+        for keep in (1, 3)
+    ],
+    *[
+        ("epsilon", {"e": e, "keep": keep}, hf.EpsilonLogitsWarper(e, min_tokens_to_keep=keep))
+        for e in (1e-4, 0.01, 0.1, 0.5)
+        for keep in (1, 3)
+    ],
+    *[
+        ("eta", {"e": e, "keep": keep}, hf.EtaLogitsWarper(e, min_tokens_to_keep=keep))
+        for e in (3e-4, 0.01, 0.1, 0.5)
+        for keep in (1, 3)
+    ],
+    *[("repetition", {"r": r}, hf.RepetitionPenaltyLogitsProcessor(r)) for r in (0.5, 1.0, 1.3, 2.0)],
+    *[("norepeat", {"n": n}, hf.NoRepeatNGramLogitsProcessor(n)) for n in (1, 2, 3, 4, 13)],
+]
+
+
+@pytest.mark.parametrize(
+    "stage, params, ref", WARPERS, ids=[f"{s}-{'-'.join(map(str, p.values()))}" for s, p, _ in WARPERS]
+)
+def test_stage_matches_transformers(stage, params, ref):
+    for seed in range(3):
+        logits = make_logits(seed)
+        ids = history(seed)
+        before = logits.clone()
+        ours = apply_stage(stage, logits, StepContext.from_input_ids(ids), **params)
+        assert torch.equal(logits, before), "apply modified its input"
+        same(ours, ref(ids, logits.clone()))
+
+
+@pytest.mark.parametrize("min_new", [0, 1, 3, 4, 9])
+def test_minlen_matches_transformers(min_new):
+    ids, logits = history(0), make_logits(0)
+    for prompt_len in (4, 8, 12):
+        for eos in ([2], [2, 7], []):
+            ctx = StepContext.from_input_ids(ids, eos_ids=eos, new_len=ids.shape[1] - prompt_len)
+            ref = hf.MinNewTokensLengthLogitsProcessor(prompt_len, min_new, eos)
+            same(apply_stage("minlen", logits, ctx, n=min_new), ref(ids, logits.clone()))
+
+
+def bad_sequences(ids: torch.Tensor) -> list[list[int]]:
+    """Sequences that the rows' histories end with (so the ban bites), others that they
+    don't, one-token ones, one that is exactly EOS, and one longer than the history."""
+    return [
+        [3],
+        [2],                                   # the EOS id: the reference never bans it alone
+        ids[0, -1:].tolist() + [9],
+        ids[1, -2:].tolist() + [11],
+        ids[2, -3:].tolist() + [3],            # shares its last token with [3]
+        [5, 5, 5, 5, 5, 12],
+        ids[4].tolist() + [13],                # as long as the history: never matches
+        ids[5, -11:].tolist() + [14],
+    ]
+
+
+def test_ban_matches_transformers():
+    for seed in range(3):
+        ids, logits = history(seed), make_logits(seed)
+        bad = bad_sequences(ids)
+        ctx = StepContext.from_input_ids(ids, eos_ids=[2])
+        ref = hf.NoBadWordsLogitsProcessor(bad, eos_token_id=[2])
+        ours = apply_stage("ban", logits, ctx, ids=bad)
+        same(ours, ref(ids, logits.clone()))
+        assert torch.isneginf(ours[0, 9]) and torch.isneginf(ours[:, 3]).all()
+
+
+@pytest.mark.parametrize("b", [-2.5, 0.75, 4.0, -INF])
+def test_bias_matches_transformers(b):
+    for seed in range(3):
+        ids, logits = history(seed), make_logits(seed)
+        for seq in bad_sequences(ids):
+            ctx = StepContext.from_input_ids(ids)
+            ref = hf.SequenceBiasLogitsProcessor({tuple(seq): b})
+            same(apply_stage("bias", logits, ctx, ids=[seq], b=b), ref(ids, logits.clone()))
+        # several sequences with one bias: the reference sums biases that land on one token;
+        # b * count and b + b + ... may round differently, hence the tolerance
+        seqs = bad_sequences(ids)
+        ref = hf.SequenceBiasLogitsProcessor({tuple(s): b for s in seqs})
+        same(apply_stage("bias", logits, StepContext.from_input_ids(ids), ids=seqs, b=b),
+             ref(ids, logits.clone()), atol=1e-6)
+
+
+def padded_context(rows: list[list[int]], slots: int, new: int, eos=()) -> StepContext:
+    """The engine's layout: rows left-padded with garbage, `slots - length` empty slots
+    after them, the last `new` filled slots generated."""
+    length = max(map(len, rows))
+    tokens = torch.full((len(rows), slots), 999_999)  # garbage where not valid
+    valid = torch.zeros(len(rows), slots, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        tokens[i, length - len(r): length] = torch.tensor(r)
+        valid[i, length - len(r): length] = True
+    generated = valid.clone()
+    generated[:, : length - new] = False
+    return StepContext(tokens, valid, generated, torch.tensor(length), torch.tensor(new),
+                       torch.tensor(list(eos), dtype=torch.long))
+
+
+def ragged_rows(seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = [12, 5, 9, 1, 12, 7, 3, 10, 6]
+    return [torch.randint(0, 6, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize(
+    "stage, params, ref",
+    [
+        ("repetition", {"r": 1.7}, hf.RepetitionPenaltyLogitsProcessor(1.7)),
+        ("norepeat", {"n": 2}, hf.NoRepeatNGramLogitsProcessor(2)),
+        ("norepeat", {"n": 3}, hf.NoRepeatNGramLogitsProcessor(3)),
+        ("ban", {"ids": [[1, 3], [4, 4, 0], [5]]}, hf.NoBadWordsLogitsProcessor([[1, 3], [4, 4, 0], [5]])),
+        ("bias", {"ids": [[2, 2, 1]], "b": -3.0}, hf.SequenceBiasLogitsProcessor({(2, 2, 1): -3.0})),
+    ],
+)
+def test_rows_with_different_histories_each_match_their_own_reference(stage, params, ref):
+    for seed in range(4):
+        rows = ragged_rows(seed)
+        logits = make_logits(seed)
+        ours = apply_stage(stage, logits, padded_context(rows, slots=16, new=1), **params)
+        for i, r in enumerate(rows):
+            same(ours[i : i + 1], ref(torch.tensor([r]), logits[i : i + 1].clone()))
+
+
+def serving_engine_penalties(logits, ctx, p, f):
+    """vLLM's definition, one row and one token at a time."""
+    out = logits.clone()
+    for i in range(logits.shape[0]):
+        gen = ctx.tokens[i][ctx.generated[i] & ctx.valid[i]].tolist()
+        for tok in set(gen):
+            out[i, tok] -= f * gen.count(tok) + p
+    return out
+
+
+@pytest.mark.parametrize("p, f", [(0.5, 0.0), (0.0, 0.3), (1.2, 0.7), (-0.4, -0.1)])
+def test_presence_and_frequency_count_generated_tokens_only(p, f):
+    rows, logits = ragged_rows(1), make_logits(1)
+    ctx = padded_context(rows, slots=16, new=4)
+    ours = apply_stage("frequency", apply_stage("presence", logits, ctx, p=p), ctx, f=f)
+    # presence then frequency subtract in two steps, the reference loop in one: 1e-6
+    same(ours, serving_engine_penalties(logits, ctx, p, f), atol=1e-5)
+    untouched = torch.ones_like(logits, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        untouched[i, r[-4:]] = False  # only the 4 generated slots may change
+    assert torch.equal(ours[untouched], logits[untouched])
+
+
+def top_n_sigma(row: torch.Tensor, n: float) -> torch.Tensor:
+    finite = row[row > -INF].double()
+    cut = finite.max() - n * finite.std(unbiased=False)
+    return torch.where(row.double() >= cut, row, -INF)
+
+
+@pytest.mark.parametrize("n", [0.0, 0.5, 1.0, 2.0, 3.0])
+def test_topnsigma_keeps_logits_within_n_std_of_the_max_over_finite_logits(n):
+    for seed in range(3):
+        logits = make_logits(seed)
+        ours = apply_stage("topnsigma", logits, StepContext.from_input_ids(history(seed)), n=n)
+        for i, row in enumerate(logits):
+            if i == 2:  # a row of distinct logits: no float32-vs-float64 doubt at the cut
+                same(ours[i], top_n_sigma(row, n))
+        assert not torch.isneginf(ours.max(-1).values).any(), "the max always survives"
+        assert torch.equal(torch.isneginf(ours[3]), torch.isneginf(logits[3]))  # lone survivor kept
+
+
+def test_topnsigma_ignores_removed_tokens():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, -INF, -INF, -INF, -INF]])
+    ctx = StepContext.from_input_ids(torch.zeros(1, 1, dtype=torch.long))
+    # over the four finite logits sigma = 1.118, so 2 sigma keeps 4, 3 and 2 (> 1.76)
+    out = apply_stage("topnsigma", logits, ctx, n=2.0)
+    assert out[0, :4].isneginf().tolist() == [False, False, False, True]
+
+
+def test_temp_zero_leaves_logits_unchanged():
+    logits = make_logits(0)
+    out = apply_stage("temp", logits, StepContext.from_input_ids(history(0)), t=0.0)
+    assert torch.equal(out, logits)
+
+
+class CharTokenizer:
+    def encode(self, text, bos=True):
+        return ([1] if bos else []) + [ord(c) - 90 for c in text]
+
+
+def test_ban_and_bias_encode_their_text_without_bos():
+    tok = CharTokenizer()
+    assert load_stage("ban").prepare({"words": ["ab", "c", "ab"]}, tok) == {"ids": ((7, 8), (9,))}
+    assert load_stage("bias").prepare({"text": "ab", "b": 2.0}, tok) == {"ids": ((7, 8),), "b": 2.0}
+    with pytest.raises(ValueError, match="no tokens"):
+        load_stage("ban").prepare({"words": [""]}, tok)
+
+
+def test_ban_rejects_ids_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="0..63"):
+        apply_stage("ban", make_logits(0), StepContext.from_input_ids(history(0)), ids=[[64]])
+
+
+def test_every_catalogue_stage_has_a_kernel():
+    for name in NAMES:
+        module = load_stage(name)
+        assert callable(module.apply) and isinstance(module.STATIC, frozenset)
+
+
+# One example set of parameters per stage, and a second set with the same structure
+# (only tensor-valued params differ), which must not recompile.
+SWEEPS = {
+    "temp": ({"t": 0.7}, {"t": 1.3}),
+    "topk": ({"k": 5}, {"k": 9, "keep": 3}),
+    "topp": ({"p": 0.9}, {"p": 0.5, "keep": 2}),
+    "minp": ({"p": 0.1}, {"p": 0.3, "keep": 2}),
+    "typical": ({"p": 0.9}, {"p": 0.4, "keep": 2}),
+    "epsilon": ({"e": 0.01}, {"e": 0.1, "keep": 2}),
+    "eta": ({"e": 0.01}, {"e": 0.2, "keep": 2}),
+    "topnsigma": ({"n": 1.0}, {"n": 2.5}),
+    "repetition": ({"r": 1.3}, {"r": 0.8}),
+    "presence": ({"p": 0.5}, {"p": 1.5}),
+    "frequency": ({"f": 0.5}, {"f": 0.1}),
+    "norepeat": ({"n": 3}, {"n": 3}),
+    "minlen": ({"n": 4}, {"n": 1}),
+    "ban": ({"ids": [[1, 3], [5]]}, {"ids": [[1, 3], [5]]}),
+    "bias": ({"ids": [[1, 3]], "b": 2.0}, {"ids": [[1, 3]], "b": -1.0}),
+}
+
+
+def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    module = load_stage(name)
+    counter = CompileCounterWithBackend(backend)
+    kernel = torch.compile(module.apply, backend=counter, fullgraph=True)
+    ctx = padded_context(ragged_rows(0), slots=16, new=3, eos=[2])
+    for params in SWEEPS[name]:
+        if "keep" in inspect.signature(module.apply).parameters:
+            params = {"keep": 1, **params}
+        if hasattr(module, "prepare"):
+            params = module.prepare(params, None)
+        for seed in (0, 1):
+            logits = make_logits(seed)
+            args = tensor_params(module, params, logits.device)
+            same(kernel(logits, ctx, **args), module.apply(logits, ctx, **args))
+    assert counter.frame_count == 1, f"{name}: a parameter change recompiled"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernel_traces_as_one_graph_and_a_sweep_reuses_it(name):
+    torch._dynamo.reset()
+    compiled_matches_eager_without_recompiling(name, "eager")
+
+
+@pytest.mark.parametrize("name", ["topp", "norepeat"])
+def test_inductor_compiles_a_kernel_without_recompiling(name):
+    torch._dynamo.reset()
+    compiled_matches_eager_without_recompiling(name, "inductor")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_inductor_compiles_every_kernel_without_recompiling(name):
+    torch._dynamo.reset()
+    compiled_matches_eager_without_recompiling(name, "inductor")
