@@ -1,0 +1,146 @@
+"""`load(path)`: find out what kind of checkpoint `path` is, read it, build a `Llama`.
+
+Formats live in hf.py, meta.py and llama2c.py; each turns its files into a `LlamaConfig`
+and a state dict in our names (Meta names, HF rotate-half q/k layout). This module checks
+that state dict against the config, moves it to the device/dtype and finds the tokenizer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import LlamaConfig
+from .errors import ModelError
+from .model import Llama, rope_inv_freq
+from .tokenizer import HFTokenizer, SentencePieceTokenizer
+
+DEMO_DIR = Path(__file__).parent / "demo"
+FORMATS = ("an HF llama directory (config.json + model.safetensors), a Meta directory "
+           "(params.json + consolidated.00.pth) or a llama2.c .bin file")
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32, "f32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "f16": torch.float16,
+}
+
+
+def load(path: str | Path | None = None, device: str | torch.device | None = None,
+         dtype: str | torch.dtype | None = None) -> Llama:
+    """Load a llama checkpoint; None gives the bundled demo model.
+
+        >>> m = load("ckpt/llama-hf", dtype="bf16")
+        >>> m.tokenizer.decode(m(torch.tensor([m.tokenizer.encode("hi")])).argmax(-1)[0])
+
+    device: None -> "cuda" when available, else "cpu". dtype: None -> float32 on CPU,
+    bfloat16 on CUDA; or a torch dtype, or "fp32"/"bf16"/"fp16"/"float32"/...
+    """
+    from . import hf, llama2c, meta
+
+    path = _resolve(path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = parse_dtype(dtype, device)
+    if path.is_dir() and (path / "config.json").exists():
+        config, state, where = hf.read(path)
+    elif path.is_dir() and (path / "params.json").exists():
+        config, state, where = meta.read(path)
+    elif path.is_file() and llama2c.looks_like(path):
+        config, state, where = llama2c.read(path)
+    elif path.is_file() and (path.parent / "config.json").exists():
+        config, state, where = hf.read(path.parent)
+    else:
+        raise ModelError(f"Cannot tell what checkpoint {path} is: expected {FORMATS}.")
+    tokenizer = find_tokenizer(path if path.is_dir() else path.parent)
+    config = _fill_special_ids(config, tokenizer)
+    model = build(config, state, where, device, dtype)
+    model.tokenizer, model.source = tokenizer, str(path)
+    return model
+
+
+def _resolve(path) -> Path:
+    if path is None:
+        if not any((DEMO_DIR / f).exists() for f in ("config.json", "params.json", "model.bin")):
+            raise ModelError(
+                "The bundled demo model is not in this build yet (runtime/demo/ is empty; it "
+                "arrives with the demo-model issue). Pass a checkpoint instead: "
+                "decode.load('path/to/model') in Python, or --model PATH on the command line, "
+                f"where PATH is {FORMATS}.")
+        return DEMO_DIR
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"{path} does not exist. Pass {FORMATS} (--model PATH).")
+    return path
+
+
+def parse_dtype(dtype, device: torch.device) -> torch.dtype:
+    """None -> float32 on CPU, bfloat16 on CUDA; accepts torch dtypes and "bf16"-style names."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() in _DTYPES:
+        return _DTYPES[str(dtype).lower()]
+    raise ModelError(f"Unknown dtype {dtype!r}: use one of fp32, bf16, fp16 (or a torch dtype).")
+
+
+def find_tokenizer(folder: Path):
+    """tokenizer.model (sentencepiece) or tokenizer.json next to the weights, else None."""
+    for cand in (folder, folder.parent):  # Meta downloads keep tokenizer.model one level up
+        if (cand / "tokenizer.model").exists():
+            return SentencePieceTokenizer(cand / "tokenizer.model")
+        if (cand / "tokenizer.json").exists():
+            return HFTokenizer(cand / "tokenizer.json")
+    return None
+
+
+def _fill_special_ids(config: LlamaConfig, tokenizer) -> LlamaConfig:
+    # The checkpoint's config wins; the tokenizer fills what it leaves out.
+    if tokenizer is None:
+        return config
+    if config.bos_id is None:
+        config.bos_id = tokenizer.bos_id
+    if not config.eos_ids and tokenizer.eos_id is not None:
+        config.eos_ids = (tokenizer.eos_id,)
+    if config.pad_id is None:
+        config.pad_id = tokenizer.pad_id
+    return config
+
+
+def build(config: LlamaConfig, state: dict[str, Tensor], where, device, dtype) -> Llama:
+    """A Llama holding `state` (our names), after checking every name and shape.
+
+    `where(name)` says which tensor of which file `name` came from, for the messages.
+    """
+    with torch.device("meta"):
+        model = Llama(config)
+    expected = dict(model.state_dict())
+    if config.tie_embeddings:
+        expected.pop("output.weight")
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ModelError(
+            f"{where(missing[0])} is missing ({len(missing)} tensor(s) missing in all). The "
+            f"checkpoint is incomplete (a shard not downloaded?) or is not a plain llama model.")
+    unknown = [k for k in state if k not in expected]
+    if unknown:
+        raise ModelError(
+            f"{where(unknown[0])} is not part of a llama model (config: {config.n_layers} layers, "
+            f"tie_embeddings={config.tie_embeddings}). This architecture is not supported, or "
+            f"the config does not belong to these weights.")
+    for k, want in expected.items():
+        if tuple(state[k].shape) != tuple(want.shape):
+            raise ModelError(
+                f"{where(k)} has shape {list(state[k].shape)} but the config (vocab_size="
+                f"{config.vocab_size}, dim={config.dim}, n_heads={config.n_heads}, n_kv_heads="
+                f"{config.n_kv_heads}, hidden_dim={config.hidden_dim}) implies {list(want.shape)}. "
+                f"The config and the weights come from different models: re-download the "
+                f"checkpoint or fix its config.")
+    model.load_state_dict({k: state[k].to(dtype) for k in expected}, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    model.inv_freq = rope_inv_freq(config)  # float32 on purpose, whatever the weights' dtype
+    model.requires_grad_(False)
+    return model.to(device).eval()
+

@@ -1,0 +1,78 @@
+"""Meta llama directories: params.json + consolidated.NN.pth (model-parallel shards)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import LlamaConfig
+from .errors import ModelError
+from .hf import read_weights
+
+# How Meta's model-parallel layers split a weight across shards (the concat dim).
+_COLUMN = ("wq", "wk", "wv", "w1", "w3", "output")  # split on output rows: dim 0
+_ROW = ("wo", "w2")                                   # split on input columns: dim 1
+
+
+def read(folder: Path):
+    """(config, state dict in our names, where) for a Meta directory."""
+    try:
+        params = json.loads((folder / "params.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{folder / 'params.json'} could not be read ({e}). Re-download it.") from None
+    shards = sorted(folder.glob("consolidated.*.pth"))
+    if not shards:
+        raise ModelError(f"{folder} has params.json but no consolidated.00.pth: download the "
+                         f"weights into the same directory.")
+    parts = [read_weights(f) for f in shards]
+    state = {k: _merge(k, [p[k] for p in parts], params["dim"]) for k in parts[0]}
+    state.pop("rope.freqs", None)  # Meta stores the rotary table; we recompute it
+    config = to_config(params, state)
+    for i in range(config.n_layers):
+        for w, heads in (("wq", config.n_heads), ("wk", config.n_kv_heads)):
+            key = f"layers.{i}.attention.{w}.weight"
+            if key in state:
+                state[key] = permute_meta_qk(state[key], heads)
+
+    def where(name):
+        return f"tensor {name!r} in {shards[0] if len(shards) == 1 else folder}"
+    return config, state, where
+
+
+def to_config(params: dict, state: dict) -> LlamaConfig:
+    try:
+        emb, w1 = state["tok_embeddings.weight"], state["layers.0.feed_forward.w1.weight"]
+    except KeyError as e:
+        raise ModelError(f"The consolidated.*.pth files lack {e}: not a Meta llama checkpoint.") from None
+    scaled = params.get("use_scaled_rope", False)
+    theta = params.get("rope_theta", 10000.0)
+    return LlamaConfig(
+        vocab_size=emb.shape[0], dim=params["dim"], n_layers=params["n_layers"],
+        n_heads=params["n_heads"], n_kv_heads=params.get("n_kv_heads") or params["n_heads"],
+        hidden_dim=w1.shape[0], norm_eps=params.get("norm_eps", 1e-5), rope_theta=theta,
+        rope_scaling=_llama3_scaling(params) if scaled else None,
+        # params.json has no context length; these are the released models' contexts.
+        max_seq_len=params.get("max_seq_len") or (131072 if scaled else 8192 if theta >= 5e5 else 4096),
+        tie_embeddings="output.weight" not in state, bos_id=None, eos_ids=(), pad_id=None)
+
+
+def _llama3_scaling(params: dict) -> dict:
+    return {"rope_type": "llama3", "factor": params.get("rope_scaling_factor", 8.0),
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}
+
+
+def _merge(name: str, parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    if len(parts) == 1 or parts[0].dim() == 1:
+        return parts[0]  # one shard, or a replicated norm
+    kind = name.split(".")[-2]
+    if kind == "tok_embeddings":  # llama-2 splits the embedding dim, llama-3 the vocab
+        return torch.cat(parts, dim=1 if parts[0].shape[1] != dim else 0)
+    return torch.cat(parts, dim=1 if kind in _ROW else 0)
+
+
+def permute_meta_qk(w: Tensor, n_heads: int) -> Tensor:
+    """Meta's interleaved-pair rotary layout -> HF rotate-half layout (rows of wq or wk)."""
+    rows, cols = w.shape
+    return w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)

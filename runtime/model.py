@@ -1,0 +1,191 @@
+"""A llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU), gpt-fast style.
+
+Three ways to run it:
+  m(input_ids)                          full causal forward, no cache  -> [B, T, V]
+  m.prefill(cache, tokens, pad)         a LEFT-padded batch of prompts into the cache
+  m.decode(cache, tokens, slot, pad)    one token per row at cache slot `slot` -> [R, V]
+
+Padding: row r's prompt sits at slots pad[r]..T-1 and RoPE position of slot s is s - pad[r],
+so a padded row computes exactly what the prompt alone would. `decode` has static shapes
+(it attends over the whole preallocated cache with a boolean mask) and takes `slot` as a
+tensor, so it compiles once with `torch.compile(fullgraph=True)` and never recompiles.
+q/k projections use the HF (rotate-half) layout; loaders permute Meta-layout checkpoints.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import KVCache
+from .config import LlamaConfig
+from .errors import ModelError
+
+
+def rope_inv_freq(config: LlamaConfig) -> Tensor:
+    """Per-pair rotation frequencies (float32), with linear or llama-3 scaling applied."""
+    hd = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / scaling["factor"]
+    if kind == "llama3":
+        return _llama3_scaling(inv, scaling)
+    raise ModelError(
+        f"rope_scaling type {kind!r} is not supported (supported: default, linear, llama3). "
+        f"Use a checkpoint without it or remove rope_scaling from its config."
+    )
+
+
+def _llama3_scaling(inv: Tensor, s: dict) -> Tensor:
+    # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between.
+    factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old_len / lo, inv / factor, inv)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / hi) * ~(wavelen > old_len / lo)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
+        self.wq = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=False)
+        self.wk = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=False)
+        self.wv = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=False)
+        self.wo = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+                cache: KVCache | None, layer: int, slots: Tensor | None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            k, v = cache.update(layer, slots, k, v)
+            # The mask's last dim says how many cache slots this call attends to.
+            k, v = k[:, :, : mask.shape[-1]], v[:, :, : mask.shape[-1]]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.w1 = nn.Linear(c.dim, c.hidden_dim, bias=False)  # gate
+        self.w2 = nn.Linear(c.hidden_dim, c.dim, bias=False)  # down
+        self.w3 = nn.Linear(c.dim, c.hidden_dim, bias=False)  # up
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
+        self.attention = Attention(c)
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.feed_forward = FeedForward(c)
+
+    def forward(self, x, cos, sin, mask, cache, layer, slots):
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer, slots)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Llama(nn.Module):
+    """A llama decoder. Build it from a config, or get one loaded with `decode.load(path)`.
+
+        >>> m = Llama(LlamaConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4,
+        ...                       n_kv_heads=2, hidden_dim=64))
+        >>> m(torch.tensor([[1, 5, 7]])).shape
+        torch.Size([1, 3, 97])
+    """
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = None  # set by the loader
+        self.source = None     # the path it was loaded from, for error messages
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+
+    def _hidden(self, tokens: Tensor, pos: Tensor, mask: Tensor,
+                cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:
+        x = self.tok_embeddings(tokens)
+        freqs = pos[..., None].float() * self.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, head_dim]
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i, slots)
+        return self.norm(x)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """Full causal forward without a cache: [B, T] -> float32 logits [B, T, V]."""
+        B, T = input_ids.shape
+        idx = torch.arange(T, device=input_ids.device)
+        mask = idx[None, :] <= idx[:, None]
+        return self.output(self._hidden(input_ids, idx.expand(B, T), mask)).float()
+
+    def new_cache(self, rows: int, max_len: int) -> KVCache:
+        """An empty static cache for `rows` sequences of up to `max_len` tokens."""
+        c, w = self.config, self.tok_embeddings.weight
+        return KVCache(c.n_layers, rows, c.n_kv_heads, max_len, c.head_dim, w.dtype, w.device)
+
+    def prefill(self, cache: KVCache, tokens: Tensor, pad: Tensor,
+                all_logits: bool = False) -> Tensor:
+        """Run LEFT-padded prompts [R, T] (row r real from slot pad[r]) into cache slots 0..T-1.
+
+        Returns float32 logits of the last slot [R, V], or of every slot [R, T, V].
+        """
+        R, T = tokens.shape
+        idx = torch.arange(T, device=tokens.device)
+        pos = (idx[None, :] - pad[:, None]).clamp(min=0)
+        causal = idx[None, :] <= idx[:, None]                       # [T query, T key]
+        real = idx[None, :] >= pad[:, None]                         # [R, T key]
+        # Padding queries see only themselves: garbage but finite, and nobody reads them.
+        mask = (causal[None] & real[:, None, :]) | torch.eye(T, dtype=torch.bool,
+                                                              device=tokens.device)
+        h = self._hidden(tokens, pos, mask[:, None], cache, idx)
+        return self.output(h if all_logits else h[:, -1]).float()
+
+    def decode(self, cache: KVCache, tokens: Tensor, slot: Tensor, pad: Tensor) -> Tensor:
+        """One token per row [R] at cache slot `slot` (0-d tensor) -> float32 logits [R, V]."""
+        idx = torch.arange(cache.max_len, device=tokens.device)
+        pos = (slot - pad)[:, None]
+        mask = (idx[None, :] >= pad[:, None]) & (idx[None, :] <= slot)  # [R, max_len]
+        h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1))
+        return self.output(h[:, 0]).float()

@@ -1,0 +1,109 @@
+"""Tokenizers: sentencepiece `tokenizer.model`, or `tokenizer.json` via the optional `tokenizers`.
+
+Both behave like transformers' defaults: `encode` prepends BOS (LlamaTokenizer's
+add_bos_token=True), `decode` skips special tokens (skip_special_tokens=True).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ModelError
+
+
+class SentencePieceTokenizer:
+    """A llama sentencepiece model (legacy LlamaTokenizer behaviour).
+
+        >>> tok = SentencePieceTokenizer("ckpt/tokenizer.model")
+        >>> tok.decode(tok.encode("ROMEO:"))
+        'ROMEO:'
+    """
+
+    def __init__(self, path: str | Path):
+        import sentencepiece as spm
+
+        self.path = Path(path)
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.Load(str(self.path))
+        except (OSError, RuntimeError) as e:
+            raise ModelError(
+                f"{self.path} is not a sentencepiece model ({e}). Llama-3 ships a tiktoken "
+                f"file under this name; use the HF conversion with tokenizer.json instead."
+            ) from None
+        self.vocab_size = self.sp.GetPieceSize()
+        self.bos_id = _or_none(self.sp.bos_id())
+        self.eos_id = _or_none(self.sp.eos_id())
+        self.pad_id = _or_none(self.sp.pad_id())
+        self._special = {i for i in range(self.vocab_size)
+                         if self.sp.IsControl(i) or self.sp.IsUnknown(i)}
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        ids = self.sp.EncodeAsIds(text)
+        return [self.bos_id] + ids if bos and self.bos_id is not None else ids
+
+    def decode(self, ids) -> str:
+        pieces = [self.sp.IdToPiece(int(i)) for i in ids if int(i) not in self._special]
+        if not pieces:
+            return ""
+        # LlamaTokenizer strips the prefix space of the first piece before decoding.
+        if pieces[0].startswith("\u2581"):
+            pieces[0] = pieces[0][1:]
+        return self.sp.DecodePieces(pieces)
+
+
+class HFTokenizer:
+    """A `tokenizer.json` (HF fast tokenizer), read with the optional `tokenizers` package.
+
+        >>> tok = HFTokenizer("ckpt/tokenizer.json")
+        >>> tok.encode("hi")[0] == tok.bos_id
+        True
+
+    BOS/EOS/PAD come from `tokenizer_config.json` beside the file when it names them.
+    """
+
+    def __init__(self, path: str | Path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ModelError(
+                f"{path} needs the `tokenizers` package, which is not installed. "
+                f"Install it with `pip install decode-dsl[hf]` (or `pip install tokenizers`)."
+            ) from None
+        self.path = Path(path)
+        try:
+            self.tk = Tokenizer.from_file(str(self.path))
+        except Exception as e:  # tokenizers raises a bare Exception on bad json
+            raise ModelError(f"{self.path} is not a valid tokenizer.json ({e}).") from None
+        self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
+        names = _special_names(self.path.parent / "tokenizer_config.json")
+        self.bos_id = self._id(names.get("bos_token"), "<s>", "<|begin_of_text|>")
+        self.eos_id = self._id(names.get("eos_token"), "</s>", "<|end_of_text|>")
+        self.pad_id = self._id(names.get("pad_token"))
+
+    def _id(self, *names) -> int | None:
+        for n in names:
+            if n is not None and self.tk.token_to_id(n) is not None:
+                return self.tk.token_to_id(n)
+        return None
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        ids = self.tk.encode(text, add_special_tokens=False).ids
+        return [self.bos_id] + ids if bos and self.bos_id is not None else ids
+
+    def decode(self, ids) -> str:
+        return self.tk.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def _or_none(i: int) -> int | None:
+    return None if i < 0 else i
+
+
+def _special_names(config: Path) -> dict:
+    if not config.exists():
+        return {}
+    names = {}
+    for key, val in json.loads(config.read_text()).items():
+        if key in ("bos_token", "eos_token", "pad_token") and val is not None:
+            names[key] = val["content"] if isinstance(val, dict) else val
+    return names

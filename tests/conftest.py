@@ -1,0 +1,10 @@
+"""Shared, session-scoped test fixtures (made once: training a tokenizer costs ~1 s)."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer_dir(tmp_path_factory):
+    """A directory with a tiny trained tokenizer.model and its transformers LlamaTokenizer files."""
+    from llama_factory import make_sp_tokenizer
+
+    return make_sp_tokenizer(tmp_path_factory.mktemp("sp")).parent
