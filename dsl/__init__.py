@@ -1,0 +1,19 @@
+"""The recipe language: text -> checked `Recipe` IR. Imports no torch.
+
+    >>> from decode.dsl import parse, fmt
+    >>> fmt("topp 0.9 temp 0.7 | beam 4")
+    'beam 4 | topp 0.9 | temp 0.7'
+"""
+from decode.dsl.check import parse, read_recipe
+from decode.dsl.errors import RecipeError, RecipeWarning, format_error
+from decode.dsl.format import fmt
+from decode.dsl.ir import LANG_VERSION, Arg, Clause, Recipe, Span
+from decode.dsl.reference import NoReference, hf_kwargs, hf_reference
+from decode.dsl.stages import CATALOGUE, REQUIRED, ClauseSpec, Param, lookup, register
+
+__all__ = [
+    "parse", "fmt", "read_recipe", "RecipeError", "RecipeWarning", "format_error",
+    "CATALOGUE", "lookup", "register", "ClauseSpec", "Param", "REQUIRED",
+    "Recipe", "Clause", "Arg", "Span", "LANG_VERSION",
+    "hf_kwargs", "hf_reference", "NoReference",
+]

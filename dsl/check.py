@@ -1,0 +1,229 @@
+"""Raw clauses -> a checked Recipe: names, types, ranges and the recipe-level rules.
+
+    >>> parse("beam 4 | diverse groups=2 penalty=0.5").modifiers[0]["groups"]
+    2
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Iterable
+
+from decode.dsl.errors import RecipeError, RecipeWarning
+from decode.dsl.ir import Arg, Clause, Recipe, Span
+from decode.dsl.parser import RawClause, Symbol, parse_raw
+from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, lookup, spell_value
+
+# Names people bring from other libraries; difflib alone would not find these.
+ALIASES = {
+    "temperature": "temp", "top_k": "topk", "top_p": "topp", "nucleus": "topp",
+    "min_p": "minp", "typical_p": "typical", "epsilon_cutoff": "epsilon", "eta_cutoff": "eta",
+    "repetition_penalty": "repetition", "presence_penalty": "presence",
+    "frequency_penalty": "frequency", "no_repeat_ngram_size": "norepeat",
+    "min_new_tokens": "minlen", "max_new_tokens": "max", "max_tokens": "max",
+    "stop_strings": "stop", "bad_words": "ban", "sequence_bias": "bias", "argmax": "greedy",
+    "beam_search": "beam", "num_beams": "beam", "diverse_beam": "diverse", "top_n_sigma": "topnsigma",
+}
+
+
+def parse(text: "str | Recipe") -> Recipe:
+    """Parse and check a recipe; every mistake is a RecipeError with a span.
+
+        >>> parse("beam 4 | max 32").max_new_tokens
+        32
+    """
+    if isinstance(text, Recipe):
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"parse() takes the recipe text, not {type(text).__name__}")
+    try:
+        return _check(text, parse_raw(text))
+    except RecipeError as err:
+        err.text = text
+        raise
+
+
+def read_recipe(arg: str) -> str:
+    """The recipe text of `arg`: the file's contents if `arg` names a .dec file, else `arg`."""
+    if arg.endswith(".dec") and (os.path.exists(arg) or not any(c in arg for c in " |\"\n")):
+        with open(arg, encoding="utf-8") as f:
+            return f.read()
+    return arg
+
+
+def suggest(word: str, choices: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
+    """The closest spelling among `choices` (a "did you mean"), or None."""
+    choices = list(choices)
+    if aliases and word.lower() in aliases and aliases[word.lower()] in choices:
+        return aliases[word.lower()]
+    found = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _check(text: str, raw: list[RawClause]) -> Recipe:
+    if not raw:
+        raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
+                          Span(0, len(text)), suggestion="greedy")
+    clauses = tuple(_clause(rc) for rc in raw)
+    _check_recipe(clauses)
+    return Recipe(clauses, text, tuple(_warnings(clauses)))
+
+
+# -- one clause ------------------------------------------------------------------------
+
+def _clause(rc: RawClause) -> Clause:
+    spec = lookup(rc.name)
+    if spec is None:
+        hint = suggest(rc.name, CATALOGUE, ALIASES)
+        raise RecipeError(f"unknown clause '{rc.name}'", rc.name_span, suggestion=hint)
+    values: dict[str, Any] = {}
+    _positionals(spec, rc, values)
+    _keywords(spec, rc, values)
+    for p in spec.params:
+        if p.name in values:
+            continue
+        if p.required:
+            raise RecipeError(f"missing argument: '{rc.name}' needs {_what(p)}; write '{spec.usage()}'",
+                              rc.span)
+        values[p.name] = values[p.default_from] if p.default_from else p.default
+    params = tuple((p.name, values[p.name]) for p in spec.params)
+    return Clause(rc.name, rc.args, rc.span, params)
+
+
+def _what(p: Param) -> str:
+    return f"{p.name.upper()}{'...' if p.variadic else ''} ({p.doc})" if p.doc else p.name.upper()
+
+
+def _positionals(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
+    given = [a for a in rc.args if a.key is None]
+    slots = spec.positional
+    for i, arg in enumerate(given):
+        if i >= len(slots) and not (slots and slots[-1].variadic):
+            if not slots:
+                msg = f"'{spec.name}' takes no positional values"
+            else:
+                msg = (f"too many positional values: '{spec.name}' takes {len(slots)} "
+                       f"({spec.usage()})")
+            raise RecipeError(msg, arg.span)
+        p = slots[min(i, len(slots) - 1)]
+        value = _convert(spec, p, arg)
+        if p.variadic:
+            values[p.name] = values.get(p.name, ()) + (value,)
+        else:
+            values[p.name] = value
+
+
+def _keywords(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
+    seen: set[str] = set()
+    for arg in rc.args:
+        if arg.key is None:
+            continue
+        p = next((k for k in spec.keywords if k.name == arg.key), None)
+        key_span = Span(arg.span.start, arg.span.start + len(arg.key))
+        if p is None:
+            positional = next((k for k in spec.positional if k.name == arg.key), None)
+            if positional is not None:
+                raise RecipeError(
+                    f"'{arg.key}' of '{spec.name}' is positional: write '{spec.name} "
+                    f"{spell_value(arg.value) if not isinstance(arg.value, Symbol) else arg.value}'",
+                    arg.span)
+            names = [k.name for k in spec.keywords]
+            takes = (f"'{spec.name}' takes {', '.join(n + '=' for n in names)}" if names
+                     else f"'{spec.name}' takes no key=value arguments")
+            raise RecipeError(f"unknown key '{arg.key}': {takes}", key_span,
+                              suggestion=suggest(arg.key, names))
+        if arg.key in seen:
+            raise RecipeError(f"duplicate key '{arg.key}' in '{spec.name}'", arg.span)
+        seen.add(arg.key)
+        values[p.name] = _convert(spec, p, arg)
+
+
+def _convert(spec: ClauseSpec, p: Param, arg: Arg) -> Any:
+    """Check one written value against its Param: type, choices, range."""
+    value, span = arg.value, arg.span
+    where = f"'{spec.name}' {p.name}"
+    found = _spelled(value)
+    if p.type == "int":
+        if isinstance(value, float) and not isinstance(value, Symbol):
+            hint = str(int(value)) if value.is_integer() else None
+            raise RecipeError(f"wrong type: {where} must be a whole number, found {found}", span, hint)
+        if not isinstance(value, int):
+            raise RecipeError(f"wrong type: {where} must be a whole number, found {found}", span)
+    elif p.type == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"wrong type: {where} must be a number, found {found}", span)
+        value = float(value) + 0.0
+    elif p.type == "str":
+        if isinstance(value, Symbol):
+            raise RecipeError(f"wrong type: {where} must be a \"string\", found the name {value}",
+                              span, suggestion=spell_value(str(value)))
+        if not isinstance(value, str):
+            raise RecipeError(f"wrong type: {where} must be a \"string\", found {found}", span,
+                              suggestion=spell_value(found))
+    elif p.type in ("bool", "enum"):
+        choices = (False, True) if p.type == "bool" else p.choices
+        value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or value not in choices:
+            spelled = [spell_value(c) if not isinstance(c, str) else c for c in choices]
+            raise RecipeError(f"wrong value: {where} must be one of {', '.join(spelled)}; found {found}",
+                              span, suggestion=suggest(str(arg.value), spelled))
+        return str(value) if isinstance(value, str) else value
+    if p.type in ("int", "float") and not p.in_range(value):
+        raise RecipeError(f"out of range: {where} must satisfy {p.describe_range()}, found {found}",
+                          span)
+    return value
+
+
+def _spelled(value: Any) -> str:
+    return str(value) if isinstance(value, Symbol) else spell_value(value)
+
+
+# -- the whole recipe -------------------------------------------------------------------
+
+def _check_recipe(clauses: tuple[Clause, ...]) -> None:
+    searches = [c for c in clauses if c.kind == "search"]
+    if len(searches) > 1:
+        a, b = searches[:2]
+        raise RecipeError(f"two search clauses, '{a.canonical}' and '{b.canonical}': "
+                          "a recipe has exactly one", b.span)
+    seen: dict[str, Clause] = {}
+    for c in clauses:
+        if c.name in seen and not c.spec.repeatable:
+            raise RecipeError(f"duplicate '{c.name}': it may appear only once "
+                              f"(already written as '{seen[c.name].canonical}')", c.span)
+        seen.setdefault(c.name, c)
+    search = searches[0] if searches else None
+    for c in clauses:
+        if c.name == "beam" and c["return"] > c["k"]:
+            arg = next(a for a in c.args if a.key == "return")
+            raise RecipeError(f"return={c['return']} is more than the beam width {c['k']}: "
+                              f"a beam search returns at most K sequences", arg.span,
+                              suggestion=f"return={c['k']}")
+        if c.name == "diverse":
+            if search is None or search.name != "beam":
+                found = search.canonical if search else "greedy (the default)"
+                raise RecipeError(f"'diverse' needs a 'beam K' search, found {found}", c.span,
+                                  suggestion=f"beam {2 * c['groups']}")
+            k, g = search["k"], c["groups"]
+            if k % g:
+                arg = next(a for a in c.args if a.key == "groups")
+                divisors = [d for d in range(1, k + 1) if k % d == 0]
+                raise RecipeError(f"groups={g} does not divide the beam width {k}: use one of "
+                                  f"{', '.join(map(str, divisors))}", arg.span)
+
+
+def _warnings(clauses: tuple[Clause, ...]) -> list[RecipeWarning]:
+    out = []
+    cold = next((c for c in clauses if c.name == "temp" and c["t"] == 0), None)
+    samplers = [c for c in clauses if c.sampling]
+    if cold is not None and samplers:
+        names = ", ".join(f"'{c.canonical}'" for c in samplers)
+        out.append(RecipeWarning(
+            f"temp 0 means argmax: it leaves only the most likely token, so {names} cannot change "
+            "which token is chosen; drop temp 0 or use temp > 0", cold.span))
+    for c in clauses:
+        if c.name == "diverse" and c["groups"] > 1 and c["penalty"] == 0:
+            out.append(RecipeWarning(
+                "diverse with penalty=0 runs independent beam searches that find the same "
+                "hypotheses; set penalty > 0 (e.g. penalty=0.5)", c.span))
+    return out

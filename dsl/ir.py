@@ -1,0 +1,248 @@
+"""The recipe IR: frozen dataclasses carrying source spans.
+
+Equality means "the same decoding": spans, source text, layout and warnings are left
+out, and two recipes are equal iff their canonical clause structures are.
+
+    >>> r = parse("topp 0.9 | beam 4")
+    >>> r.search.name, r.search["k"], [c.name for c in r.stages]
+    ('beam', 4, ['topp'])
+    >>> r == parse("beam 4 lenpen=1 | topp 0.9")
+    True
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from decode.dsl.errors import RecipeWarning, line_col
+from decode.dsl.stages import ClauseSpec, lookup, spell_value
+
+LANG_VERSION = "1"
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class Span:
+    """Character offsets [start, end) into the recipe text."""
+
+    start: int
+    end: int
+
+    def line_col(self, text: str) -> tuple[int, int]:
+        """1-based (line, column) where the span starts."""
+        return line_col(text, self.start)
+
+    def slice(self, text: str) -> str:
+        return text[self.start:self.end]
+
+    def cover(self, other: "Span") -> "Span":
+        return Span(min(self.start, other.start), max(self.end, other.end))
+
+
+NOWHERE = Span(0, 0)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One written argument: `key` is None for a positional value."""
+
+    key: str | None
+    value: Any
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Clause:
+    """A checked clause. `params` holds every declared parameter, defaults filled in,
+    in catalogue order; read one with `clause["p"]` or `clause.get("p")`.
+
+        >>> parse("beam 4").search["lenpen"]
+        1.0
+    """
+
+    name: str
+    args: tuple[Arg, ...] = field(compare=False)
+    span: Span = field(compare=False)
+    params: tuple[tuple[str, Any], ...]
+
+    def __getitem__(self, key: str) -> Any:
+        for name, value in self.params:
+            if name == key:
+                return value
+        raise KeyError(f"clause {self.name!r} has no parameter {key!r}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def spec(self) -> ClauseSpec:
+        spec = lookup(self.name)
+        if spec is None:
+            raise KeyError(f"clause {self.name!r} is not in the catalogue")
+        return spec
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def impl(self) -> str | None:
+        return self.spec.impl
+
+    @property
+    def sampling(self) -> bool:
+        return self.spec.is_sampling(self.param_dict)
+
+    @property
+    def canonical(self) -> str:
+        """This clause in canonical spelling, defaults left out: 'beam 4 lenpen=0.6'."""
+        spec = self.spec
+        values = self.param_dict
+        parts = [self.name]
+        trailing: list[str] = []  # positional defaults are left out only at the end
+        for p in spec.positional:
+            word = spell_value(values[p.name])
+            if _is_default(p, values):
+                trailing.append(word)
+            else:
+                parts += trailing + [word]
+                trailing = []
+        for p in spec.keywords:
+            if not _is_default(p, values):
+                parts.append(f"{p.name}={spell_value(values[p.name])}")
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+def _is_default(p: Any, values: dict[str, Any]) -> bool:
+    default = values[p.default_from] if p.default_from else p.default
+    value = values[p.name]
+    return type(value) is type(default) and value == default
+
+
+_GREEDY = Clause("greedy", (), NOWHERE, ())
+_TAIL_KINDS = ("limit", "stop", "control")
+
+
+@dataclass(frozen=True, eq=False)
+class Recipe:
+    """A checked recipe: its clauses in written order, the text, and warnings.
+
+        >>> r = parse("beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7")
+        >>> r.sampling, r.max_new_tokens, r.canonical
+        (True, 128, 'beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 | temp 0.7')
+    """
+
+    clauses: tuple[Clause, ...]
+    text: str = ""
+    warnings: tuple[RecipeWarning, ...] = ()
+
+    # -- reading clauses -------------------------------------------------------
+    def __iter__(self) -> Iterator[Clause]:
+        return iter(self.clauses)
+
+    def _of_kind(self, *kinds: str) -> tuple[Clause, ...]:
+        return tuple(c for c in self.clauses if c.kind in kinds)
+
+    @property
+    def search(self) -> Clause:
+        """The search clause; a synthesized `greedy` when none was written."""
+        found = self._of_kind("search")
+        return found[0] if found else _GREEDY
+
+    @property
+    def modifiers(self) -> tuple[Clause, ...]:
+        return self._of_kind("modifier")
+
+    @property
+    def stages(self) -> tuple[Clause, ...]:
+        """Logit stages in written (= application) order."""
+        return self._of_kind("logit")
+
+    def get(self, name: str) -> Clause | None:
+        """The first clause called `name` (the synthesized greedy included), or None."""
+        if name == self.search.name:
+            return self.search
+        return next((c for c in self.clauses if c.name == name), None)
+
+    def param(self, name: str, key: str, default: Any = None) -> Any:
+        """`recipe.param("beam", "k", 1)`: a clause's parameter, or `default` if absent."""
+        clause = self.get(name)
+        return default if clause is None else clause.get(key, default)
+
+    # -- meaning -----------------------------------------------------------------
+    @property
+    def sampling(self) -> bool:
+        """True iff selection samples (some clause samples); else argmax."""
+        return any(c.sampling for c in self.clauses)
+
+    @property
+    def sampling_reason(self) -> str:
+        """Why selection samples or is argmax, in one sentence."""
+        samplers = [c for c in self.clauses if c.sampling]
+        if samplers:
+            names = ", ".join(c.canonical for c in samplers)
+            return f"sampling, because {names} {'samples' if len(samplers) == 1 else 'sample'}"
+        cold = [c for c in self.clauses if c.name == "temp"]
+        if cold:
+            return "argmax, because temp 0 means argmax and no other clause samples"
+        from decode.dsl.stages import sampling_clause_names
+
+        return ("argmax, because no clause samples (the sampling clauses are "
+                f"{sampling_clause_names()})")
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.param("max", "n", 128)
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self.param("stop", "strings", ())
+
+    @property
+    def seed(self) -> int | None:
+        return self.param("seed", "s", None)
+
+    # -- canonical form ----------------------------------------------------------
+    @property
+    def canonical_clauses(self) -> tuple[Clause, ...]:
+        """Search, modifiers, logit stages (written order), max (unless default), stop, seed."""
+        tail = [c for kind in _TAIL_KINDS for c in self._of_kind(kind)
+                if not (c.name == "max" and c.canonical == "max")]
+        return (self.search,) + self.modifiers + self.stages + tuple(tail)
+
+    @property
+    def canonical(self) -> str:
+        """The `decode fmt` form: 'beam 4 | topp 0.9 | max 32'."""
+        return " | ".join(c.canonical for c in self.canonical_clauses)
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits naming exactly this decoding (language version + canonical form)."""
+        data = f"decode-recipe v{LANG_VERSION}\n{self.canonical}".encode()
+        return hashlib.sha256(data).hexdigest()[:12]
+
+    def _key(self) -> tuple:
+        return tuple((c.name, c.params) for c in self.canonical_clauses)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        return self.canonical

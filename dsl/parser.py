@@ -1,0 +1,204 @@
+"""Text -> raw clauses (syntax only). `parse` in check.py adds the meaning.
+
+Lark's errors become RecipeErrors that point at the text, as in Lark's own examples.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.exceptions import VisitError
+
+from decode.dsl.errors import RecipeError
+from decode.dsl.ir import Arg, Span
+
+
+class Symbol(str):
+    """A bare name written as a keyword value (`early=never`), as opposed to a string."""
+
+
+@dataclass(frozen=True)
+class RawClause:
+    name: str
+    name_span: Span
+    args: tuple[Arg, ...]
+    span: Span
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    grammar = (Path(__file__).parent / "grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
+
+
+def unescape(token: Token) -> str:
+    """The value of a STRING token; a bad escape is a RecipeError at the escape."""
+    body, out, i = token[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        esc = body[i + 1]
+        at = token.start_pos + 1 + i
+        if esc in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[esc])
+            i += 2
+        elif esc == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6]):
+            out.append(chr(int(body[i + 2:i + 6], 16)))
+            i += 6
+        else:
+            end = at + (2 + len(re.match(r"[0-9a-fA-F]{0,4}", body[i + 2:]).group()) if esc == "u" else 2)
+            raise RecipeError(
+                f"bad escape '{token[at - token.start_pos:end - token.start_pos]}' in a string: "
+                "use \\n, \\t, \\r, \\\\, \\\" or \\uXXXX",
+                Span(at, end))
+    return "".join(out)
+
+
+def _number(token: Token) -> int | float:
+    if re.fullmatch(r"-?\d+", token):
+        return int(token)
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise RecipeError(f"number {token} is too large", _tok_span(token))
+    return value + 0.0
+
+
+def _tok_span(token: Token) -> Span:
+    return Span(token.start_pos, token.end_pos)
+
+
+class _ToRaw(Transformer):
+    def start(self, clauses: list[RawClause]) -> list[RawClause]:
+        return clauses
+
+    def number(self, items: list[Token]) -> Arg:
+        return Arg(None, _number(items[0]), _tok_span(items[0]))
+
+    def string(self, items: list[Token]) -> Arg:
+        return Arg(None, unescape(items[0]), _tok_span(items[0]))
+
+    def symbol(self, items: list[Token]) -> Arg:
+        return Arg(None, Symbol(items[0]), _tok_span(items[0]))
+
+    def keyword(self, items: list[Any]) -> Arg:
+        key, value = items
+        return Arg(str(key), value.value, Span(key.start_pos, value.span.end))
+
+    def clause(self, items: list[Any]) -> RawClause:
+        name, args = items[0], tuple(items[1:])
+        span = _tok_span(name)
+        for arg in args:
+            span = span.cover(arg.span)
+        return RawClause(str(name), _tok_span(name), args, span)
+
+
+def parse_raw(text: str) -> list[RawClause]:
+    """Syntax only: the written clauses with their spans, or a RecipeError."""
+    try:
+        tree = _lark().parse(text)
+        return _ToRaw().transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, RecipeError):
+            raise err.orig_exc from None
+        raise
+    except UnexpectedInput as err:
+        raise syntax_error(text, err) from None
+
+
+_WORDS = {
+    "NAME": "a clause name", "KEY": "a key=value argument", "NUMBER": "a number",
+    "STRING": "a \"string\"", "VBAR": "|", "EQUAL": "=", "$END": "the end of the recipe",
+}
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the recipe"
+    if token.type == "NUMBER":
+        return f"number {token}"
+    if token.type == "STRING":
+        return f"string {token}"
+    if token.type in ("NAME", "KEY"):
+        return f"name '{token}'"
+    return f"'{token}'"
+
+
+def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
+    """Turn Lark's UnexpectedInput into a RecipeError with a span and a plain message."""
+    if isinstance(err, UnexpectedCharacters):
+        return _bad_character(text, err.pos_in_stream)
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    start = tok.start_pos if tok.start_pos is not None else len(text)
+    if tok.type == "$END":
+        start = len(text)
+    end = start if tok.type == "$END" else (tok.end_pos if tok.end_pos is not None else start + 1)
+    span = Span(start, end)
+    prev = _previous_token(text, start)
+    expected = set(err.expected)
+    if tok.type in ("VBAR", "$END") and prev == "=":
+        return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
+    if tok.type == "EQUAL":
+        return RecipeError("'=' must follow a key inside a clause, as in 'beam 4 lenpen=0.6'", span)
+    if prev == "|" and tok.type in ("VBAR", "$END"):
+        return RecipeError(f"expected a clause name after '|', found {_describe(tok)}", span)
+    if tok.type == "VBAR" and "NAME" in expected and len(expected) <= 1:
+        return RecipeError("a recipe cannot start with '|': write a clause name first", span)
+    if tok.type in ("NUMBER", "STRING") and "KEY" in expected:
+        return RecipeError(
+            f"positional value {tok} after a key=value argument: write positional values first", span)
+    if "NAME" in expected and tok.type in ("NUMBER", "STRING"):
+        return RecipeError(f"expected a clause name, found {_describe(tok)}", span)
+    if expected <= {"NUMBER", "STRING", "NAME"} and prev == "=":
+        return RecipeError(f"expected a value after '=', found {_describe(tok)}", span)
+    words = sorted(_WORDS.get(e, e) for e in expected)
+    return RecipeError(f"unexpected {_describe(tok)}; expected {' or '.join(words)}", span)
+
+
+def _previous_token(text: str, pos: int) -> str:
+    """The last non-blank character before `pos`, skipping comments (good enough for errors)."""
+    lines = text[:pos].split("\n")
+    for line in reversed(lines):
+        code = re.sub(r"#.*", "", line) if '"' not in line else line
+        code = code.rstrip()
+        if code:
+            return code[-1]
+    return ""
+
+
+def _key_before(text: str, pos: int) -> str:
+    m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t\r\n]*$", text[:pos])
+    return m.group(1) if m else "key"
+
+
+def _bad_character(text: str, pos: int) -> RecipeError:
+    ch = text[pos]
+    if ch == '"':
+        line_end = text.find("\n", pos)
+        line_end = len(text) if line_end == -1 else line_end
+        return RecipeError("unterminated string: close it with '\"' on the same line "
+                           "(write a newline inside a string as \\n)", Span(pos, line_end))
+    if ch.isdigit() or ch in "-.":
+        m = re.match(r"[^\s|#\"=]+", text[pos:])
+        word = m.group() if m else ch
+        return RecipeError(f"malformed number '{word}': write numbers like 4, -1, 0.9, .5 or 1e-3",
+                           Span(pos, pos + len(word)))
+    shown = repr(ch)
+    if ch in ",;":
+        return RecipeError(f"unexpected character {shown}: separate clauses with '|' or a space",
+                           Span(pos, pos + 1), suggestion="|")
+    if ch == "'":
+        return RecipeError("unexpected character \"'\": strings use double quotes", Span(pos, pos + 1))
+    return RecipeError(
+        f"unexpected character {shown}: a recipe holds clause names, numbers, \"strings\", "
+        "key=value, '|' and # comments", Span(pos, pos + 1))
