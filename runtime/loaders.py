@@ -116,8 +116,9 @@ def build(config: LlamaConfig, state: dict[str, Tensor], where, device, dtype) -
     with torch.device("meta"):
         model = Llama(config)
     expected = dict(model.state_dict())
-    if config.tie_embeddings:
+    if config.tie_embeddings:  # some savers also write the tied copy; it is the same tensor
         expected.pop("output.weight")
+        state = {k: v for k, v in state.items() if k != "output.weight"}
     missing = [k for k in expected if k not in state]
     if missing:
         raise ModelError(
