@@ -64,9 +64,28 @@ def _check(text: str, raw: list[RawClause]) -> Recipe:
     if not raw:
         raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
                           Span(0, len(text)), suggestion="greedy")
-    clauses = tuple(_clause(rc) for rc in raw)
+    clauses = []
+    for i, rc in enumerate(raw):
+        try:
+            clauses.append(_clause(rc))
+        except RecipeError as err:
+            raise _bare_word_hint(err, rc, raw[i + 1] if i + 1 < len(raw) else None) from None
+    clauses = tuple(clauses)
     _check_recipe(clauses)
     return Recipe(clauses, text, tuple(_warnings(clauses)))
+
+
+def _bare_word_hint(err: RecipeError, rc: RawClause, nxt: RawClause | None) -> RecipeError:
+    """`ban foo` reads as two clauses; say that strings need quotes."""
+    spec = lookup(rc.name)
+    missing_str = spec is not None and any(p.type == "str" and p.required for p in spec.positional)
+    if (err.message.startswith("missing argument") and missing_str and nxt is not None
+            and lookup(nxt.name) is None and nxt.name_span.start > rc.span.end):
+        word = spell_value(nxt.name)
+        return RecipeError(f"missing argument: '{rc.name}' needs a \"string\"; a bare word starts a "
+                           f"new clause, so write {rc.name} {word}", rc.span.cover(nxt.name_span),
+                           suggestion=f"{rc.name} {word}")
+    return err
 
 
 # -- one clause ------------------------------------------------------------------------
@@ -123,10 +142,9 @@ def _keywords(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
         if p is None:
             positional = next((k for k in spec.positional if k.name == arg.key), None)
             if positional is not None:
-                raise RecipeError(
-                    f"'{arg.key}' of '{spec.name}' is positional: write '{spec.name} "
-                    f"{spell_value(arg.value) if not isinstance(arg.value, Symbol) else arg.value}'",
-                    arg.span)
+                fix = f"{spec.name} {_spelled(arg.value)}"
+                raise RecipeError(f"'{arg.key}' of '{spec.name}' is positional: write '{fix}'",
+                                  arg.span, suggestion=fix)
             names = [k.name for k in spec.keywords]
             takes = (f"'{spec.name}' takes {', '.join(n + '=' for n in names)}" if names
                      else f"'{spec.name}' takes no key=value arguments")
@@ -164,7 +182,7 @@ def _convert(spec: ClauseSpec, p: Param, arg: Arg) -> Any:
         choices = (False, True) if p.type == "bool" else p.choices
         value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
         if isinstance(value, (int, float)) and not isinstance(value, bool) or value not in choices:
-            spelled = [spell_value(c) if not isinstance(c, str) else c for c in choices]
+            spelled = [p.spell(c) for c in choices]
             raise RecipeError(f"wrong value: {where} must be one of {', '.join(spelled)}; found {found}",
                               span, suggestion=suggest(str(arg.value), spelled))
         return str(value) if isinstance(value, str) else value

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from decode.dsl.errors import RecipeWarning, line_col
-from decode.dsl.stages import ClauseSpec, lookup, spell_value
+from decode.dsl.stages import ClauseSpec, lookup
 
 LANG_VERSION = "1"
 
@@ -110,7 +110,7 @@ class Clause:
         parts = [self.name]
         trailing: list[str] = []  # positional defaults are left out only at the end
         for p in spec.positional:
-            word = spell_value(values[p.name])
+            word = p.spell(values[p.name])
             if _is_default(p, values):
                 trailing.append(word)
             else:
@@ -118,7 +118,7 @@ class Clause:
                 trailing = []
         for p in spec.keywords:
             if not _is_default(p, values):
-                parts.append(f"{p.name}={spell_value(values[p.name])}")
+                parts.append(f"{p.name}={p.spell(values[p.name])}")
         return " ".join(parts)
 
     def __str__(self) -> str:

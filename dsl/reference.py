@@ -118,8 +118,8 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
         kw.update(num_beams=search["k"], length_penalty=search["lenpen"],
                   early_stopping=search["early"], num_return_sequences=search["return"])
         if any(c.name in HF_RANK and c.name not in _WARPER_KW for c in stages) or diverse:
-            notes.append("in beam search transformers applies processors and the diversity penalty "
-                         "to log-probabilities (log_softmax of the logits), not to raw logits")
+            notes.append("in beam search transformers applies its logits processors (and the "
+                         "diversity penalty) to log-probabilities (log_softmax), not to raw logits")
     if diverse is not None:
         kw.update(num_beam_groups=diverse["groups"], diversity_penalty=diverse["penalty"])
     for c in stages:

@@ -80,7 +80,13 @@ class Param:
             return self.default_from.upper()
         if self.default is REQUIRED:
             return "required"
-        return spell_value(self.default)
+        return self.spell(self.default)
+
+    def spell(self, value: Any) -> str:
+        """Canonical spelling of a value of this parameter (enum names are bare)."""
+        if self.type == "enum" and isinstance(value, str):
+            return value
+        return spell_value(value)
 
 
 Sampling = Union[bool, Callable[[Mapping[str, Any]], bool]]
@@ -386,9 +392,9 @@ def reference_markdown() -> str:
             lines += [f"### `{spec.usage()}`", "", spec.doc[0].upper() + spec.doc[1:] + ".", ""]
             for p in spec.params:
                 rng = p.describe_range()
-                extra = [f"default {p.describe_default()}"]
+                extra = ["required" if p.required else f"default {p.describe_default()}"]
                 if p.type == "enum":
-                    extra.append("one of " + ", ".join(spell_value(c) for c in p.choices))
+                    extra.append("one of " + ", ".join(p.spell(c) for c in p.choices))
                 if rng:
                     extra.append(rng)
                 lines.append(f"- `{p.name}` ({p.type}{'...' if p.variadic else ''}; "
