@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -107,12 +109,15 @@ def read_weights(file: Path) -> dict[str, torch.Tensor]:
             raise ModelError(f"{file} is corrupt or truncated ({e}). Re-download it; compare "
                              f"its size with the one the model hub lists.") from None
     try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(file, map_location="cpu", weights_only=True,
+                          mmap=zipfile.is_zipfile(file))  # mmap needs the zip format
+    except pickle.UnpicklingError:
+        why = "it holds Python objects besides tensors, and unpickling those could run code"
     except Exception as e:
-        raise ModelError(f"{file} could not be read as a plain tensor file ({e}). Only "
-                         f"weights-only checkpoints are loaded (no pickled code); "
-                         f"convert it to safetensors or re-download it.") from None
-
+        why = str(e).splitlines()[0][:200]
+    raise ModelError(f"{file} could not be read as a plain tensor file: {why}. Only "
+                     f"weights-only checkpoints are loaded (no pickled code); convert it to "
+                     f"safetensors with a trusted tool, or re-download it.")
 
 def our_name(hf_name: str) -> str | None:
     for pattern, ours in _NAMES:
