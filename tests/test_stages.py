@@ -103,6 +103,21 @@ def test_stage_matches_transformers(stage, params, ref):
         same(ours, ref(ids, logits.clone()))
 
 
+@pytest.mark.parametrize("position", [0, 5, 20])
+def test_typical_cut_exactly_at_the_mass_matches_transformers(position):
+    # p equal to a cumulative sum (a float32 value, so exact as a Python float) pins
+    # whether the token that reaches the mass is kept
+    logits = make_logits(0)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    distance = torch.abs(-logprobs - (-(logprobs * logprobs.exp()).nansum(-1, keepdim=True)))
+    order = torch.sort(distance).indices
+    p = float(logits.gather(-1, order).softmax(-1).cumsum(-1)[0, position])
+    ctx = StepContext.from_input_ids(history(0))
+    ours = apply_stage("typical", logits, ctx, p=p)
+    same(ours, hf.TypicalLogitsWarper(p)(history(0), logits.clone()))
+    assert (~ours[0].isneginf()).sum() == position + 1  # the token reaching p is kept
+
+
 @pytest.mark.parametrize("min_new", [0, 1, 3, 4, 9])
 def test_minlen_matches_transformers(min_new):
     ids, logits = history(0), make_logits(0)
@@ -147,12 +162,17 @@ def test_bias_matches_transformers(b):
             ctx = StepContext.from_input_ids(ids)
             ref = hf.SequenceBiasLogitsProcessor({tuple(seq): b})
             same(apply_stage("bias", logits, ctx, ids=[seq], b=b), ref(ids, logits.clone()))
-        # several sequences with one bias: the reference sums biases that land on one token;
-        # b * count and b + b + ... may round differently, hence the tolerance
+        # several sequences in one stage, one bias each; biases landing on one token add up
         seqs = bad_sequences(ids)
-        ref = hf.SequenceBiasLogitsProcessor({tuple(s): b for s in seqs})
-        same(apply_stage("bias", logits, StepContext.from_input_ids(ids), ids=seqs, b=b),
-             ref(ids, logits.clone()), atol=1e-6)
+        biases = [b, 1.5, -0.5, 2.25, b, 3.0, -1.0, 0.125]
+        ref = hf.SequenceBiasLogitsProcessor({tuple(s): x for s, x in zip(seqs, biases)})
+        ctx = StepContext.from_input_ids(ids)
+        same(apply_stage("bias", logits, ctx, ids=seqs, b=biases), ref(ids, logits.clone()))
+
+
+def test_bias_given_a_sequence_twice_keeps_its_last_bias():
+    prepared = load_stage("bias").prepare({"ids": [[1, 2], [3], [1, 2]], "b": [1.0, 2.0, 5.0]}, None)
+    assert prepared == {"ids": ((1, 2), (3,)), "b": [5.0, 2.0]}
 
 
 def padded_context(rows: list[list[int]], slots: int, new: int, eos=()) -> StepContext:
@@ -196,12 +216,13 @@ def test_rows_with_different_histories_each_match_their_own_reference(stage, par
 
 
 def serving_engine_penalties(logits, ctx, p, f):
-    """vLLM's definition, one row and one token at a time."""
+    """vLLM's definition, one row and one token at a time (presence first, as written)."""
     out = logits.clone()
     for i in range(logits.shape[0]):
         gen = ctx.tokens[i][ctx.generated[i] & ctx.valid[i]].tolist()
         for tok in set(gen):
-            out[i, tok] -= f * gen.count(tok) + p
+            out[i, tok] -= p
+            out[i, tok] -= f * gen.count(tok)
     return out
 
 
@@ -210,8 +231,7 @@ def test_presence_and_frequency_count_generated_tokens_only(p, f):
     rows, logits = ragged_rows(1), make_logits(1)
     ctx = padded_context(rows, slots=16, new=4)
     ours = apply_stage("frequency", apply_stage("presence", logits, ctx, p=p), ctx, f=f)
-    # presence then frequency subtract in two steps, the reference loop in one: 1e-6
-    same(ours, serving_engine_penalties(logits, ctx, p, f), atol=1e-5)
+    same(ours, serving_engine_penalties(logits, ctx, p, f))
     untouched = torch.ones_like(logits, dtype=torch.bool)
     for i, r in enumerate(rows):
         untouched[i, r[-4:]] = False  # only the 4 generated slots may change

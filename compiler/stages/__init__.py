@@ -32,7 +32,8 @@ def load_stage(name: str) -> ModuleType:
 
 
 def tensor_params(module: ModuleType, params: dict, device) -> dict:
-    """`params` with every numeric non-static value as a 0-d tensor (float32 or long)."""
+    """`params` with every numeric non-static value as a 0-d tensor (float32 or long),
+    and every non-static list of floats as a 1-d float32 tensor."""
     out = {}
     for key, value in params.items():
         if key in module.STATIC or isinstance(value, (bool, torch.Tensor)):
@@ -41,6 +42,8 @@ def tensor_params(module: ModuleType, params: dict, device) -> dict:
             out[key] = torch.tensor(value, dtype=torch.long, device=device)
         elif isinstance(value, float):
             out[key] = torch.tensor(value, dtype=torch.float32, device=device)
+        elif isinstance(value, (list, tuple)) and value and all(type(x) is float for x in value):
+            out[key] = torch.tensor(value, dtype=torch.float32, device=device)  # one per item
         else:
             out[key] = value
     return out

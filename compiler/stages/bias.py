@@ -2,30 +2,45 @@
 (transformers' SequenceBiasLogitsProcessor, `sequence_bias`).
 
 A one-token text is biased at every step; a longer one only when the history ends
-with all of it but its last token.
+with all of it but its last token. Several sequences may share one stage (`b` then is
+one bias for all, or one per sequence); biases landing on one token add up.
 """
 from __future__ import annotations
 
 import torch
 
-from decode.compiler.stages._common import check_ids, encode_all, prefix_matches, token_counts
+from decode.compiler.stages._common import check_ids, encode_all, prefix_matches
 
 STATIC = frozenset({"ids"})
 
 
 def prepare(params: dict, tokenizer) -> dict:
-    """{"text": str, "b": B} -> {"ids": ((id, ...),), "b": B}; given "ids" pass through."""
+    """{"text": str | [str], "b": B | [B]} -> {"ids": ((id, ...), ...), "b": ...}.
+
+    Given "ids" (one sequence or several) they pass through. A sequence given twice
+    keeps its last bias, as the reference's dict does.
+    """
     params = dict(params)
     if "ids" in params:
         ids = params.pop("ids")
-        ids = (ids,) if ids and isinstance(ids[0], int) else ids
-        return {"ids": tuple(dict.fromkeys(tuple(int(i) for i in s) for s in ids)), **params}
-    return {"ids": encode_all(params.pop("text"), tokenizer), **params}
+        seqs = [ids] if ids and isinstance(ids[0], int) else list(ids)
+        seqs = [tuple(int(i) for i in s) for s in seqs]
+    else:
+        text = params.pop("text")
+        texts = [text] if isinstance(text, str) else list(text)
+        seqs = [encode_all(t, tokenizer)[0] for t in texts]
+    b = params.pop("b")
+    if isinstance(b, (list, tuple)):
+        merged = dict(zip(seqs, (float(x) for x in b)))
+        return {"ids": tuple(merged), "b": list(merged.values()), **params}
+    return {"ids": tuple(dict.fromkeys(seqs)), "b": b, **params}
 
 
 def apply(logits: torch.Tensor, ctx, ids, b) -> torch.Tensor:
     rows, vocab = logits.shape
     check_ids(ids, vocab)
-    last = torch.tensor([s[-1] for s in ids], device=logits.device)
-    hits = token_counts(last.expand(rows, -1), prefix_matches(ctx, ids), vocab)
-    return torch.where(hits > 0, logits + b * hits, logits)
+    last = torch.tensor([s[-1] for s in ids], device=logits.device).expand(rows, -1)
+    b = torch.as_tensor(b, dtype=torch.float32, device=logits.device).expand(len(ids))
+    added = torch.where(prefix_matches(ctx, ids), b, 0.0)                 # [R, Q]
+    bias = torch.zeros_like(logits).scatter_add(1, last, added.to(logits.dtype))
+    return logits + bias

@@ -11,4 +11,5 @@ STATIC = frozenset()
 
 
 def apply(logits: torch.Tensor, ctx, t) -> torch.Tensor:
+    t = torch.as_tensor(t, device=logits.device)
     return torch.where(t > 0, logits / t, logits)
