@@ -32,7 +32,8 @@ class RawClause:
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     grammar = (Path(__file__).parent / "grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    # The transformer runs inside the LALR parser: no parse tree is built.
+    return Lark(grammar, parser="lalr", transformer=_ToRaw(), maybe_placeholders=False)
 
 
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
@@ -105,8 +106,7 @@ class _ToRaw(Transformer):
 def parse_raw(text: str) -> list[RawClause]:
     """Syntax only: the written clauses with their spans, or a RecipeError."""
     try:
-        tree = _lark().parse(text)
-        return _ToRaw().transform(tree)
+        return _lark().parse(text)
     except VisitError as err:
         if isinstance(err.orig_exc, RecipeError):
             raise err.orig_exc from None
