@@ -105,9 +105,8 @@ def add_fmt(sub: argparse._SubParsersAction) -> None:
 # -- explain -----------------------------------------------------------------------------
 
 def _args_text(clause) -> str:
-    from decode.dsl.stages import spell_value
-
-    return "  ".join(f"{k}={spell_value(v)}" for k, v in clause.params) or "-"
+    spec = clause.spec
+    return "  ".join(f"{k}={spec.param(k).spell(v)}" for k, v in clause.params) or "-"
 
 
 def _call_text(kwargs: dict, only_changed: bool) -> str:
