@@ -340,10 +340,10 @@ def test_kernel_traces_as_one_graph_and_a_sweep_reuses_it(name):
     compiled_matches_eager_without_recompiling(name, "eager")
 
 
-@pytest.mark.parametrize("name", ["topp", "norepeat"])
-def test_inductor_compiles_a_kernel_without_recompiling(name):
+def test_inductor_compiles_a_kernel_without_recompiling():
+    # topp: sort, cumsum, scatter and two tensor params; the rest run under -m slow
     torch._dynamo.reset()
-    compiled_matches_eager_without_recompiling(name, "inductor")
+    compiled_matches_eager_without_recompiling("topp", "inductor")
 
 
 @pytest.mark.slow
