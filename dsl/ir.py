@@ -184,19 +184,23 @@ class Recipe:
     # -- meaning -----------------------------------------------------------------
     @property
     def sampling(self) -> bool:
-        """True iff selection samples (some clause samples); else argmax."""
-        return any(c.sampling for c in self.clauses)
+        """True iff selection samples: some clause samples and no `temp 0` asks for argmax."""
+        return any(c.sampling for c in self.clauses) and self._cold is None
+
+    @property
+    def _cold(self) -> Clause | None:
+        return next((c for c in self.stages if c.name == "temp" and c["t"] == 0), None)
 
     @property
     def sampling_reason(self) -> str:
         """Why selection samples or is argmax, in one sentence."""
         samplers = [c for c in self.clauses if c.sampling]
+        names = ", ".join(c.canonical for c in samplers)
+        if self._cold is not None:
+            unused = f" ({names} cannot change the choice)" if samplers else ""
+            return f"argmax, because temp 0 means argmax{unused}"
         if samplers:
-            names = ", ".join(c.canonical for c in samplers)
             return f"sampling, because {names} {'samples' if len(samplers) == 1 else 'sample'}"
-        cold = [c for c in self.clauses if c.name == "temp"]
-        if cold:
-            return "argmax, because temp 0 means argmax and no other clause samples"
         from decode.dsl.stages import sampling_clause_names
 
         return ("argmax, because no clause samples (the sampling clauses are "

@@ -96,7 +96,7 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
         if c.spec.reference is None or (c.kind == "logit" and c.name not in HF_RANK):
             raise NoReference(f"transformers has no equivalent of '{c.name}' ({c.spec.doc})")
     diverse = r.get("diverse")
-    sampling = r.sampling
+    sampling = any(c.sampling for c in r.clauses)  # before temp 0 turns it into argmax
     cold = any(c.name == "temp" and c["t"] == 0 for c in stages)
     if sampling and cold:
         _check_cold(r)

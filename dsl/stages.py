@@ -375,7 +375,7 @@ def reference_markdown() -> str:
         "- Logit stages apply in the order written: `topp 0.9 temp 0.7` truncates the raw",
         "  distribution, then sharpens it.",
         "- Selection samples iff some clause samples: " + sampling_clause_names() + ".",
-        "  Otherwise it is argmax. `temp 0` means argmax.",
+        "  Otherwise it is argmax. `temp 0` means argmax, whatever else the recipe says.",
         "- Strings use the escapes `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"` and `\\uXXXX`.",
         "- Numbers: `4`, `-1`, `0.9`, `.5`, `1e-3`. A float argument accepts an integer.",
         "- `decode fmt` prints the canonical form: one line `a | b | c`, the search clause",

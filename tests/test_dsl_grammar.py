@@ -133,7 +133,10 @@ def test_selection_mode_and_reason():
     assert parse("sample").sampling
     assert parse("beam 4 | topp 0.9").sampling
     assert not parse("temp 0").sampling
-    assert parse("temp 0").sampling_reason.startswith("argmax, because temp 0")
+    assert parse("temp 0").sampling_reason == "argmax, because temp 0 means argmax"
+    cold = parse("topp 0.9 | temp 0")
+    assert not cold.sampling
+    assert cold.sampling_reason == "argmax, because temp 0 means argmax (topp 0.9 cannot change the choice)"
     assert parse("temp 0.5").sampling_reason == "sampling, because temp 0.5 samples"
 
 
