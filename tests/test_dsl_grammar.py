@@ -171,3 +171,25 @@ def test_language_reference_doc_is_generated_from_the_catalogue():
     assert doc.read_text() == reference_markdown(), \
         "docs/language.md is stale: python -c 'from decode.dsl.stages import reference_markdown as m; " \
         "open(\"docs/language.md\", \"w\").write(m())'"
+
+
+def test_registered_clause_is_known_everywhere():
+    from decode.dsl import ClauseSpec, Param, register
+    from decode.dsl.reference import hf_reference
+    from decode.dsl.stages import CATALOGUE
+
+    spec = ClauseSpec("mystage", "logit", "scale the logits", positional=(Param("s", "float", 2.0, lo=0.0),),
+                      impl="plugin.mystage")
+    register(spec)
+    try:
+        r = parse("mystage | topp 0.9")
+        assert r.stages[0].name == "mystage" and r.stages[0]["s"] == 2.0 and r.stages[0].impl == "plugin.mystage"
+        assert fmt(r) == "greedy | mystage | topp 0.9"
+        assert "no equivalent of 'mystage'" in hf_reference(r).reason
+        assert "mystage [S]" in reference_markdown()
+        with pytest.raises(ValueError, match="already in the catalogue"):
+            register(spec)
+    finally:
+        CATALOGUE.pop("mystage")
+    with pytest.raises(Exception, match="unknown clause 'mystage'"):
+        parse("mystage")
