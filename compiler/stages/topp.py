@@ -3,6 +3,8 @@
 The reference's definition: sort ascending, drop every token whose cumulative
 probability is <= 1 - P, never the `keep` most likely ones. Among tied logits the
 sort order (torch.sort's, as in the reference) decides which are dropped.
+P arrives as a float32 tensor, so 1 - P can differ from the reference's float64 1 - P
+in the last float32 bit: a cumulative sum landing exactly there is cut differently.
 """
 from __future__ import annotations
 
