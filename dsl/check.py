@@ -46,8 +46,11 @@ def parse(text: "str | Recipe") -> Recipe:
 def read_recipe(arg: str) -> str:
     """The recipe text of `arg`: the file's contents if `arg` names a .dec file, else `arg`."""
     if arg.endswith(".dec") and (os.path.exists(arg) or not any(c in arg for c in " |\"\n")):
-        with open(arg, encoding="utf-8") as f:
-            return f.read()
+        try:
+            with open(arg, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError as err:
+            raise OSError(f"{arg} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     return arg
 
 

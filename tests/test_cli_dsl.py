@@ -47,6 +47,14 @@ def test_check_file_names_the_file_and_line(tmp_path, capsys):
     assert f"{bad}:3:6: error: out of range" in capsys.readouterr().err
 
 
+def test_binary_file_is_a_clean_error(tmp_path, capsys):
+    f = tmp_path / "bin.dec"
+    f.write_bytes(b"\xff\xfe\x00beam")
+    assert main(["explain", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "Traceback" not in err
+
+
 def test_missing_file_is_a_clean_error(capsys):
     assert main(["check", "no/such/file.dec"]) == 1
     err = capsys.readouterr().err
