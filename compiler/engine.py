@@ -1,0 +1,249 @@
+"""The engine: prefill -> step* -> finalize, for a batch of prompts.
+
+The step (one function, compiled once per recipe *structure*) reads top to bottom:
+forward one token for every row, apply the logit stages in written order, let the search
+choose, reorder the KV cache and the token history for beams, write the new token. The
+numbers of a recipe (top-p, length penalty, ...) enter as tensors, so a sweep over them
+reuses the compiled graph.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from decode.compiler.context import StepContext
+from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.search.base import SearchConfig
+
+CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
+SEQ_BUCKET = 64        # cache length rounds up to this, so prompt lengths share graphs
+
+torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+torch._dynamo.config.accumulated_cache_size_limit = max(
+    torch._dynamo.config.accumulated_cache_size_limit, 1024)
+
+
+@dataclass
+class Sequence:
+    ids: list[int]          # new tokens only (a final EOS included)
+    text: str
+    score: float
+    finish: str             # "eos" | "max" | "stop"
+
+
+@dataclass
+class Completion:
+    prompt: str | None
+    prompt_ids: list[int]
+    recipe: str             # canonical form
+    fingerprint: str
+    sequences: list[Sequence] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {k: d[k] for k in ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- binding
+
+def _eos_ids(model) -> tuple[int, ...]:
+    eos = model.config.eos_ids
+    return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None)
+
+
+def _pad_id(model, eos) -> int:
+    pad = model.config.pad_id
+    return int(pad) if pad is not None else (eos[0] if eos else 0)
+
+
+def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
+    texts, ids = [], []
+    for p in prompts:
+        if isinstance(p, str):
+            if model.tokenizer is None:
+                from decode.runtime.errors import ModelError
+                raise ModelError("this model has no tokenizer, so text prompts cannot be encoded; "
+                                 "pass token ids (--prompt-ids 1,2,3) or put tokenizer.model next to the weights")
+            texts.append(p)
+            ids.append(list(model.tokenizer.encode(p)))
+        else:
+            texts.append(None)
+            ids.append([int(x) for x in p])
+    for i in ids:
+        if not i:
+            raise ValueError("a prompt is empty: give at least one token")
+    return texts, ids
+
+
+def _bind_stages(plan: Plan, model, eos, beams: bool):
+    """Host-side preparation of stage parameters: static values and tensors apart."""
+    tok = getattr(model, "tokenizer", None)
+    bound = []
+    for st in plan.stages:
+        params = dict(st.params)
+        if beams and plan.sampling and "keep" in params:
+            # the reference keeps 1 + #EOS tokens in beam sampling so a beam can always go on
+            params["keep"] = max(int(params["keep"]), len(eos) + 1)
+        prep = getattr(st.kernel, "prepare", None)
+        if prep is not None:
+            params = prep(params, tok)
+        static = {k: v for k, v in params.items() if k in st.static or not isinstance(v, (int, float, bool))}
+        dyn = {k: v for k, v in params.items() if k not in static}
+        bound.append((st.name, st.kernel, static, dyn))
+    return bound
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+# ----------------------------------------------------------------------------- the step
+
+_COMPILED: dict = {}
+
+
+def _build_step(model, search, kernels):
+    """The step function for one structure. `kernels`: [(name, module, static params)]."""
+    eos = torch.tensor(search.cfg.eos, dtype=torch.long)
+
+    def process_fn(seq, pad, lim, t, sp):
+        s = seq.shape[1]
+        slots = torch.arange(s, device=seq.device)
+        length = lim["prompt"] + t
+
+        def process(scores, rows):
+            if not kernels:
+                return scores
+            tokens = seq if rows is None else seq[rows]
+            p = pad if rows is None else pad[rows]
+            ctx = StepContext(
+                tokens=tokens,
+                valid=(slots[None, :] >= p[:, None]) & (slots[None, :] < length),
+                generated=((slots >= lim["prompt"]) & (slots < length))[None, :].expand_as(tokens),
+                length=length,
+                new_len=t,
+                eos=eos.to(seq.device),
+            )
+            for (name, kernel, static), dyn in zip(kernels, sp):
+                scores = kernel.apply(scores, ctx, **static, **dyn)
+            return scores
+
+        return process
+
+    def step(cache, t, logits, noise, seq, pad, lim, hp, sp, state):
+        scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
+        process = process_fn(seq, pad, lim, t, sp)
+        tokens, parents, state = search.step(t, scores, process, noise, seq, lim, hp, state)
+        if parents is not None:
+            seq = seq[parents]
+            cache.reorder(parents)
+        slot = lim["prompt"] + t
+        seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
+        logits = model.decode(cache, tokens, slot, pad)
+        return logits, seq, state, tokens
+
+    return step
+
+
+def _get_step(model, search, kernels, compiled: bool):
+    key = (
+        id(model), type(search), _freeze(search.cfg.params), _freeze(search.cfg.modifiers),
+        search.cfg.sampling, search.cfg.eos, search.cfg.pad, search.cfg.batch,
+        tuple((n, _freeze(st)) for n, _, st in kernels), compiled,
+    )
+    fn = _COMPILED.get(key)
+    if fn is None:
+        fn = _build_step(model, search, kernels)
+        if compiled:
+            fn = torch.compile(fn, fullgraph=True, dynamic=False)
+        _COMPILED[key] = fn
+    return fn
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
+        on_step=None) -> list[Completion]:
+    """Decode `prompts` with a compiled plan. `on_step(t, tokens)` sees each step's tokens."""
+    eos = _eos_ids(model)
+    pad_id = _pad_id(model, eos)
+    texts, ids = _encode(model, prompts)
+    b = len(ids)
+    device = next(model.parameters()).device
+    cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
+                       sampling=plan.sampling, eos=eos, pad=pad_id)
+    search = plan.search(cfg)
+    k = search.rows
+    bound = _bind_stages(plan, model, eos, beams=search.logprobs)
+    kernels = [(n, mod, st) for n, mod, st, _ in bound]
+    sp = [{kk: torch.tensor(v, device=device, dtype=torch.float32 if isinstance(v, float) else torch.long)
+           for kk, v in dyn.items()} for *_, dyn in bound]
+    hp = {kk: torch.tensor(v, device=device, dtype=torch.float32) for kk, v in search.hyper().items()}
+
+    p_len = max(len(x) for x in ids)
+    max_new = plan.max_new
+    from decode.runtime.errors import check_fits
+    check_fits(p_len, max_new, model.config)
+    s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
+    s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
+
+    # rows: each prompt repeated for its k beams / samples, left-padded to a common length
+    seq = torch.full((b * k, s_len), pad_id, dtype=torch.long, device=device)
+    pad = torch.empty(b * k, dtype=torch.long, device=device)
+    for i, x in enumerate(ids):
+        for j in range(k):
+            seq[i * k + j, p_len - len(x):p_len] = torch.tensor(x)
+            pad[i * k + j] = p_len - len(x)
+    lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
+
+    gen = None
+    if plan.sampling:
+        seed = plan.seed if seed is None and plan.seed is not None else seed
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed) if seed is not None else torch.seed())
+
+    step = _get_step(model, search, kernels, compiled)
+    with torch.inference_mode():
+        cache = model.new_cache(b * k, s_len)
+        logits = model.prefill(cache, seq[:, :p_len], pad)
+        state = search.init(device, s_len)
+        t = torch.zeros((), dtype=torch.long, device=device)
+        steps = 0
+        for steps in range(1, max_new + 1):
+            noise = (torch.rand(logits.shape, generator=gen, device=device) if gen is not None else None)
+            logits, seq, state, tokens = step(cache, t, logits, noise, seq, pad, lim, hp, sp, state)
+            t = t + 1
+            if on_step is not None:
+                on_step(steps - 1, tokens)
+            if steps % CHECK_EVERY == 0 and bool(search.done(state)):
+                break
+        lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
+        results = search.finalize(state, seq[:, : p_len + steps], lim_host)
+
+    recipe = plan.recipe
+    out = []
+    for i in range(b):
+        seqs = []
+        for new_ids, score, finish in results[i]:
+            text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
+            seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish))
+        out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
+                              fingerprint=recipe.fingerprint, sequences=seqs))
+    return out
+
+
+def generate(model, recipe, prompts, seed: int | None = None, compile: bool = True,  # noqa: A002
+             **kw) -> list[Completion]:
+    """Decode a list of prompts (texts or token-id lists) with a recipe (text or Recipe)."""
+    plan = recipe if isinstance(recipe, Plan) else lower(recipe)
+    return run(plan, model, prompts, seed=seed, compiled=compile, **kw)

@@ -1,0 +1,81 @@
+"""Lowering: a checked Recipe (IR) -> a Plan the engine can run.
+
+Dispatch goes through the catalogue: each clause's `impl` names the module that carries
+it out (a stage kernel or a search strategy), so there is no second list of names here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from decode.dsl import Recipe, lookup, parse
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One logit stage in application order: its clause name, kernel module and values."""
+
+    name: str
+    kernel: ModuleType
+    params: dict
+
+    @property
+    def static(self) -> frozenset:
+        return getattr(self.kernel, "STATIC", frozenset())
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    search: type                 # a Search subclass
+    search_params: dict
+    modifiers: dict              # modifier name -> params (e.g. diverse)
+    stages: tuple[Stage, ...]
+    sampling: bool
+    max_new: int
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _impl(clause) -> object:
+    spec = lookup(clause.name)
+    impl = spec.impl
+    if impl is None:
+        raise ValueError(f"clause {clause.name!r} has no implementation")
+    return importlib.import_module(impl) if isinstance(impl, str) else impl
+
+
+def _params(clause) -> dict:
+    return dict(clause.params)
+
+
+def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
+    """Lower a recipe to a Plan.
+
+        >>> plan = compile("beam 4 lenpen=0.6 | max 32")
+        >>> plan.search.__name__
+        'Beam'
+    """
+    if isinstance(recipe, str):
+        recipe = parse(recipe)
+    search_clause = recipe.search
+    modifiers = {m.name: _params(m) for m in recipe.modifiers}
+    module = _impl(search_clause)
+    strategy = module.STRATEGY
+    for m in recipe.modifiers:
+        # a modifier may replace the strategy (diverse turns a beam search into group beam search)
+        strategy = getattr(_impl(m), "wrap", lambda s: s)(strategy)
+    stages = tuple(Stage(c.name, _impl(c), _params(c)) for c in recipe.stages)
+    return Plan(
+        recipe=recipe,
+        search=strategy,
+        search_params=_params(search_clause),
+        modifiers=modifiers,
+        stages=stages,
+        sampling=recipe.sampling,
+        max_new=recipe.max_new_tokens,
+        stop=tuple(recipe.stop_strings),
+        seed=recipe.seed,
+    )

@@ -1,0 +1,97 @@
+"""The interface every search strategy implements (built-in or a user's plugin)."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+NEG = -1.0e9  # the reference's "very large negative" score for impossible beams
+
+# process(scores [r, V], rows: LongTensor [r] | None) -> scores: the recipe's logit stages,
+# in written order, applied to the given rows (None = all rows).
+Process = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a strategy may know that is fixed for one compiled graph."""
+
+    batch: int                     # prompts
+    params: dict                   # the search clause's resolved parameters
+    modifiers: dict = field(default_factory=dict)  # modifier name -> resolved params
+    sampling: bool = False         # select by sampling (True) or by argmax
+    eos: tuple[int, ...] = ()      # end-of-sequence ids
+    pad: int = 0                   # token written after a row has finished
+
+
+class Search:
+    """One decoding strategy.
+
+    Subclasses set `rows` (rows per prompt) and implement `init`, `step` and `finalize`.
+    `step` runs inside the compiled graph: tensors only, static shapes, no host sync.
+
+    State is a dict of tensors so that it passes through torch.compile unchanged in
+    structure. Numeric parameters a user may sweep (length penalty, diversity penalty)
+    arrive in `hp`, a dict of 0-d tensors, so changing them reuses the compiled graph.
+    """
+
+    rows: int = 1
+    logprobs: bool = True  # stages see log_softmax(logits) (beam family) or raw logits
+
+    def __init__(self, cfg: SearchConfig):
+        self.cfg = cfg
+
+    def hyper(self) -> dict[str, float]:
+        """Numeric parameters to pass as tensors in `hp` (name -> value)."""
+        return {}
+
+    def init(self, device: torch.device, seq_len: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def step(self, t, scores, process: Process, noise, seq, lim, hp, state):
+        """One step. Returns (tokens [R], parents [R] or None, new state).
+
+        t: 0-d long, tokens generated so far; scores: [R, V] float32 (log-probs if
+        `self.logprobs` else logits), not yet processed; noise: [R, V] uniform(0,1) draws
+        or None; seq: [R, S] token slots of each row; lim: dict with 0-d long `prompt`
+        (padded prompt length = slot of the first new token) and `max_new`.
+        """
+        raise NotImplementedError
+
+    def done(self, state) -> torch.Tensor:
+        """0-d bool: nothing can change any more (checked every few steps)."""
+        raise NotImplementedError
+
+    def finalize(self, state, seq, lim) -> list[list[tuple[list[int], float, str]]]:
+        """Per prompt, best first: (new token ids incl. a final EOS, score, finish)."""
+        raise NotImplementedError
+
+    # helpers shared by the strategies
+    def is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(tokens, dtype=torch.bool)
+        for e in self.cfg.eos:
+            out = out | (tokens == e)
+        return out
+
+
+def gumbel(noise: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) draws from uniform(0, 1) draws (clamped away from 0 and 1)."""
+    u = noise.clamp(1e-20, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def load_search(impl: str | type) -> type[Search]:
+    """The strategy class named by a catalogue entry's `impl` (a module path) or a class."""
+    if isinstance(impl, type):
+        return impl
+    return importlib.import_module(impl).STRATEGY
+
+
+def trim(ids: list[int], eos: tuple[int, ...]) -> tuple[list[int], str]:
+    """Cut new tokens after the first EOS (kept); say why the sequence ended."""
+    for i, tok in enumerate(ids):
+        if tok in eos:
+            return ids[: i + 1], "eos"
+    return ids, "max"

@@ -1,0 +1,182 @@
+"""Diverse beam search (Vijayakumar et al. 2016), as the reference's `_group_beam_search`.
+
+The K beams of a prompt form G groups of K/G. Each step the groups choose in order; group
+g's log-probs first lose `penalty` times the number of times each token was chosen by
+groups 0..g-1 at this step (Hamming diversity), then go through the recipe's stages, then
+the group takes its best 2·K/G continuations: those ending in EOS among the group's top
+K/G become finished hypotheses (score sum(logprob) / length ** lenpen), the first K/G
+that do not end continue. A group is done when its pool holds K/G hypotheses that no
+running beam can beat (`early` as in beam search); a done group writes padding, which
+counts towards the diversity penalty of later groups, as in the reference.
+
+Reference quirks kept for token-exact parity: `length` here counts the padded prompt too,
+and with sampling stages each group samples its continuations without replacement.
+"""
+from __future__ import annotations
+
+import torch
+
+from decode.compiler.search.base import NEG, Search, gumbel
+
+
+class Diverse(Search):
+    logprobs = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.rows = int(cfg.params["k"])
+        ret = cfg.params.get("return")
+        self.returns = self.rows if ret is None else int(ret)
+        self.early = cfg.params.get("early", False)
+        self.groups = int(cfg.modifiers["diverse"]["groups"])
+        self.size = self.rows // self.groups
+        self.keep = max(2, 1 + len(cfg.eos)) * self.size
+
+    def hyper(self):
+        return {
+            "lenpen": float(self.cfg.params.get("lenpen", 1.0)),
+            "penalty": float(self.cfg.modifiers["diverse"].get("penalty", 0.0)),
+        }
+
+    def init(self, device, seq_len):
+        b, g, s = self.cfg.batch, self.groups, self.size
+        run = torch.full((b, g, s), NEG, device=device)
+        run[:, :, 0] = 0.0
+        return {
+            "run": run,
+            "hyp_seq": torch.full((b, g, s, seq_len), self.cfg.pad, dtype=torch.long, device=device),
+            "hyp_score": torch.full((b, g, s), float("-inf"), device=device),
+            "hyp_len": torch.zeros(b, g, s, dtype=torch.long, device=device),
+            "count": torch.zeros(b, g, dtype=torch.long, device=device),
+            "done": torch.zeros(b, g, dtype=torch.bool, device=device),
+        }
+
+    def step(self, t, scores, process, noise, seq, lim, hp, state):
+        b, k, g_n, s, n = self.cfg.batch, self.rows, self.groups, self.size, self.keep
+        v = scores.shape[-1]
+        dev = scores.device
+        lenpen, penalty = hp["lenpen"], hp["penalty"]
+        cur_len = (t + 1).to(scores.dtype)  # new tokens, the EOS included
+        max_len = lim["max_new"].to(scores.dtype)
+        chosen = torch.zeros(b, v, device=dev)  # tokens chosen by earlier groups this step
+        slot = (lim["prompt"] + t).expand(b, s, 1)
+        tokens, parents = [], []
+        run, hyp_seq, hyp_score = state["run"].clone(), state["hyp_seq"], state["hyp_score"]
+        hyp_len, count, done = state["hyp_len"], state["count"], state["done"]
+        new_seq, new_score, new_len, new_count, new_done = [], [], [], [], []
+        base = torch.arange(b, device=dev)[:, None] * k
+        for g in range(g_n):
+            rows = (base + g * s + torch.arange(s, device=dev)).reshape(-1)     # [b*s]
+            lp = scores[rows].view(b, s, v) - (penalty * chosen)[:, None, :]
+            lp = process(lp.view(b * s, v), rows).view(b, s, v)
+            acc = (lp + run[:, g, :, None]).view(b, s * v)
+            if self.cfg.sampling:
+                idx = torch.topk(acc + gumbel(noise[rows]).view(b, s * v), n).indices
+                top = acc.gather(1, idx)
+            else:
+                top, idx = torch.topk(acc, n)
+            beam, tok = idx // v, idx % v
+            parent = base + g * s + beam                                           # [b, n]
+            eos = self.is_eos(tok)
+            rank = torch.arange(n, device=dev)
+            gdone = done[:, g]
+
+            # EOS among the group's top s: offer to the pool (keeps the best s ever offered)
+            add = eos & (rank < s) & ~gdone[:, None]
+            cand = seq[parent].scatter(2, slot, tok[..., None])
+            offer = torch.where(add, top / cur_len**lenpen, torch.full_like(top, float("-inf")))
+            m_score = torch.cat([hyp_score[:, g], offer], 1)
+            sel = torch.topk(m_score, s).indices
+            g_score = m_score.gather(1, sel)
+            g_seq = torch.cat([hyp_seq[:, g], cand], 1).gather(1, sel[..., None].expand(b, s, cand.shape[-1]))
+            g_len = torch.cat([hyp_len[:, g], (t + 1).expand(b, n)], 1).gather(1, sel)
+            g_count = torch.clamp(count[:, g] + add.sum(1), max=s)
+
+            # the first s continuations that do not end go on, in rank order
+            order = torch.sort(torch.where(eos, rank + n, rank), dim=1, stable=True).indices[:, :s]
+            g_run = top.gather(1, order)
+            g_tok = tok.gather(1, order)
+            g_par = parent.gather(1, order)
+            g_tok = torch.where(gdone[:, None], torch.full_like(g_tok, self.cfg.pad), g_tok)
+            g_run = torch.where(gdone[:, None], torch.zeros_like(g_run), g_run)
+            g_par = torch.where(gdone[:, None], base + g * s + torch.arange(s, device=dev), g_par)
+
+            # done: the pool is full and (early=true, or) no running beam can beat its worst
+            worst = g_score.min(1).values
+            best = top[:, 0]
+            if self.early is True:
+                bound = torch.ones_like(gdone)
+            else:
+                denom = cur_len
+                if self.early == "never":
+                    denom = torch.where(lenpen > 0, max_len, cur_len)
+                bound = worst >= best / denom**lenpen
+            g_done = gdone | ((g_count >= s) & bound)
+
+            run[:, g] = g_run
+            chosen = chosen.scatter_add(1, g_tok, torch.ones_like(g_run))
+            tokens.append(g_tok)
+            parents.append(g_par)
+            new_seq.append(g_seq), new_score.append(g_score), new_len.append(g_len)
+            new_count.append(g_count), new_done.append(g_done)
+        new = {
+            "run": run,
+            "hyp_seq": torch.stack(new_seq, 1),
+            "hyp_score": torch.stack(new_score, 1),
+            "hyp_len": torch.stack(new_len, 1),
+            "count": torch.stack(new_count, 1),
+            "done": torch.stack(new_done, 1),
+        }
+        return torch.cat(tokens, 1).reshape(-1), torch.cat(parents, 1).reshape(-1), new
+
+    def done(self, state):
+        return state["done"].all()
+
+    def finalize(self, state, seq, lim):
+        """Groups still running offer their beams (as the reference's `finalize`), then the
+        best `return` hypotheses over all groups, best first."""
+        b_n, g_n, s = self.cfg.batch, self.groups, self.size
+        steps = int(lim["steps"])
+        prompt = int(lim["prompt"])
+        run = state["run"].tolist()
+        done = state["done"].tolist()
+        seqs = state["hyp_seq"].tolist()
+        scores = state["hyp_score"].tolist()
+        lens = state["hyp_len"].tolist()
+        count = state["count"].tolist()
+        rows = seq.tolist()
+        lenpen = float(self.cfg.params.get("lenpen", 1.0))
+        out = []
+        for b in range(b_n):
+            pool = []
+            for g in range(g_n):
+                hyps = [(scores[b][g][j], seqs[b][g][j][prompt : prompt + lens[b][g][j]])
+                        for j in range(count[b][g])]
+                if not done[b][g]:
+                    for j in range(s):
+                        ids = rows[b * self.rows + g * s + j][prompt : prompt + steps]
+                        score = run[b][g][j] / float(steps) ** lenpen
+                        hyps = _offer(hyps, score, ids, s)
+                pool.extend(hyps)
+            pool.sort(key=lambda x: x[0])  # stable; the reference pops from the end
+            best = [pool.pop() for _ in range(min(self.returns, len(pool)))]
+            out.append([(ids, sc, "eos" if ids and ids[-1] in self.cfg.eos else "max") for sc, ids in best])
+        return out
+
+
+def _offer(hyps, score, ids, size):
+    """The reference's BeamHypotheses.add: keep the best `size`, a newcomer must beat the worst."""
+    if len(hyps) < size or score > min(h[0] for h in hyps):
+        hyps = hyps + [(score, ids)]
+        if len(hyps) > size:
+            worst = min(range(len(hyps)), key=lambda i: (hyps[i][0], i))
+            hyps = hyps[:worst] + hyps[worst + 1:]
+    return hyps
+
+
+STRATEGY = Diverse
+
+
+def wrap(strategy):
+    """`diverse` modifies a beam search into its group (diverse) form."""
+    return Diverse
