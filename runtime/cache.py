@@ -23,7 +23,10 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v [rows, kv_heads, len(slots), head_dim] at `slots`; return the layer's full buffers."""
+        """Write k, v [rows, kv_heads, len(slots), head_dim] at `slots`.
+
+        Returns the layer's whole (rows, kv_heads, max_len, head_dim) key and value buffers.
+        """
         slots = slots.reshape(-1)
         k_all, v_all = self.k[layer], self.v[layer]
         k_all.index_copy_(2, slots, k.to(k_all.dtype))

@@ -30,7 +30,8 @@ def read(folder: Path):
     """(config, state dict in our names, where) for an HF directory."""
     cfg = _json(folder / "config.json")
     config = to_config(cfg, folder / "config.json")
-    gen = _json(folder / "generation_config.json") if (folder / "generation_config.json").exists() else {}
+    gen_file = folder / "generation_config.json"  # what transformers' generate() uses
+    gen = _json(gen_file) if gen_file.exists() else {}
     config.bos_id = gen.get("bos_token_id", cfg.get("bos_token_id"))
     eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
     config.eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))

@@ -37,7 +37,8 @@ def read(path: Path):
         (version,) = struct.unpack_from("i", data, 4)
         if version != 1:
             raise ModelError(f"{path} is llama2.c format version {version}; only the float32 "
-                             f"formats (legacy and version 1) are supported. Export with --version 1.")
+                             f"formats (legacy and version 1) are supported. Re-export it with "
+                             f"export.py --version 1.")
         dim, hidden, layers, heads, kv, vocab, seq = struct.unpack_from("7i", data, 8)
         shared, offset = bool(data[36]), 256
     else:
@@ -87,8 +88,10 @@ def _shapes(c: LlamaConfig) -> dict[str, tuple[int, ...]]:
     for i in range(c.n_layers):
         p = f"layers.{i}."
         s.update({p + "attention_norm.weight": (c.dim,), p + "ffn_norm.weight": (c.dim,),
-                  p + "attention.wq.weight": (c.dim, c.dim), p + "attention.wk.weight": (kvd, c.dim),
-                  p + "attention.wv.weight": (kvd, c.dim), p + "attention.wo.weight": (c.dim, c.dim),
+                  p + "attention.wq.weight": (c.dim, c.dim),
+                  p + "attention.wk.weight": (kvd, c.dim),
+                  p + "attention.wv.weight": (kvd, c.dim),
+                  p + "attention.wo.weight": (c.dim, c.dim),
                   p + "feed_forward.w1.weight": (c.hidden_dim, c.dim),
                   p + "feed_forward.w2.weight": (c.dim, c.hidden_dim),
                   p + "feed_forward.w3.weight": (c.hidden_dim, c.dim)})

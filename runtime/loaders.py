@@ -31,8 +31,8 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
          dtype: str | torch.dtype | None = None) -> Llama:
     """Load a llama checkpoint; None gives the bundled demo model.
 
-        >>> m = load("ckpt/llama-hf", dtype="bf16")
-        >>> m.tokenizer.decode(m(torch.tensor([m.tokenizer.encode("hi")])).argmax(-1)[0])
+        >>> m = load("ckpt/llama-hf", device="cpu", dtype="bf16")
+        >>> logits = m(torch.tensor([m.tokenizer.encode("ROMEO:")]))   # [1, T, vocab]
 
     device: None -> "cuda" when available, else "cpu". dtype: None -> float32 on CPU,
     bfloat16 on CUDA; or a torch dtype, or "fp32"/"bf16"/"fp16"/"float32"/...

@@ -20,7 +20,8 @@ def read(folder: Path):
     try:
         params = json.loads((folder / "params.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{folder / 'params.json'} could not be read ({e}). Re-download it.") from None
+        raise ModelError(f"{folder / 'params.json'} could not be read ({e}). "
+                         f"Re-download it.") from None
     shards = sorted(folder.glob("consolidated.*.pth"))
     if not shards:
         raise ModelError(f"{folder} has params.json but no consolidated.00.pth: download the "
@@ -44,7 +45,8 @@ def to_config(params: dict, state: dict) -> LlamaConfig:
     try:
         emb, w1 = state["tok_embeddings.weight"], state["layers.0.feed_forward.w1.weight"]
     except KeyError as e:
-        raise ModelError(f"The consolidated.*.pth files lack {e}: not a Meta llama checkpoint.") from None
+        raise ModelError(f"The consolidated.*.pth files lack {e}: not a Meta llama checkpoint. "
+                         f"Pass the directory of a Meta llama download.") from None
     scaled = params.get("use_scaled_rope", False)
     theta = params.get("rope_theta", 10000.0)
     return LlamaConfig(
@@ -52,9 +54,13 @@ def to_config(params: dict, state: dict) -> LlamaConfig:
         n_heads=params["n_heads"], n_kv_heads=params.get("n_kv_heads") or params["n_heads"],
         hidden_dim=w1.shape[0], norm_eps=params.get("norm_eps", 1e-5), rope_theta=theta,
         rope_scaling=_llama3_scaling(params) if scaled else None,
-        # params.json has no context length; these are the released models' contexts.
-        max_seq_len=params.get("max_seq_len") or (131072 if scaled else 8192 if theta >= 5e5 else 4096),
+        max_seq_len=params.get("max_seq_len") or _released_context(scaled, theta),
         tie_embeddings="output.weight" not in state, bos_id=None, eos_ids=(), pad_id=None)
+
+
+def _released_context(scaled: bool, theta: float) -> int:
+    # params.json has no context length: llama-3.1+ (scaled rope), llama-3, llama-2.
+    return 131072 if scaled else 8192 if theta >= 5e5 else 4096
 
 
 def _llama3_scaling(params: dict) -> dict:
