@@ -134,7 +134,7 @@ def test_prompt_longer_than_the_context_says_by_how_much(hf_dir):
 def test_text_prompt_without_a_tokenizer_says_where_it_looked(hf_dir):
     m = load(hf_dir, device="cpu")
     assert m.tokenizer is None
-    with pytest.raises(ModelError, match=r"need a tokenizer, but none was found next to .*ckpt|hf"):
+    with pytest.raises(ModelError, match=r"need a tokenizer, but none was found next to \S*hf\d*\b.*tokenizer.model"):
         require_tokenizer(m)
 
 
@@ -151,4 +151,3 @@ def test_tokenizer_beside_the_weights_is_loaded(copy, sp_tokenizer_dir):
     m = load(copy, device="cpu")
     assert m.tokenizer.decode(m.tokenizer.encode("Romeo")) == "Romeo"
     assert require_tokenizer(m) is m.tokenizer
-    assert isinstance(torch.tensor(m.tokenizer.encode("x")), torch.Tensor)
