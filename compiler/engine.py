@@ -17,6 +17,7 @@ import torch
 from decode.compiler.context import StepContext
 from decode.compiler.plan import Plan, compile as lower
 from decode.compiler.search.base import SearchConfig
+from decode.compiler.stages import bind
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 64        # cache length rounds up to this, so prompt lengths share graphs
@@ -81,21 +82,16 @@ def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
     return texts, ids
 
 
-def _bind_stages(plan: Plan, model, eos, beams: bool):
-    """Host-side preparation of stage parameters: static values and tensors apart."""
-    tok = getattr(model, "tokenizer", None)
+def _bind_stages(plan: Plan, model, eos, beams: bool, device):
+    """[(name, kernel, static params, tensor params)] for the plan's stages, in order."""
     bound = []
     for st in plan.stages:
         params = dict(st.params)
         if beams and plan.sampling and "keep" in params:
             # the reference keeps 1 + #EOS tokens in beam sampling so a beam can always go on
             params["keep"] = max(int(params["keep"]), len(eos) + 1)
-        prep = getattr(st.kernel, "prepare", None)
-        if prep is not None:
-            params = prep(params, tok)
-        static = {k: v for k, v in params.items() if k in st.static or not isinstance(v, (int, float, bool))}
-        dyn = {k: v for k, v in params.items() if k not in static}
-        bound.append((st.name, st.kernel, static, dyn))
+        static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device)
+        bound.append((st.name, st.kernel, static, tensors))
     return bound
 
 
@@ -184,10 +180,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                        sampling=plan.sampling, eos=eos, pad=pad_id)
     search = plan.search(cfg)
     k = search.rows
-    bound = _bind_stages(plan, model, eos, beams=search.logprobs)
+    bound = _bind_stages(plan, model, eos, search.logprobs, device)
     kernels = [(n, mod, st) for n, mod, st, _ in bound]
-    sp = [{kk: torch.tensor(v, device=device, dtype=torch.float32 if isinstance(v, float) else torch.long)
-           for kk, v in dyn.items()} for *_, dyn in bound]
+    sp = [dyn for *_, dyn in bound]
     hp = {kk: torch.tensor(v, device=device, dtype=torch.float32) for kk, v in search.hyper().items()}
 
     p_len = max(len(x) for x in ids)
@@ -197,15 +192,6 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
 
-    # rows: each prompt repeated for its k beams / samples, left-padded to a common length
-    seq = torch.full((b * k, s_len), pad_id, dtype=torch.long, device=device)
-    pad = torch.empty(b * k, dtype=torch.long, device=device)
-    for i, x in enumerate(ids):
-        for j in range(k):
-            seq[i * k + j, p_len - len(x):p_len] = torch.tensor(x)
-            pad[i * k + j] = p_len - len(x)
-    lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
-
     gen = None
     if plan.sampling:
         seed = plan.seed if seed is None and plan.seed is not None else seed
@@ -214,6 +200,14 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     step = _get_step(model, search, kernels, compiled)
     with torch.inference_mode():
+        # rows: each prompt repeated for its k beams / samples, left-padded to a common length
+        seq = torch.full((b * k, s_len), pad_id, dtype=torch.long, device=device)
+        pad = torch.empty(b * k, dtype=torch.long, device=device)
+        for i, x in enumerate(ids):
+            for j in range(k):
+                seq[i * k + j, p_len - len(x):p_len] = torch.tensor(x)
+                pad[i * k + j] = p_len - len(x)
+        lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         cache = model.new_cache(b * k, s_len)
         logits = model.prefill(cache, seq[:, :p_len], pad)
         state = search.init(device, s_len)

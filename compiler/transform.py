@@ -5,6 +5,7 @@ import torch
 
 from decode.compiler.context import StepContext
 from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.stages import bind
 
 
 def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, eos_ids=(), tokenizer=None) -> torch.Tensor:
@@ -19,17 +20,6 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, eos_ids=(),
     logits = logits.float()
     ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos_ids)
     for st in plan.stages:
-        params = dict(st.params)
-        prep = getattr(st.kernel, "prepare", None)
-        if prep is not None:
-            params = prep(params, tokenizer)
-        static = st.static
-        kw = {}
-        for k, v in params.items():
-            if k in static or not isinstance(v, (int, float)) or isinstance(v, bool):
-                kw[k] = v
-            else:
-                kw[k] = torch.tensor(v, device=logits.device,
-                                     dtype=torch.float32 if isinstance(v, float) else torch.long)
-        logits = st.kernel.apply(logits, ctx, **kw)
+        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
+        logits = st.kernel.apply(logits, ctx, **static, **tensors)
     return logits

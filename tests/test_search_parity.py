@@ -66,10 +66,16 @@ def check(ours, seqs, scores):
                 assert s.finish == ("eos" if s.ids[-1] == EOS else "max")
 
 
-def test_greedy_matches_reference(models):
+# Compiling every case costs ~20 s of CPU each: CI compiles one case per strategy (marked
+# `compiled`); `pytest -m slow` compiles them all.
+COMPILED = [False, pytest.param(True, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_greedy_matches_reference(models, compiled):
     hf, ours = models
     seqs, _ = hf_generate(hf, PROMPTS, num_beams=1)
-    check(decode.generate(ours, f"greedy | max {MAX_NEW}", PROMPTS, compile=False), seqs, None)
+    check(decode.generate(ours, f"greedy | max {MAX_NEW}", PROMPTS, compile=compiled), seqs, None)
 
 
 def test_some_beams_end_with_eos_mid_sequence(models):
@@ -82,29 +88,52 @@ def test_some_beams_end_with_eos_mid_sequence(models):
 EARLY = {"false": False, "true": True, "never": "never"}
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
 @pytest.mark.parametrize("k", [2, 4, 5])
 @pytest.mark.parametrize("lenpen", [0.6, 1.0, 2.0])
 @pytest.mark.parametrize("early", ["false", "true", "never"])
-def test_beam_matches_reference(models, k, lenpen, early):
+def test_beam_matches_reference(models, k, lenpen, early, compiled):
     hf, ours = models
     seqs, scores = hf_generate(hf, PROMPTS, num_beams=k, num_return_sequences=k,
                                length_penalty=lenpen, early_stopping=EARLY[early])
     recipe = f"beam {k} lenpen={lenpen} early={early} | max {MAX_NEW}"
-    check(decode.generate(ours, recipe, PROMPTS, compile=False), seqs, scores)
+    check(decode.generate(ours, recipe, PROMPTS, compile=compiled), seqs, scores)
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
 @pytest.mark.parametrize("k,g,lam", [(4, 2, 0.5), (6, 3, 0.3), (4, 4, 1.0)])
 @pytest.mark.parametrize("lenpen,early", [(1.0, "false"), (0.6, "true"), (2.0, "never")])
-def test_diverse_beam_matches_reference(models, k, g, lam, lenpen, early):
+def test_diverse_beam_matches_reference(models, k, g, lam, lenpen, early, compiled):
     hf, ours = models
     seqs, scores = hf_generate(hf, PROMPTS, num_beams=k, num_beam_groups=g, diversity_penalty=lam,
                                num_return_sequences=k, length_penalty=lenpen,
                                early_stopping=EARLY[early])
     recipe = f"beam {k} lenpen={lenpen} early={early} | diverse groups={g} penalty={lam} | max {MAX_NEW}"
-    check(decode.generate(ours, recipe, PROMPTS, compile=False), seqs, scores)
+    check(decode.generate(ours, recipe, PROMPTS, compile=compiled), seqs, scores)
 
 
 def test_beam_return_fewer(models):
     hf, ours = models
     seqs, scores = hf_generate(hf, PROMPTS[:2], num_beams=4, num_return_sequences=2)
     check(decode.generate(ours, f"beam 4 return=2 | max {MAX_NEW}", PROMPTS[:2], compile=False), seqs, scores)
+
+
+def test_compiled_beam_and_diverse_match_reference_and_numbers_do_not_recompile(models):
+    """One compiled graph per structure: sweeping lenpen / penalty reuses it."""
+    from torch._dynamo.utils import counters
+
+    hf, ours = models
+    for lenpen in (0.6, 1.2, 2.0):
+        seqs, scores = hf_generate(hf, PROMPTS, num_beams=4, num_return_sequences=4, length_penalty=lenpen)
+        check(decode.generate(ours, f"beam 4 lenpen={lenpen} | max {MAX_NEW}", PROMPTS), seqs, scores)
+        if lenpen == 0.6:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs
+    for lam in (0.5, 1.5):
+        seqs, scores = hf_generate(hf, PROMPTS, num_beams=4, num_beam_groups=2, diversity_penalty=lam,
+                                   num_return_sequences=4)
+        recipe = f"beam 4 | diverse groups=2 penalty={lam} | max {MAX_NEW}"
+        check(decode.generate(ours, recipe, PROMPTS), seqs, scores)
+        if lam == 0.5:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs

@@ -59,3 +59,17 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
     if hasattr(module, "prepare"):
         params = module.prepare(dict(params), tokenizer)
     return module.apply(logits, ctx, **tensor_params(module, params, logits.device))
+
+
+def bind(module: ModuleType, params: dict, tokenizer, device) -> tuple[dict, dict]:
+    """Host-side preparation for the compiled step: (static values, tensor values).
+
+    Static values are part of the graph's structure; tensors are its inputs, so a
+    change of a tensor value reuses the compiled graph.
+    """
+    if hasattr(module, "prepare"):
+        params = module.prepare(dict(params), tokenizer)
+    bound = tensor_params(module, params, device)
+    static = {k: v for k, v in bound.items() if not isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
+    return static, tensors
