@@ -167,6 +167,130 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 # -- the command table -------------------------------------------------------------------
+# -- run ---------------------------------------------------------------------------------
+
+def _prompts(args: argparse.Namespace) -> list:
+    if args.prompt_ids is not None:
+        try:
+            return [[int(x) for x in args.prompt_ids.replace(" ", "").split(",") if x]]
+        except ValueError:
+            raise SystemExit(_usage_error(f"--prompt-ids takes comma-separated integers, "
+                                          f"got {args.prompt_ids!r} (e.g. --prompt-ids 1,2,3)"))
+    return [args.prompt]
+
+
+def _usage_error(msg: str) -> int:
+    print(f"decode: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    text, recipe = _load(args.recipe)
+    _show_warnings(text, recipe, _source(args.recipe))
+    if (args.prompt is None) == (args.prompt_ids is None):
+        return _usage_error("give exactly one of --prompt TEXT or --prompt-ids 1,2,3")
+    prompts = _prompts(args)
+    import decode
+    from decode.runtime import ModelError
+
+    try:
+        model = decode.load(args.model, device=args.device, dtype=args.dtype)
+        stream = _streamer(model, args) if not args.json and _rows(recipe) == 1 else None
+        outs = decode.generate(model, recipe, prompts, seed=args.seed, compile=not args.no_compile,
+                               on_step=stream)
+    except ModelError as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    sink = open(args.out, "a" if args.out else "w", encoding="utf-8") if args.out else None
+    try:
+        for comp in outs:
+            if args.json or sink is not None:
+                line = comp.dumps()
+                print(line, file=sink or sys.stdout, flush=True)
+            if not args.json:
+                _show(comp, streamed=stream is not None)
+    finally:
+        if sink is not None:
+            sink.close()
+    return 0
+
+
+def _rows(recipe: Recipe) -> int:
+    p = dict(recipe.search.params)
+    return int(p.get("return", p.get("n", p.get("k", 1))) or 1)
+
+
+def _streamer(model, args):
+    """Print a single sequence's text as its tokens arrive (decoded so far, diffed)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    tok = model.tokenizer
+    if tok is None:
+        return None
+    state = {"ids": [], "shown": ""}
+    if args.prompt is not None:
+        console.print(args.prompt, style="bold", end="")
+
+    def on_step(t, tokens):
+        new = int(tokens[0])
+        eos = model.config.eos_ids
+        if state.get("done"):
+            return
+        if new in (eos if isinstance(eos, (list, tuple)) else (eos,)):
+            state["done"] = True
+            return
+        state["ids"].append(new)
+        text = tok.decode(state["ids"])
+        console.print(text[len(state["shown"]):], end="", soft_wrap=True)
+        state["shown"] = text
+
+    return on_step
+
+
+def _show(comp, streamed: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if streamed:
+        console.print()
+        seq = comp.sequences[0]
+        console.print(f"[dim]finish={seq.finish} score={seq.score:.4f} recipe={comp.recipe} "
+                      f"fingerprint={comp.fingerprint}[/dim]")
+        return
+    table = Table(title=f"{comp.recipe}  [dim]({comp.fingerprint})[/dim]", show_lines=False)
+    for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}),
+                    ("finish", {}), ("text" if comp.prompt is not None else "ids", {"overflow": "fold"})):
+        table.add_column(col, **kw)
+    for i, s in enumerate(comp.sequences, 1):
+        body = s.text if comp.prompt is not None else " ".join(map(str, s.ids))
+        table.add_row(str(i), f"{s.score:.4f}", s.finish, body)
+    if comp.prompt is not None:
+        console.print(f"[bold]prompt:[/bold] {comp.prompt}")
+    console.print(table)
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="decode prompts with a recipe",
+                       description="Decode a prompt with RECIPE (a .dec file or inline text) on a "
+                                   "llama checkpoint (default: the bundled demo model).")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--model", default=None, help="HF llama dir, Meta dir or llama2.c .bin")
+    p.add_argument("--prompt", default=None, help="prompt text")
+    p.add_argument("--prompt-ids", default=None, help="prompt token ids, e.g. 1,2,3")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt on stdout")
+    p.add_argument("--out", default=None, help="append JSON lines to this file")
+    p.add_argument("--seed", type=int, default=None, help="RNG seed for sampling recipes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16")
+    p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    p.set_defaults(func=cmd_run)
+
+
 # To add a subcommand (run, bench, viz): write `add_<name>(sub)` that calls
 # sub.add_parser(...) and set_defaults(func=cmd_<name>), import torch inside cmd_<name>,
 # and append add_<name> below. A handler returns the exit status.
@@ -174,7 +298,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_check,
     add_fmt,
     add_explain,
-    # add_run, add_bench, add_viz  <- compiler/runtime issues add theirs here
+    add_run,
+    # add_bench, add_viz  <- later issues add theirs here
 ]
 
 
