@@ -139,14 +139,14 @@ def _build_step(model, search, kernels):
     def step(cache, t, logits, noise, seq, pad, lim, hp, sp, state):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
         process = process_fn(seq, pad, lim, t, sp)
-        tokens, parents, state = search.step(t, scores, process, noise, seq, lim, hp, state)
+        tokens, parents, state, info = search.step(t, scores, process, noise, seq, lim, hp, state)
         if parents is not None:
             seq = seq[parents]
             cache.reorder(parents)
         slot = lim["prompt"] + t
         seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
         logits = model.decode(cache, tokens, slot, pad)
-        return logits, seq, state, tokens
+        return logits, seq, state, tokens, info
 
     return step
 
@@ -154,7 +154,7 @@ def _build_step(model, search, kernels):
 def _get_step(model, search, kernels, compiled: bool):
     key = (
         id(model), type(search), _freeze(search.cfg.params), _freeze(search.cfg.modifiers),
-        search.cfg.sampling, search.cfg.eos, search.cfg.pad, search.cfg.batch,
+        search.cfg.sampling, search.cfg.eos, search.cfg.pad, search.cfg.batch, search.cfg.trace,
         tuple((n, _freeze(st)) for n, _, st in kernels), compiled,
     )
     fn = _COMPILED.get(key)
@@ -169,15 +169,19 @@ def _get_step(model, search, kernels, compiled: bool):
 # ----------------------------------------------------------------------------- the loop
 
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
-        on_step=None) -> list[Completion]:
-    """Decode `prompts` with a compiled plan. `on_step(t, tokens)` sees each step's tokens."""
+        on_step=None, trace: bool = False) -> list[Completion]:
+    """Decode `prompts` with a compiled plan.
+
+    `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
+    the candidates the search considered (see `search.base.candidates`).
+    """
     eos = _eos_ids(model)
     pad_id = _pad_id(model, eos)
     texts, ids = _encode(model, prompts)
     b = len(ids)
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
-                       sampling=plan.sampling, eos=eos, pad=pad_id)
+                       sampling=plan.sampling, eos=eos, pad=pad_id, trace=trace)
     search = plan.search(cfg)
     k = search.rows
     bound = _bind_stages(plan, model, eos, search.logprobs, device)
@@ -215,10 +219,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         steps = 0
         for steps in range(1, max_new + 1):
             noise = (torch.rand(logits.shape, generator=gen, device=device) if gen is not None else None)
-            logits, seq, state, tokens = step(cache, t, logits, noise, seq, pad, lim, hp, sp, state)
+            logits, seq, state, tokens, info = step(cache, t, logits, noise, seq, pad, lim, hp, sp, state)
             t = t + 1
             if on_step is not None:
-                on_step(steps - 1, tokens)
+                on_step(steps - 1, tokens, info)
             if steps % CHECK_EVERY == 0 and bool(search.done(state)):
                 break
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}

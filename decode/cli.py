@@ -235,7 +235,7 @@ def _streamer(model, args):
     if args.prompt is not None:
         console.print(args.prompt, style="bold", end="")
 
-    def on_step(t, tokens):
+    def on_step(t, tokens, info=None):
         new = int(tokens[0])
         eos = model.config.eos_ids
         if state.get("done"):

@@ -24,6 +24,7 @@ class SearchConfig:
     sampling: bool = False         # select by sampling (True) or by argmax
     eos: tuple[int, ...] = ()      # end-of-sequence ids
     pad: int = 0                   # token written after a row has finished
+    trace: bool = False            # also return the candidates considered (for traces)
 
 
 class Search:
@@ -51,12 +52,14 @@ class Search:
         raise NotImplementedError
 
     def step(self, t, scores, process: Process, noise, seq, lim, hp, state):
-        """One step. Returns (tokens [R], parents [R] or None, new state).
+        """One step. Returns (tokens [R], parents [R] or None, new state, info).
 
         t: 0-d long, tokens generated so far; scores: [R, V] float32 (log-probs if
         `self.logprobs` else logits), not yet processed; noise: [R, V] uniform(0,1) draws
         or None; seq: [R, S] token slots of each row; lim: dict with 0-d long `prompt`
         (padded prompt length = slot of the first new token) and `max_new`.
+        `info` is {} unless `cfg.trace`: then the candidates this step considered, as
+        `candidates(...)` builds them.
         """
         raise NotImplementedError
 
@@ -74,6 +77,15 @@ class Search:
         for e in self.cfg.eos:
             out = out | (tokens == e)
         return out
+
+
+def candidates(token, logp, parent, kept, finished, group=None) -> dict:
+    """Trace info: per prompt [B, C] candidates with their processed log-prob (or the
+    search's score), the row they extend, whether they survived, whether they ended."""
+    if group is None:
+        group = torch.zeros_like(token)
+    return {"token": token, "logp": logp, "parent": parent, "kept": kept,
+            "finished": finished, "group": group}
 
 
 def gumbel(noise: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, gumbel
+from decode.compiler.search.base import NEG, Search, candidates, gumbel
 
 
 class Beam(Search):
@@ -93,7 +93,12 @@ class Beam(Search):
         stop = state["stop"] | ~(open_.any() & ~full & ~hits.all())
         new = {"run": run, "fin_seq": fin_seq, "fin_score": fin_score, "fin_len": fin_len,
                "fin": fin, "open": open_, "stop": stop}
-        return tokens, parents, new
+        info = {}
+        if self.cfg.trace:
+            pooled = torch.zeros(b, k + n, dtype=torch.bool, device=acc.device).scatter(1, sel, True)[:, k:]
+            kept = torch.zeros_like(hits).scatter(1, nxt, True) & ~hits | (pooled & just)
+            info = candidates(tok, top, parent, kept, hits)
+        return tokens, parents, new, info
 
     def done(self, state):
         return state["stop"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, gumbel
+from decode.compiler.search.base import NEG, Search, candidates, gumbel
 
 
 class Diverse(Search):
@@ -60,7 +60,7 @@ class Diverse(Search):
         max_len = lim["max_new"].to(scores.dtype)
         chosen = torch.zeros(b, v, device=dev)  # tokens chosen by earlier groups this step
         slot = (lim["prompt"] + t).expand(b, s, 1)
-        tokens, parents = [], []
+        tokens, parents, trace = [], [], []
         run, hyp_seq, hyp_score = state["run"].clone(), state["hyp_seq"], state["hyp_score"]
         hyp_len, count, done = state["hyp_len"], state["count"], state["done"]
         new_seq, new_score, new_len, new_count, new_done = [], [], [], [], []
@@ -113,6 +113,9 @@ class Diverse(Search):
                 bound = worst >= best / denom**lenpen
             g_done = gdone | ((g_count >= s) & bound)
 
+            if self.cfg.trace:
+                kept = torch.zeros_like(eos).scatter(1, order, True) & ~gdone[:, None] | add
+                trace.append((tok, top, parent, kept, eos, torch.full_like(tok, g)))
             run[:, g] = g_run
             chosen = chosen.scatter_add(1, g_tok, torch.ones_like(g_run))
             tokens.append(g_tok)
@@ -127,7 +130,10 @@ class Diverse(Search):
             "count": torch.stack(new_count, 1),
             "done": torch.stack(new_done, 1),
         }
-        return torch.cat(tokens, 1).reshape(-1), torch.cat(parents, 1).reshape(-1), new
+        info = {}
+        if self.cfg.trace:
+            info = candidates(*(torch.cat(x, 1) for x in zip(*trace)))
+        return torch.cat(tokens, 1).reshape(-1), torch.cat(parents, 1).reshape(-1), new, info
 
     def done(self, state):
         return state["done"].all()

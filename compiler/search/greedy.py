@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import Search, gumbel, trim
+from decode.compiler.search.base import Search, candidates, gumbel, trim
+
+TRACE_TOP = 5  # alternatives per row shown in a trace
 
 
 class Greedy(Search):
@@ -35,8 +37,17 @@ class Greedy(Search):
         tok = torch.where(alive, tok, torch.full_like(tok, self.cfg.pad))
         gained = logp.gather(1, tok[:, None]).squeeze(1)
         score = state["score"] + torch.where(alive, gained, torch.zeros_like(gained))
-        alive = alive & ~self.is_eos(tok)
-        return tok, None, {"alive": alive, "score": score}
+        ended = self.is_eos(tok)
+        info = {}
+        if self.cfg.trace:
+            b, n = self.cfg.batch, self.rows
+            top, idx = torch.topk(logp, TRACE_TOP)                      # [R, C]
+            rows = torch.arange(b * n, device=tok.device)[:, None].expand_as(idx)
+            kept = (idx == tok[:, None]) & alive[:, None]
+            info = candidates(idx.view(b, -1), top.view(b, -1), rows.reshape(b, -1), kept.view(b, -1),
+                              (self.is_eos(idx) & kept).view(b, -1))
+        alive = alive & ~ended
+        return tok, None, {"alive": alive, "score": score}, info
 
     def done(self, state):
         return ~state["alive"].any()

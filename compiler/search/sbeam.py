@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import Search, gumbel
+from decode.compiler.search.base import Search, candidates, gumbel
 
 INF = float("inf")
 
@@ -73,7 +73,10 @@ class StochasticBeam(Search):
             "fin": was_fin | self.is_eos(tok),
             "len": state["len"].gather(1, beam) + (~was_fin).long(),
         }
-        return tok.reshape(-1), parents, new
+        info = {}
+        if self.cfg.trace:  # the K survivors; every other child was pruned
+            info = candidates(tok, new["phi"], parents.view(b, k), torch.ones_like(was_fin), new["fin"])
+        return tok.reshape(-1), parents, new, info
 
     def done(self, state):
         return state["fin"].all()
