@@ -18,6 +18,7 @@ from decode.compiler.context import StepContext
 from decode.compiler.plan import Plan, compile as lower
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
+from decode.compiler.stops import StopStrings
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 64        # cache length rounds up to this, so prompt lengths share graphs
@@ -203,6 +204,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         gen.manual_seed(int(seed) if seed is not None else torch.seed())
 
     step = _get_step(model, search, kernels, compiled)
+    stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
         seq = torch.full((b * k, s_len), pad_id, dtype=torch.long, device=device)
@@ -223,8 +225,13 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             t = t + 1
             if on_step is not None:
                 on_step(steps - 1, tokens, info)
-            if steps % CHECK_EVERY == 0 and bool(search.done(state)):
-                break
+            if steps % CHECK_EVERY == 0:
+                if stops.strings:
+                    new = seq[:, p_len:p_len + steps].tolist()
+                    hit = torch.tensor([stops.hit(r) for r in new], device=device)
+                    state = search.stop_rows(state, hit)
+                if bool(search.done(state)):
+                    break
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
         results = search.finalize(state, seq[:, : p_len + steps], lim_host)
 
@@ -233,6 +240,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     for i in range(b):
         seqs = []
         for new_ids, score, finish in results[i]:
+            cut = stops.cut(new_ids) if stops.strings else None
+            if cut is not None:
+                new_ids, finish = new_ids[:cut], "stop"
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
             seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish))
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,

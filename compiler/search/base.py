@@ -67,6 +67,11 @@ class Search:
         """0-d bool: nothing can change any more (checked every few steps)."""
         raise NotImplementedError
 
+    def stop_rows(self, state, rows: torch.Tensor) -> dict:
+        """Rows [R] bool whose text hit a stop string: finish them if the strategy can.
+        Beam-family strategies keep searching; the engine cuts their results at the end."""
+        return state
+
     def finalize(self, state, seq, lim) -> list[list[tuple[list[int], float, str]]]:
         """Per prompt, best first: (new token ids incl. a final EOS, score, finish)."""
         raise NotImplementedError

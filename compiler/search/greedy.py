@@ -49,6 +49,9 @@ class Greedy(Search):
         alive = alive & ~ended
         return tok, None, {"alive": alive, "score": score}, info
 
+    def stop_rows(self, state, rows):
+        return {**state, "alive": state["alive"] & ~rows}
+
     def done(self, state):
         return ~state["alive"].any()
 
