@@ -169,9 +169,47 @@ def _get_step(model, search, kernels, compiled: bool):
 
 # ----------------------------------------------------------------------------- the loop
 
+def _generators(plan: Plan, seed, seeds, b: int, device):
+    """One RNG per prompt, so a prompt's draws do not depend on its batch-mates.
+
+    Prompt i's seed is `seeds[i]` if given, else derived from the run seed (the `seed`
+    argument, else the recipe's `seed` clause, else a fresh random one) and i.
+    """
+    if not plan.sampling:
+        return None
+    if seeds is None:
+        base = seed if seed is not None else plan.seed
+        base = int(base) if base is not None else int(torch.seed() % (1 << 62))
+        seeds = [derive_seed(base, i) for i in range(b)]
+    if len(seeds) != b:
+        raise ValueError(f"got {len(seeds)} seeds for {b} prompts; give one seed per prompt")
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s))
+        gens.append(g)
+    return gens
+
+
+def derive_seed(base: int, key) -> int:
+    """A stable 63-bit seed from a run seed and a prompt key (index or id)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(base)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _noise(gens, rows: int, vocab: int, device):
+    if gens is None:
+        return None
+    return torch.cat([torch.rand(rows, vocab, generator=g, device=device) for g in gens])
+
+
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
-        on_step=None, trace: bool = False) -> list[Completion]:
+        on_step=None, trace: bool = False, seeds: list[int] | None = None) -> list[Completion]:
     """Decode `prompts` with a compiled plan.
+
+    Sampling is seeded per prompt (see `_generators`): `seeds` gives each prompt's seed.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
     the candidates the search considered (see `search.base.candidates`).
@@ -197,12 +235,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
 
-    gen = None
-    if plan.sampling:
-        seed = plan.seed if seed is None and plan.seed is not None else seed
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(seed) if seed is not None else torch.seed())
-
+    gens = _generators(plan, seed, seeds, b, device)
     step = _get_step(model, search, kernels, compiled)
     stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
@@ -220,7 +253,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         t = torch.zeros((), dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            noise = (torch.rand(logits.shape, generator=gen, device=device) if gen is not None else None)
+            noise = _noise(gens, k, logits.shape[-1], device)
             logits, seq, state, tokens, info = step(cache, t, logits, noise, seq, pad, lim, hp, sp, state)
             t = t + 1
             if on_step is not None:
