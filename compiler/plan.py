@@ -14,10 +14,14 @@ from decode.dsl import Recipe, lookup, parse
 
 @dataclass(frozen=True)
 class Stage:
-    """One logit stage in application order: its clause name, kernel module and values."""
+    """One logit stage in application order: its clause name, kernel and values.
+
+    The kernel is a stage module (`decode.compiler.stages.topp`) or a user stage's
+    `plugins.Kernel`; both have `apply`, `STATIC` and optionally `prepare`.
+    """
 
     name: str
-    kernel: ModuleType
+    kernel: ModuleType | object
     params: dict
 
     @property
@@ -39,11 +43,13 @@ class Plan:
     extra: dict = field(default_factory=dict)
 
 
-def _impl(clause) -> object:
-    spec = lookup(clause.name)
-    impl = spec.impl
+def load_impl(name: str) -> object:
+    """What carries out clause `name`: the module its catalogue `impl` names, or the
+    object itself (a user stage's kernel)."""
+    spec = lookup(name)
+    impl = spec.impl if spec is not None else None
     if impl is None:
-        raise ValueError(f"clause {clause.name!r} has no implementation")
+        raise ValueError(f"clause {name!r} has no implementation")
     return importlib.import_module(impl) if isinstance(impl, str) else impl
 
 
@@ -62,12 +68,12 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
         recipe = parse(recipe)
     search_clause = recipe.search
     modifiers = {m.name: _params(m) for m in recipe.modifiers}
-    module = _impl(search_clause)
+    module = load_impl(search_clause.name)
     strategy = module.STRATEGY
     for m in recipe.modifiers:
         # a modifier may replace the strategy (diverse turns a beam search into group beam search)
-        strategy = getattr(_impl(m), "wrap", lambda s: s)(strategy)
-    stages = tuple(Stage(c.name, _impl(c), _params(c)) for c in recipe.stages)
+        strategy = getattr(load_impl(m.name), "wrap", lambda s: s)(strategy)
+    stages = tuple(Stage(c.name, load_impl(c.name), _params(c)) for c in recipe.stages)
     return Plan(
         recipe=recipe,
         search=strategy,

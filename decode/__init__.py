@@ -5,10 +5,15 @@
 
 Importing `decode` does not import torch; `load`, `generate` and `transform` import it
 when first called.
+
+A new logit stage is one decorated function (see `stage`); `load_stages("f.py")` runs a
+file of them, as `decode run --stage f.py` does.
 """
+from decode.compiler.plugins import Arg, PluginError, load_stages, stage  # noqa: F401  (torch-free)
 from decode.dsl import RecipeError, parse  # noqa: F401  (torch-free)
 
-__all__ = ["parse", "RecipeError", "load", "generate", "transform"]
+__all__ = ["parse", "RecipeError", "load", "generate", "transform",
+           "stage", "Arg", "load_stages", "PluginError"]
 __version__ = "0.1.0"
 
 

@@ -29,6 +29,23 @@ def _load(arg: str) -> tuple[str, Recipe]:
     return text, parse(text)
 
 
+def _load_stage_files(args: argparse.Namespace) -> int:
+    """Run each --stage FILE (user-defined clauses) before any recipe is parsed; 1 if one fails."""
+    from decode.compiler.plugins import PluginError, load_stages
+
+    try:
+        load_stages(*args.stage)
+    except PluginError as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_stage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", action="append", default=[], metavar="FILE",
+                   help="load user-defined stages from this Python file first (repeatable)")
+
+
 def _show_warnings(text: str, recipe: Recipe, source: str | None) -> None:
     for w in recipe.warnings:
         print(format_error(text, w, label="warning", source=source), file=sys.stderr)
@@ -37,7 +54,9 @@ def _show_warnings(text: str, recipe: Recipe, source: str | None) -> None:
 # -- check -------------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
-    status = 0
+    status = _load_stage_files(args)
+    if status:
+        return status
     for arg in args.recipes:
         source = _source(arg)
         try:
@@ -60,6 +79,7 @@ def add_check(sub: argparse._SubParsersAction) -> None:
                        description="Check each RECIPE (a .dec file or inline text). Errors go to "
                                    "stderr with a caret under the mistake.")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    _add_stage_option(p)
     p.set_defaults(func=cmd_check)
 
 
@@ -185,6 +205,8 @@ def _usage_error(msg: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if _load_stage_files(args):
+        return 1
     text, recipe = _load(args.recipe)
     _show_warnings(text, recipe, _source(args.recipe))
     if (args.prompt is None) == (args.prompt_ids is None):
@@ -288,6 +310,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16")
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    _add_stage_option(p)
     p.set_defaults(func=cmd_run)
 
 

@@ -97,8 +97,10 @@ class ClauseSpec:
     """A clause of the language: its arguments and what it means.
 
     `sampling` is a bool or a predicate on the resolved params (temp samples iff t > 0).
-    `impl` is the dotted path of the compiler's implementation (None: handled by the
-    engine loop itself, e.g. `max`).
+    `impl` is the dotted path of the compiler's implementation, or the implementation
+    itself (a user stage's kernel: an object with `apply`, `STATIC` and optionally
+    `prepare`, like a stage module); None: handled by the engine loop itself, e.g. `max`.
+    `details` is a paragraph for the language reference (exact semantics).
 
         >>> lookup("temp").is_sampling({"t": 0.0})
         False
@@ -113,8 +115,9 @@ class ClauseSpec:
     repeatable: bool = False
     reference: str | None = None
     cite: str | None = None
-    impl: str | None = None
+    impl: Any = None
     sampling_doc: str = field(default="", compare=False)
+    details: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

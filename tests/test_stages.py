@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from decode.compiler.context import StepContext
-from decode.compiler.stages import NAMES, apply_stage, load_stage, tensor_params
+from decode.compiler.stages import apply_stage, builtin_names, load_stage, tensor_params
 
 hf = pytest.importorskip("transformers.generation.logits_process")
 
@@ -288,8 +288,14 @@ def test_ban_rejects_ids_outside_the_vocabulary():
         apply_stage("ban", make_logits(0), StepContext.from_input_ids(history(0)), ids=[[64]])
 
 
-def test_every_catalogue_stage_has_a_kernel():
-    for name in NAMES:
+def test_every_stage_file_is_a_catalogue_clause_with_a_kernel():
+    from pathlib import Path
+
+    import decode.compiler.stages as stages
+
+    files = {p.stem for p in Path(stages.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert set(builtin_names()) == files
+    for name in builtin_names():
         module = load_stage(name)
         assert callable(module.apply) and isinstance(module.STATIC, frozenset)
 
@@ -318,6 +324,7 @@ SWEEPS = {
 def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
     from torch._dynamo.testing import CompileCounterWithBackend
 
+    assert name in SWEEPS, f"add two example parameter sets for the new stage {name!r} to SWEEPS"
     module = load_stage(name)
     counter = CompileCounterWithBackend(backend)
     kernel = torch.compile(module.apply, backend=counter, fullgraph=True)
@@ -334,7 +341,7 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
     assert counter.frame_count == 1, f"{name}: a parameter change recompiled"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", builtin_names())
 def test_kernel_traces_as_one_graph_and_a_sweep_reuses_it(name):
     torch._dynamo.reset()
     compiled_matches_eager_without_recompiling(name, "eager")
@@ -347,7 +354,7 @@ def test_inductor_compiles_a_kernel_without_recompiling():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", builtin_names())
 def test_inductor_compiles_every_kernel_without_recompiling(name):
     torch._dynamo.reset()
     compiled_matches_eager_without_recompiling(name, "inductor")

@@ -10,33 +10,44 @@ Numeric params not in STATIC arrive as 0-d tensors on the logits' device, so tha
 parameter sweep reuses the compiled step. Removed tokens become -inf.
 
     >>> apply_stage("topk", logits, ctx, k=5)
+
+Adding a built-in stage is this one file plus its `ClauseSpec` in dsl/stages.py with
+`impl="decode.compiler.stages.<name>"`: the compiler finds kernels through the
+catalogue's `impl`, never through a list of its own. A user stage is the same kernel
+contract behind `@decode.stage` (compiler/plugins.py), with no file here.
 """
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
 import torch
 
 from decode.compiler.context import StepContext
+from decode.compiler.plan import load_impl
+from decode.dsl import CATALOGUE
 
-NAMES = (
-    "temp", "topk", "topp", "minp", "typical", "epsilon", "eta", "topnsigma",
-    "repetition", "presence", "frequency", "norepeat", "minlen", "ban", "bias",
-)
+
+def builtin_names() -> tuple[str, ...]:
+    """The catalogue's logit clauses whose kernel is a module of this package."""
+    return tuple(s.name for s in CATALOGUE.values()
+                 if s.kind == "logit" and isinstance(s.impl, str) and s.impl.startswith(__name__ + "."))
 
 
 def load_stage(name: str) -> ModuleType:
-    """The kernel module of stage `name`, e.g. `load_stage("topp").apply`."""
-    return importlib.import_module(f"decode.compiler.stages.{name}")
+    """The kernel of logit stage `name` (built-in or user), e.g. `load_stage("topp").apply`."""
+    spec = CATALOGUE.get(name)
+    if spec is None or spec.kind != "logit":
+        raise ValueError(f"{name!r} is not a logit stage of the catalogue")
+    return load_impl(name)
 
 
 def tensor_params(module: ModuleType, params: dict, device) -> dict:
     """`params` with every numeric non-static value as a 0-d tensor (float32 or long),
     and every non-static list of floats as a 1-d float32 tensor."""
+    static = getattr(module, "STATIC", frozenset())
     out = {}
     for key, value in params.items():
-        if key in module.STATIC or isinstance(value, (bool, torch.Tensor)):
+        if key in static or isinstance(value, (bool, torch.Tensor)):
             out[key] = value
         elif isinstance(value, int):
             out[key] = torch.tensor(value, dtype=torch.long, device=device)
@@ -56,9 +67,13 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
         >>> apply_stage("topp", logits, ctx, p=0.9)
     """
     module = load_stage(name)
-    if hasattr(module, "prepare"):
-        params = module.prepare(dict(params), tokenizer)
+    params = _prepare(module, params, tokenizer)
     return module.apply(logits, ctx, **tensor_params(module, params, logits.device))
+
+
+def _prepare(module, params: dict, tokenizer) -> dict:
+    prepare = getattr(module, "prepare", None)
+    return prepare(dict(params), tokenizer) if prepare is not None else params
 
 
 def bind(module: ModuleType, params: dict, tokenizer, device) -> tuple[dict, dict]:
@@ -67,9 +82,7 @@ def bind(module: ModuleType, params: dict, tokenizer, device) -> tuple[dict, dic
     Static values are part of the graph's structure; tensors are its inputs, so a
     change of a tensor value reuses the compiled graph.
     """
-    if hasattr(module, "prepare"):
-        params = module.prepare(dict(params), tokenizer)
-    bound = tensor_params(module, params, device)
+    bound = tensor_params(module, _prepare(module, params, tokenizer), device)
     static = {k: v for k, v in bound.items() if not isinstance(v, torch.Tensor)}
     tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
     return static, tensors
