@@ -10,6 +10,7 @@ A command that needs torch imports it inside its handler.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Callable
@@ -186,22 +187,54 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-# -- the command table -------------------------------------------------------------------
 # -- run ---------------------------------------------------------------------------------
-
-def _prompts(args: argparse.Namespace) -> list:
-    if args.prompt_ids is not None:
-        try:
-            return [[int(x) for x in args.prompt_ids.replace(" ", "").split(",") if x]]
-        except ValueError:
-            raise SystemExit(_usage_error(f"--prompt-ids takes comma-separated integers, "
-                                          f"got {args.prompt_ids!r} (e.g. --prompt-ids 1,2,3)"))
-    return [args.prompt]
-
 
 def _usage_error(msg: str) -> int:
     print(f"decode: {msg}", file=sys.stderr)
     return 2
+
+
+def _prompt_ids(text: str) -> list[int] | None:
+    try:
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        return None
+    return ids if ids and min(ids) >= 0 else None
+
+
+def _check_run_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the run options (checked before the model loads), or None."""
+    given = [o for o, v in (("--prompt", args.prompt), ("--prompt-ids", args.prompt_ids),
+                            ("--prompts", args.prompts)) if v is not None]
+    if len(given) != 1:
+        return ("give exactly one of --prompt TEXT, --prompt-ids 1,2,3 or --prompts FILE.jsonl"
+                + (f" (got {' and '.join(given)})" if given else ""))
+    if args.prompt_ids is not None and _prompt_ids(args.prompt_ids) is None:
+        return (f"--prompt-ids takes comma-separated non-negative integers, got "
+                f"{args.prompt_ids!r} (e.g. --prompt-ids 1,2,3)")
+    if args.prompt == "":
+        return "--prompt is empty: give some text to continue"
+    if args.prompts is not None and args.trace is not None:
+        return "--trace records a single run: use it with --prompt or --prompt-ids, not --prompts"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1, got {args.batch_size}"
+    return None
+
+
+def _check_device(device: str | None) -> str | None:
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device: use cpu, cuda, cuda:1, mps, ..."
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: this torch build or machine has no CUDA GPU; use --device cpu"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices"
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -209,35 +242,82 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     text, recipe = _load(args.recipe)
     _show_warnings(text, recipe, _source(args.recipe))
-    if (args.prompt is None) == (args.prompt_ids is None):
-        return _usage_error("give exactly one of --prompt TEXT or --prompt-ids 1,2,3")
-    prompts = _prompts(args)
-    import decode
+    problem = _check_run_args(args)
+    if problem:
+        return _usage_error(problem)
+    from decode.compiler.batch import BatchError
     from decode.runtime import ModelError
 
     try:
-        model = decode.load(args.model, device=args.device, dtype=args.dtype)
-        stream = _streamer(model, args) if not args.json and _rows(recipe) == 1 else None
-        outs = decode.generate(model, recipe, prompts, seed=args.seed, compile=not args.no_compile,
-                               on_step=stream)
-    except ModelError as err:
+        problem = _check_device(args.device)
+        if problem:
+            return _usage_error(problem)
+        if args.prompts is not None:
+            return _run_batch(args, recipe)
+        return _run_single(args, recipe)
+    except (ModelError, BatchError, ValueError) as err:
         print(f"decode: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:
-        print(f"decode: {err}", file=sys.stderr)
-        return 1
-    sink = open(args.out, "a" if args.out else "w", encoding="utf-8") if args.out else None
+    except KeyboardInterrupt:
+        print("\ndecode: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
+    import decode
+    from decode.compiler.batch import prompt_problem
+    from decode.compiler.plan import compile as lower
+    from decode.compiler.trace import TraceRecorder
+    from decode.runtime import ModelError
+
+    prompt = _prompt_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
+    sink = open(args.out, "a", encoding="utf-8") if args.out else None  # fail before the model loads
+    trace = open(args.trace, "w", encoding="utf-8") if args.trace else None
     try:
+        model = decode.load(args.model, device=args.device, dtype=args.dtype)
+        problem = prompt_problem(prompt, model)
+        if problem:
+            raise ModelError(f"--prompt-ids: {problem}")
+        plan = lower(recipe)
+        callbacks = []
+        stream = _streamer(model, args) if not args.json and _rows(recipe) == 1 else None
+        if stream is not None:
+            callbacks.append(stream)
+        recorder = TraceRecorder(trace, plan, model, [prompt]) if trace is not None else None
+        if recorder is not None:
+            callbacks.append(recorder)
+        outs = decode.generate(model, plan, [prompt], seed=args.seed, compile=not args.no_compile,
+                               on_step=_both(callbacks), trace=recorder is not None)
+        if recorder is not None:
+            recorder.finish(outs)
         for comp in outs:
-            if args.json or sink is not None:
-                line = comp.dumps()
-                print(line, file=sink or sys.stdout, flush=True)
-            if not args.json:
+            if sink is not None:
+                sink.write(comp.dumps() + "\n")
+                sink.flush()
+            if args.json:
+                print(comp.dumps(), flush=True)
+            else:
                 _show(comp, streamed=stream is not None)
     finally:
-        if sink is not None:
-            sink.close()
+        for f in (sink, trace):
+            if f is not None:
+                f.close()
+    if args.trace and not args.json:
+        print(f"trace written to {args.trace}; draw it with `decode viz {args.trace}`", file=sys.stderr)
     return 0
+
+
+def _both(callbacks: list):
+    if not callbacks:
+        return None
+    if len(callbacks) == 1:
+        return callbacks[0]
+
+    def on_step(t, tokens, info=None):
+        for cb in callbacks:
+            cb(t, tokens, info)
+
+    return on_step
 
 
 def _rows(recipe: Recipe) -> int:
@@ -256,13 +336,14 @@ def _streamer(model, args):
     state = {"ids": [], "shown": ""}
     if args.prompt is not None:
         console.print(args.prompt, style="bold", end="")
+    eos = set(model.config.eos_ids if isinstance(model.config.eos_ids, (list, tuple))
+              else (model.config.eos_ids,))
 
     def on_step(t, tokens, info=None):
-        new = int(tokens[0])
-        eos = model.config.eos_ids
         if state.get("done"):
             return
-        if new in (eos if isinstance(eos, (list, tuple)) else (eos,)):
+        new = int(tokens[0])
+        if new in eos:
             state["done"] = True
             return
         state["ids"].append(new)
@@ -273,46 +354,183 @@ def _streamer(model, args):
     return on_step
 
 
+def _visible(text: str) -> str:
+    """Sequence text for a table cell: line breaks shown, not taken."""
+    return text.replace("\r\n", "↵").replace("\n", "↵").replace("\t", "⇥")
+
+
 def _show(comp, streamed: bool) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False)
     if streamed:
         console.print()
         seq = comp.sequences[0]
-        console.print(f"[dim]finish={seq.finish} score={seq.score:.4f} recipe={comp.recipe} "
-                      f"fingerprint={comp.fingerprint}[/dim]")
+        console.print(Text(f"finish={seq.finish} score={seq.score:.4f} recipe={comp.recipe} "
+                           f"fingerprint={comp.fingerprint}", style="dim"))
         return
-    table = Table(title=f"{comp.recipe}  [dim]({comp.fingerprint})[/dim]", show_lines=False)
+    table = Table(title=Text.assemble(comp.recipe, (f"  ({comp.fingerprint})", "dim")), title_justify="left")
     for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}),
                     ("finish", {}), ("text" if comp.prompt is not None else "ids", {"overflow": "fold"})):
         table.add_column(col, **kw)
     for i, s in enumerate(comp.sequences, 1):
-        body = s.text if comp.prompt is not None else " ".join(map(str, s.ids))
-        table.add_row(str(i), f"{s.score:.4f}", s.finish, body)
+        body = _visible(s.text) if comp.prompt is not None else " ".join(map(str, s.ids))
+        table.add_row(str(i), f"{s.score:.4f}", s.finish, Text(body))
     if comp.prompt is not None:
-        console.print(f"[bold]prompt:[/bold] {comp.prompt}")
+        console.print(Text.assemble(("prompt: ", "bold"), comp.prompt))
     console.print(table)
+
+
+def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
+    """--prompts FILE: decode every valid line, write as batches finish, resume on rerun."""
+    import decode
+    from decode.compiler import batch
+    from decode.compiler.plan import compile as lower
+
+    items, errors = batch.read_prompts(args.prompts)
+    done = batch.done_ids(args.out, recipe.fingerprint) if args.out else set()
+    todo = [it for it in items if batch.id_key(it.id) not in done]
+    skipped = len(items) - len(todo)
+    for e in errors:  # bad lines first, so they show before a long run
+        print(f"decode: skipped {e.describe(args.prompts)}", file=sys.stderr)
+    if skipped:
+        print(f"decode: resuming: {skipped} of {len(items)} prompts are already in {args.out}",
+              file=sys.stderr)
+    seed = args.seed if args.seed is not None else (recipe.seed if recipe.seed is not None else 0)
+    failed: list = []
+    interrupted = False
+    if todo:
+        model = decode.load(args.model, device=args.device, dtype=args.dtype)
+        plan = lower(recipe)
+        out = batch.appending(args.out) if args.out else contextlib.nullcontext(_stdout_writer)
+        with out as write, _progress(len(todo)) as advance:
+            try:
+                failed = batch.decode_batches(plan, model, todo, write, seed=seed,
+                                              batch_size=args.batch_size, compiled=not args.no_compile,
+                                              on_batch=advance)
+            except KeyboardInterrupt:
+                interrupted = True
+    return _batch_summary(args, len(items), skipped, len(todo), errors, failed, interrupted)
+
+
+def _stdout_writer(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _progress(total: int):
+    """A rich progress bar on stderr (prompts done, tokens/s, ETA); yields advance(n, tokens)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    start = time.perf_counter()
+    state = {"tokens": 0}
+    bar = Progress(TextColumn("[bold]decoding"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("prompts · {task.fields[tps]} tok/s ·"), TimeElapsedColumn(),
+                   TextColumn("· ETA"), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=False)
+    task = bar.add_task("decode", total=total, tps="-")
+
+    def advance(prompts: int, tokens: int) -> None:
+        state["tokens"] += tokens
+        rate = state["tokens"] / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, advance=prompts, tps=f"{rate:,.0f}")
+
+    with bar:
+        yield advance
+
+
+def _batch_summary(args, total, skipped, todo, errors, failed, interrupted) -> int:
+    where = args.out or "stdout"
+    bad = len(errors) + len(failed)
+    for e in failed:
+        print(f"decode: failed {e.describe(args.prompts)}", file=sys.stderr)
+    if interrupted:
+        print(f"decode: interrupted; {where} holds every prompt finished so far. Run the same "
+              f"command again to resume.", file=sys.stderr)
+        return 130
+    ok = todo - len(failed)
+    line = f"decode: {ok} prompts decoded" + (f", {skipped} already done" if skipped else "")
+    line += f" -> {where}"
+    if bad:
+        line += (f"; {bad} line{'s' if bad != 1 else ''} failed ({len(errors)} malformed, "
+                 f"{len(failed)} refused by the model), listed above")
+    print(line, file=sys.stderr)
+    return 1 if bad else 0
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="decode prompts with a recipe",
-                       description="Decode a prompt with RECIPE (a .dec file or inline text) on a "
-                                   "llama checkpoint (default: the bundled demo model).")
+                       description="Decode a prompt, or a JSONL file of prompts, with RECIPE (a .dec "
+                                   "file or inline text) on a llama checkpoint (default: the bundled "
+                                   "demo model). One sequence streams as it comes; beams and samples "
+                                   "print a table; --json prints the JSON object of each prompt.")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--model", default=None, help="HF llama dir, Meta dir or llama2.c .bin")
     p.add_argument("--prompt", default=None, help="prompt text")
     p.add_argument("--prompt-ids", default=None, help="prompt token ids, e.g. 1,2,3")
+    p.add_argument("--prompts", default=None, metavar="FILE.jsonl",
+                   help='a JSONL file of {"id": ..., "prompt": "..."} (or "prompt_ids": [...]) lines; '
+                        "with --out, a rerun resumes where the last one stopped")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt on stdout")
-    p.add_argument("--out", default=None, help="append JSON lines to this file")
-    p.add_argument("--seed", type=int, default=None, help="RNG seed for sampling recipes")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="append JSON lines to this file (with --prompts: one per id, resumable)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="prompts decoded together with --prompts (default 8)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="RNG seed for sampling recipes (with --prompts, default: the recipe's seed "
+                        "or 0; each prompt's seed derives from it and the prompt's id)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16")
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="record every candidate of every step as JSON lines (see `decode viz`)")
     _add_stage_option(p)
     p.set_defaults(func=cmd_run)
 
+
+# -- viz ---------------------------------------------------------------------------------
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from decode.compiler.viz import TraceError, read_trace, render_html, render_terminal
+
+    try:
+        trace = read_trace(args.trace)
+    except TraceError as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    if args.html:
+        page = render_html(trace)
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(page)
+        print(f"wrote {args.html} ({len(page) // 1024 + 1} KiB, {trace.kept} kept tokens)", file=sys.stderr)
+        return 0
+    render_terminal(trace, Console(highlight=False), pruned=args.pruned)
+    return 0
+
+
+def add_viz(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("viz", help="draw a search trace as a tree (terminal or HTML)",
+                       description="Draw the search tree recorded by `decode run ... --trace TRACE`: "
+                                   "kept tokens as nodes, pruned candidates dimmed, finished nodes "
+                                   "marked, diverse groups coloured, returned sequences ranked.")
+    p.add_argument("trace", metavar="TRACE")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="write one self-contained HTML page (inline SVG) instead")
+    p.add_argument("--pruned", type=int, default=3, metavar="N",
+                   help="pruned alternatives listed per branch in the terminal (default 3, 0: none)")
+    p.set_defaults(func=cmd_viz)
+
+
+# -- the command table -------------------------------------------------------------------
 
 # To add a subcommand (run, bench, viz): write `add_<name>(sub)` that calls
 # sub.add_parser(...) and set_defaults(func=cmd_<name>), import torch inside cmd_<name>,
@@ -322,7 +540,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_fmt,
     add_explain,
     add_run,
-    # add_bench, add_viz  <- later issues add theirs here
+    add_viz,
+    # add_bench  <- a later issue adds its own here
 ]
 
 

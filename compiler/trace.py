@@ -1,0 +1,231 @@
+"""Search traces: every candidate a search considered, step by step, as JSON lines.
+
+    $ decode run "beam 4 | max 16" --prompt "ROMEO:" --trace trace.jsonl
+    $ decode viz trace.jsonl --html tree.html
+
+A trace file holds three kinds of line, told apart by "type":
+
+    header  {"type": "header", "trace": 1, "recipe", "fingerprint", "search", "rows",
+             "groups", "eos", "prompts": [{"prompt", "prompt_ids"}]}
+    cand    {"type": "cand", "step", "prompt", "row", "token", "text", "logp", "group",
+             "kept", "finished", "node", "parent_node"}
+    final   {"type": "final", "results": [{"prompt", "sequences": [{"ids", "text",
+             "score", "finish", "node"}]}]}
+
+`row` is the row (within its prompt) that the candidate extends; `logp` the processed
+log-prob (or the search's score for the beam family). A kept candidate becomes a tree node
+with a fresh `node` id; `parent_node` names the node it extends (null: the prompt itself),
+so a reader rebuilds the tree without knowing how the search assigns rows. Candidates of
+rows that already finished, and impossible ones (score -inf or the -1e9 filler), are left
+out. Torch-free: tensors are read with `.tolist()`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import IO
+
+VERSION = 1
+IMPOSSIBLE = -1.0e8      # scores at or below this are the searches' "never" filler
+DEAD = -1                # a row that continues nothing (a done group, a stopped sample)
+FIELDS = ("token", "logp", "parent", "kept", "finished", "group")
+
+
+class TraceRecorder:
+    """An `on_step` callback that writes a trace while the engine runs.
+
+        >>> rec = TraceRecorder(open("t.jsonl", "w"), plan, model, ["ROMEO:"])
+        >>> outs = engine.run(plan, model, ["ROMEO:"], on_step=rec, trace=True)
+        >>> rec.finish(outs)
+    """
+
+    def __init__(self, out: IO[str], plan, model, prompts: list, ids: list[list[int]] | None = None):
+        self.out = out
+        self.plan = plan
+        self.tok = getattr(model, "tokenizer", None)
+        eos = model.config.eos_ids
+        self.eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+        self.pad = model.config.pad_id if model.config.pad_id is not None else (self.eos[0] if self.eos else 0)
+        self.prompts = [p if isinstance(p, str) else None for p in prompts]
+        self.ids = ids or [self.tok.encode(p) if isinstance(p, str) else [int(x) for x in p] for p in prompts]
+        self.search = plan.search.__name__
+        self.groups = int(plan.modifiers.get("diverse", {}).get("groups", 1))
+        self.rows: list[list] = []       # per prompt, per row: None (the prompt), node id or DEAD
+        self.finished: set[int] = set()  # node ids that ended
+        self.kids: dict = {}             # (prompt, parent node, token) -> [node ids], to place results
+        self.next_id = 0
+        self.pieces: dict[int, str | None] = {}
+        self.started = False
+
+    # -- writing ---------------------------------------------------------------------
+    def _write(self, obj: dict) -> None:
+        self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def _start(self, k: int) -> None:
+        self.rows = [[None] * k for _ in self.ids]
+        self._write({"type": "header", "trace": VERSION, "recipe": self.plan.recipe.canonical,
+                     "fingerprint": self.plan.recipe.fingerprint, "search": self.search,
+                     "rows": k, "groups": self.groups, "eos": self.eos,
+                     "prompts": [{"prompt": p, "prompt_ids": i} for p, i in zip(self.prompts, self.ids)]})
+        self.started = True
+
+    def piece(self, token: int) -> str | None:
+        if token not in self.pieces:
+            self.pieces[token] = token_text(self.tok, token)
+        return self.pieces[token]
+
+    # -- the callback -----------------------------------------------------------------
+    def __call__(self, t, tokens, info=None) -> None:
+        if not info:
+            raise ValueError("a trace needs the search's candidates: run the engine with trace=True")
+        chosen = [int(x) for x in tokens.tolist()]
+        k = len(chosen) // len(self.ids)
+        if not self.started:
+            self._start(k)
+        cols = {f: info[f].tolist() for f in FIELDS}
+        hook = info["from"].tolist() if "from" in info else None
+        for b in range(len(self.ids)):
+            cands = [dict(zip(FIELDS, vals)) for vals in zip(*(cols[f][b] for f in FIELDS))]
+            mine = chosen[b * k:(b + 1) * k]
+            sources = hook[b * k:(b + 1) * k] if hook is not None else None
+            self.rows[b] = self._step(int(t), b, k, cands, mine, sources)
+        self.out.flush()
+
+    def _step(self, t: int, b: int, k: int, cands: list[dict], chosen: list[int], sources) -> list:
+        prev = self.rows[b]
+        live = []      # recorded candidates, in the search's order
+        placed = []    # per listed candidate: its node, a finished parent's node, or DEAD
+        for c in cands:
+            row = int(c["parent"]) - b * k
+            ref = prev[row] if 0 <= row < k else DEAD
+            logp = float(c["logp"])
+            if ref == DEAD or ref in self.finished or not math.isfinite(logp) or logp <= IMPOSSIBLE:
+                placed.append(ref if ref in self.finished else DEAD)
+                continue
+            node = None
+            if c["kept"]:
+                node = self._node(b, ref, int(c["token"]), bool(c["finished"]))
+            c = {**c, "row": row, "node": node, "parent_node": ref, "logp": logp}
+            live.append(c)
+            placed.append(node if node is not None else DEAD)
+            self._cand(t, b, row, int(c["token"]), logp, int(c["group"]), bool(c["kept"]),
+                       bool(c["finished"]), node, ref)
+        if sources is not None:
+            return [self._match(live, prev, s - b * k, tok) for s, tok in zip(sources, chosen)]
+        if self.search == "StochasticBeam":  # the K survivors, listed in row order
+            return [placed[r] if r < len(placed) else DEAD for r in range(k)]
+        return self._guess(t, b, k, live, prev, chosen)
+
+    def _node(self, b: int, ref, token: int, finished: bool) -> int:
+        node = self.next_id
+        self.next_id += 1
+        if finished:
+            self.finished.add(node)
+        self.kids.setdefault((b, ref, token), []).append(node)
+        return node
+
+    def _cand(self, t, b, row, token, logp, group, kept, finished, node, ref) -> None:
+        self._write({"type": "cand", "step": t, "prompt": b, "row": row, "token": token,
+                     "text": self.piece(token), "logp": logp, "group": group, "kept": kept,
+                     "finished": finished, "node": node, "parent_node": ref})
+
+    def _match(self, live, prev, row, token) -> int | None:
+        """The node of the kept candidate that extends `row` with `token`, else the row's
+        old node if it had finished (a finished row only writes padding), else DEAD."""
+        for c in live:
+            if c["kept"] and c["row"] == row and int(c["token"]) == token:
+                return c["node"]
+        ref = prev[row] if 0 <= row < len(prev) else DEAD
+        return ref if ref != DEAD and ref in self.finished else DEAD
+
+    def _guess(self, t, b, k, live, prev, chosen) -> list:
+        """Which candidate each new row continues, from the searches' own rules (the engine
+        does not hand over the parents of the new rows; see the `from` hook in `_step`).
+
+        Greedy and sampling rows continue in place (a sampled token outside the listed
+        top few still becomes a node, its log-prob unknown). The beam family (beam;
+        diverse: G groups of K/G rows) lists, per group, the candidates it continues in
+        rank order; the finished ones go to a pool, not to a row. Stochastic beam lists
+        its K survivors in row order (handled in `_step`).
+        """
+        if self.search == "Greedy":
+            out = []
+            for r, tok in enumerate(chosen):
+                node = self._match(live, prev, r, tok)
+                if node == DEAD and prev[r] != DEAD and prev[r] not in self.finished \
+                        and (tok != self.pad or tok in self.eos):
+                    node = self._unlisted(t, b, r, tok, prev[r])  # a draw outside the listed top few
+                out.append(node)
+            return out
+        size = max(k // self.groups, 1)
+        out = []
+        for g in range(self.groups):
+            going = [c for c in live if c["kept"] and not c["finished"] and int(c["group"]) == g]
+            free = list(going)
+            for j in range(size):
+                tok = chosen[g * size + j] if g * size + j < len(chosen) else None
+                c = going[j] if j < len(going) and going[j] in free and int(going[j]["token"]) == tok \
+                    else next((x for x in free if int(x["token"]) == tok), None)
+                if c is not None:
+                    free.remove(c)
+                out.append(c["node"] if c is not None else DEAD)
+        return out
+
+    def _unlisted(self, t, b, row, tok, ref) -> int:
+        fin = tok in self.eos
+        node = self._node(b, ref, tok, fin)
+        self._cand(t, b, row, tok, None, 0, True, fin, node, ref)
+        return node
+
+    # -- the end ------------------------------------------------------------------------
+    def finish(self, completions) -> None:
+        """Write the final line: each prompt's returned sequences and the node each ends at."""
+        if not self.started:
+            self._start(0)
+        results = []
+        for b, comp in enumerate(completions):
+            seqs = []
+            for s in comp.sequences:
+                seqs.append({"ids": list(s.ids), "text": s.text, "score": _num(s.score),
+                             "finish": s.finish, "node": self.locate(b, s.ids)})
+            results.append({"prompt": b, "sequences": seqs})
+        self._write({"type": "final", "results": results})
+        self.out.flush()
+
+    def locate(self, b: int, ids: list[int]) -> int | None:
+        """The node reached by following `ids` from prompt `b` through kept nodes."""
+        ids = [int(x) for x in ids]
+        stack = [(None, 0)]
+        while stack:  # depth first: two groups may both have taken the same token
+            ref, depth = stack.pop()
+            if depth == len(ids):
+                return ref
+            for node in reversed(self.kids.get((b, ref, ids[depth]), [])):
+                stack.append((node, depth + 1))
+        return None
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def token_text(tok, token: int) -> str | None:
+    """A token's surface text, its leading space kept (sentencepiece '▁' -> ' ')."""
+    if tok is None:
+        return None
+    sp = getattr(tok, "sp", None)
+    if sp is not None:
+        piece = sp.IdToPiece(int(token))
+        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            code = int(piece[3:5], 16)
+            return chr(code) if code < 0x80 else piece   # a lone UTF-8 byte is not text
+        return piece.replace("\u2581", " ")
+    tk = getattr(tok, "tk", None)
+    if tk is not None:
+        piece = tk.id_to_token(int(token))
+        if piece is not None:
+            return piece.replace("\u0120", " ").replace("\u010a", "\n").replace("\u2581", " ")
+    try:
+        return tok.decode([int(token)])
+    except Exception:  # a tokenizer that cannot decode a lone id: show the id instead
+        return None

@@ -1,0 +1,158 @@
+"""`decode run` on one prompt: streaming, the table, --json exactly as DESIGN.md, --out,
+and a plain one-paragraph error (never a traceback) for every user mistake."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from decode.cli import main
+
+JSON_KEYS = ["prompt", "prompt_ids", "recipe", "fingerprint", "sequences"]
+SEQ_KEYS = ["ids", "text", "score", "finish"]
+
+
+def make_tiny_model(folder: Path, tokenizer_dir: Path) -> Path:
+    """A random 2-layer llama (context 128) with the test tokenizer beside it. EOS is the
+    newline piece, which this random model likes, so beams do finish mid-run."""
+    import sentencepiece as spm
+
+    from llama_factory import make_hf_llama
+
+    sp = spm.SentencePieceProcessor()
+    sp.Load(str(tokenizer_dir / "tokenizer.model"))
+    d = make_hf_llama(folder, vocab=sp.GetPieceSize(), max_pos=128, eos_id=sp.PieceToId("\n"))
+    shutil.copy(tokenizer_dir / "tokenizer.model", d / "tokenizer.model")
+    return d
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, sp_tokenizer_dir):
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), sp_tokenizer_dir))
+
+
+def run(capsys, *argv):
+    code = main(["run", *argv])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    return code, out.out, out.err
+
+
+def test_greedy_streams_the_text_after_the_prompt(model, capsys):
+    argv = ("greedy | max 12", "--model", model, "--prompt", "ROMEO:", "--no-compile")
+    code, out, _ = run(capsys, *argv)
+    seq = json.loads(run(capsys, *argv, "--json")[1])["sequences"][0]
+    assert code == 0 and seq["text"].strip()
+    streamed = seq["text"][:-1] if seq["finish"] == "eos" else seq["text"]  # EOS is not printed
+    assert out.startswith("ROMEO:" + streamed + "\n")
+    assert f"finish={seq['finish']}" in out and "fingerprint=" in out
+
+
+def test_beam_prints_a_ranked_table(model, capsys):
+    code, out, _ = run(capsys, "beam 3 | max 6", "--model", model, "--prompt", "ROMEO:", "--no-compile")
+    assert code == 0
+    assert "rank" in out and "score" in out and "finish" in out and "beam 3 | max 6" in out
+    for rank in ("1", "2", "3"):
+        assert any(line.split("│")[1].strip() == rank for line in out.splitlines() if line.count("│") >= 4)
+
+
+def test_json_is_one_object_per_prompt_with_the_design_keys_in_order(model, capsys):
+    code, out, _ = run(capsys, "beam 2 | max 5", "--model", model, "--prompt", "ROMEO:", "--json",
+                       "--no-compile")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert list(obj) == JSON_KEYS
+    assert obj["prompt"] == "ROMEO:" and obj["recipe"] == "beam 2 | max 5"
+    assert len(obj["sequences"]) == 2
+    for s in obj["sequences"]:
+        assert list(s) == SEQ_KEYS and s["finish"] in ("eos", "max", "stop")
+        assert all(isinstance(i, int) for i in s["ids"]) and 1 <= len(s["ids"]) <= 5
+    assert obj["sequences"][0]["score"] >= obj["sequences"][1]["score"]
+
+
+def test_json_is_stable_across_runs(model, capsys):
+    argv = ("greedy | max 6", "--model", model, "--prompt-ids", "1,5,9", "--json", "--no-compile")
+    _, a, _ = run(capsys, *argv)
+    _, b, _ = run(capsys, *argv)
+    assert a == b and json.loads(a)["prompt"] is None and json.loads(a)["prompt_ids"] == [1, 5, 9]
+
+
+def test_seeded_sampling_repeats(model, capsys):
+    argv = ("sample 2 | temp 1.5 | max 6", "--model", model, "--prompt", "To be", "--json",
+            "--seed", "7", "--no-compile")
+    assert run(capsys, *argv)[1] == run(capsys, *argv)[1]
+
+
+def test_out_appends_json_lines_while_the_table_still_shows(model, capsys, tmp_path):
+    out = tmp_path / "o.jsonl"
+    for _ in range(2):
+        code, shown, _ = run(capsys, "beam 2 | max 4", "--model", model, "--prompt", "ROMEO:",
+                             "--out", str(out), "--no-compile")
+        assert code == 0 and "rank" in shown
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1] and list(json.loads(lines[0])) == JSON_KEYS
+
+
+def test_compiled_run_equals_the_eager_run(model, capsys):
+    argv = ("beam 2 | max 6", "--model", model, "--prompt", "ROMEO:", "--json")
+    compiled = json.loads(run(capsys, *argv)[1])
+    eager = json.loads(run(capsys, *argv, "--no-compile")[1])
+    assert [s["ids"] for s in compiled["sequences"]] == [s["ids"] for s in eager["sequences"]]
+    for a, b in zip(compiled["sequences"], eager["sequences"]):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+# -- user mistakes: one paragraph on stderr, an exit code, no traceback ---------------
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["greedy"], 2, "give exactly one of --prompt"),
+    (["greedy", "--prompt", "a", "--prompt-ids", "1"], 2, "got --prompt and --prompt-ids"),
+    (["greedy", "--prompt-ids", "1,x"], 2, "comma-separated non-negative integers"),
+    (["greedy", "--prompt", ""], 2, "--prompt is empty"),
+    (["greedy", "--prompts", "p.jsonl", "--trace", "t.jsonl"], 2, "--trace records a single run"),
+    (["greedy", "--prompts", "p.jsonl", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+    (["no/such/recipe.dec", "--prompt", "a"], 1, "No such file or directory: no/such/recipe.dec"),
+    (["topq 0.9", "--prompt", "a"], 1, "did you mean 'topp'"),
+])
+def test_usage_mistakes(argv, code, words, capsys):
+    got, _, err = run(capsys, *argv)
+    assert got == code and words in err
+
+
+def test_bad_model_path_is_a_clean_error(capsys, tmp_path):
+    code, _, err = run(capsys, "greedy", "--model", str(tmp_path / "nope"), "--prompt", "a")
+    assert code == 1 and "does not exist" in err
+
+
+def test_prompt_longer_than_the_context_is_a_clean_error(model, capsys):
+    ids = ",".join(["5"] * 126)
+    code, _, err = run(capsys, "greedy | max 8", "--model", model, "--prompt-ids", ids, "--no-compile")
+    assert code == 1 and "context is 128" in err
+
+
+def test_token_id_outside_the_vocabulary_is_a_clean_error(model, capsys):
+    code, _, err = run(capsys, "greedy", "--model", model, "--prompt-ids", "1,99999", "--no-compile")
+    assert code == 1 and "outside the model's vocabulary" in err
+
+
+def test_unusable_device_is_a_clean_error(model, capsys):
+    code, _, err = run(capsys, "greedy", "--model", model, "--prompt", "a", "--device", "floppy")
+    assert code == 2 and "is not a device" in err
+
+
+def test_unwritable_out_is_a_clean_error(model, capsys, tmp_path):
+    code, _, err = run(capsys, "greedy", "--model", model, "--prompt", "a", "--out", str(tmp_path))
+    assert code == 1 and "decode:" in err
+
+
+def test_ctrl_c_during_a_run_exits_130_without_a_traceback(model, capsys, monkeypatch):
+    import decode
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(decode, "generate", interrupted)
+    code, _, err = run(capsys, "greedy", "--model", model, "--prompt", "a", "--no-compile")
+    assert code == 130 and "interrupted" in err
