@@ -206,10 +206,12 @@ def _noise(gens, rows: int, vocab: int, device):
 
 
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
-        on_step=None, trace: bool = False, seeds: list[int] | None = None) -> list[Completion]:
+        on_step=None, trace: bool = False, seeds: list[int] | None = None,
+        timings: dict | None = None) -> list[Completion]:
     """Decode `prompts` with a compiled plan.
 
     Sampling is seeded per prompt (see `_generators`): `seeds` gives each prompt's seed.
+    `timings`, if given, receives prefill_s, loop_s (the step loop) and steps.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
     the candidates the search considered (see `search.base.candidates`).
@@ -247,8 +249,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                 seq[i * k + j, p_len - len(x):p_len] = torch.tensor(x)
                 pad[i * k + j] = p_len - len(x)
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
+        t_start = time.perf_counter()
         cache = model.new_cache(b * k, s_len)
         logits = model.prefill(cache, seq[:, :p_len], pad)
+        if timings is not None and logits.is_cuda:
+            torch.cuda.synchronize()
+        t_prefill = time.perf_counter()
         state = search.init(device, s_len)
         t = torch.zeros((), dtype=torch.long, device=device)
         steps = 0
@@ -265,6 +271,11 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                     state = search.stop_rows(state, hit)
                 if bool(search.done(state)):
                     break
+        if timings is not None:
+            if logits.is_cuda:
+                torch.cuda.synchronize()
+            timings.update(prefill_s=t_prefill - t_start, loop_s=time.perf_counter() - t_prefill,
+                           steps=steps)
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
         results = search.finalize(state, seq[:, : p_len + steps], lim_host)
 

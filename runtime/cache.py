@@ -6,21 +6,33 @@ from torch import Tensor, nn
 
 
 class KVCache(nn.Module):
-    """Keys and values of every layer, shape (layers, rows, kv_heads, max_len, head_dim).
+    """Keys and values, one (rows, kv_heads, max_len, head_dim) buffer per layer and kind.
 
         >>> cache = model.new_cache(rows=4, max_len=256)
         >>> cache.reorder(torch.tensor([0, 0, 2, 1]))   # beam search: row i <- old row index[i]
 
-    Slots never written stay zero (finite), so masked attention over them is exact.
+    One buffer per layer (not one big tensor) so that a compiled step writes a token's K/V
+    in place: an in-place write into a slice of one big buffer makes the compiler copy
+    the whole buffer. `k` and `v` stack the layers for reading. Slots never written stay
+    zero (finite), so masked attention over them is exact.
     """
 
     def __init__(self, layers: int, rows: int, kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         super().__init__()
-        self.rows, self.max_len = rows, max_len
-        shape = (layers, rows, kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.rows, self.max_len, self.layers = rows, max_len, layers
+        shape = (rows, kv_heads, max_len, head_dim)
+        for i in range(layers):
+            self.register_buffer(f"k{i}", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+            self.register_buffer(f"v{i}", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    @property
+    def k(self) -> Tensor:
+        return torch.stack([getattr(self, f"k{i}") for i in range(self.layers)])
+
+    @property
+    def v(self) -> Tensor:
+        return torch.stack([getattr(self, f"v{i}") for i in range(self.layers)])
 
     def update(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [rows, kv_heads, len(slots), head_dim] at `slots`.
@@ -28,12 +40,14 @@ class KVCache(nn.Module):
         Returns the layer's whole (rows, kv_heads, max_len, head_dim) key and value buffers.
         """
         slots = slots.reshape(-1)
-        k_all, v_all = self.k[layer], self.v[layer]
+        k_all, v_all = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
         k_all.index_copy_(2, slots, k.to(k_all.dtype))
         v_all.index_copy_(2, slots, v.to(v_all.dtype))
         return k_all, v_all
 
     def reorder(self, index: Tensor) -> None:
         """Row i becomes old row index[i], for every layer (the beam-search gather)."""
-        self.k.copy_(self.k.index_select(1, index))
-        self.v.copy_(self.v.index_select(1, index))
+        for i in range(self.layers):
+            for kind in "kv":
+                buf = getattr(self, f"{kind}{i}")
+                buf.copy_(buf.index_select(0, index))

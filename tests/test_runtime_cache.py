@@ -29,10 +29,10 @@ def test_new_cache_is_preallocated_zero_with_the_weights_dtype():
 def test_reorder_permutes_rows_in_place_so_decoding_follows_the_new_rows():
     m = model()
     cache, pad = prefilled(m)
-    k_before, storage = cache.k.clone(), cache.k.data_ptr()
+    k_before, storage = cache.k.clone(), cache.k0.data_ptr()
     index = torch.tensor([2, 0, 0])
     cache.reorder(index)
-    assert cache.k.data_ptr() == storage
+    assert cache.k0.data_ptr() == storage
     assert torch.equal(cache.k, k_before[:, index]) and torch.equal(cache.k[:, 1], cache.k[:, 2])
     fresh, _ = prefilled(m)
     tok, slot = torch.tensor([7, 7, 7]), torch.tensor(6)

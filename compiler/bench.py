@@ -1,0 +1,243 @@
+"""`decode bench`: ms/step of a recipe side by side with the reference `generate`, the
+matmul floor (the step's matrix products alone, same rows, torch.mm) and the memory
+bandwidth roofline (bytes a step must read / measured copy bandwidth). One process, one
+run, interleaved repeats, best of each: ratios are what to read, not absolute times.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+
+from decode.compiler.engine import run
+from decode.compiler.plan import compile as lower
+
+# name -> (vocab, dim, layers, heads, kv_heads, ff)
+SHAPES = {
+    "24m": (32000, 288, 6, 6, 6, 768),       # the issue's reference shape (24.4M params)
+    "110m": (32000, 768, 12, 12, 12, 2048),
+    "1b": (32000, 2048, 16, 32, 8, 8192),
+    "7b": (32000, 4096, 32, 32, 32, 11008),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    ms: float                  # per decoding step (all rows of the batch together)
+    tok_s: float               # new tokens per second (rows x steps / time)
+    compile_s: float | None = None
+    peak_mb: float | None = None
+    note: str = ""
+
+
+def random_model(shape: str, device=None, dtype=None, seed: int = 0):
+    """A randomly initialised llama of a named shape, on our runtime."""
+    from decode.runtime import Llama, LlamaConfig
+    from decode.runtime.loaders import parse_dtype
+
+    vocab, dim, layers, heads, kv, ff = SHAPES[shape]
+    cfg = LlamaConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv,
+                      hidden_dim=ff, max_seq_len=2048, eos_ids=(2,), bos_id=1)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dt = parse_dtype(dtype, dev)
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        m = Llama(cfg)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else torch.nn.init.ones_(p)
+    return m.to(dtype=dt).eval()
+
+
+def _weights(model):
+    c = model.config
+    for blk in model.layers:
+        a, f = blk.attention, blk.feed_forward
+        yield from (a.wq.weight, a.wk.weight, a.wv.weight, a.wo.weight,
+                    f.w1.weight, f.w3.weight, f.w2.weight)
+    yield model.output.weight
+    del c
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def floor_ms(model, rows: int, reps: int = 30) -> float:
+    """The step's matrix products alone (torch.mm, same rows), best time per step."""
+    ws = [w.detach() for w in _weights(model)]
+    dev, dt = ws[0].device, ws[0].dtype
+    xs = {w.shape[1]: torch.randn(rows, w.shape[1], device=dev, dtype=dt) for w in ws}
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(reps):
+            _sync(dev)
+            t0 = time.perf_counter()
+            for w in ws:
+                torch.mm(xs[w.shape[1]], w.t())
+            _sync(dev)
+            best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def bandwidth(device, mb: int = 512) -> float:
+    """Measured copy bandwidth in bytes/s (read + write), best of a few."""
+    n = mb * (1 << 20) // 4
+    a = torch.ones(n, device=device)
+    b = torch.empty_like(a)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        b.copy_(a)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.numel() * 4 / best
+
+
+def roofline_ms(model, rows: int, ctx: int, bw: float) -> float:
+    """Bytes one step must read (weights once, plus the K/V of `ctx` slots per row) / bw."""
+    c = model.config
+    w = sum(p.numel() * p.element_size() for p in _weights(model))
+    w += model.tok_embeddings.weight.element_size() * c.dim * rows  # embedding rows only
+    kv = 2 * c.n_layers * rows * c.n_kv_heads * ctx * c.head_dim * model.output.weight.element_size()
+    return (w + kv) / bw * 1e3
+
+
+def _ours(model, plan, prompts, timings_only=False):
+    t = {}
+    run(plan, model, prompts, seed=0, timings=t)
+    return t
+
+
+def to_hf(model):
+    """The same weights as a transformers LlamaForCausalLM (for the reference timing)."""
+    import transformers
+
+    c = model.config
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.hidden_dim,
+        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+        num_key_value_heads=c.n_kv_heads, max_position_embeddings=c.max_seq_len,
+        rope_theta=c.rope_theta, rope_scaling=c.rope_scaling, rms_norm_eps=c.norm_eps,
+        tie_word_embeddings=c.tie_embeddings, bos_token_id=c.bos_id, eos_token_id=list(c.eos_ids))
+    w = model.tok_embeddings.weight
+    with torch.device(w.device):
+        hf = transformers.LlamaForCausalLM(hf_cfg)
+    sd = {"model.embed_tokens.weight": w, "model.norm.weight": model.norm.weight,
+          "lm_head.weight": model.output.weight}
+    for i, blk in enumerate(model.layers):
+        p, a, f = f"model.layers.{i}.", blk.attention, blk.feed_forward
+        sd.update({p + "self_attn.q_proj.weight": a.wq.weight, p + "self_attn.k_proj.weight": a.wk.weight,
+                   p + "self_attn.v_proj.weight": a.wv.weight, p + "self_attn.o_proj.weight": a.wo.weight,
+                   p + "mlp.gate_proj.weight": f.w1.weight, p + "mlp.up_proj.weight": f.w3.weight,
+                   p + "mlp.down_proj.weight": f.w2.weight,
+                   p + "input_layernorm.weight": blk.attention_norm.weight,
+                   p + "post_attention_layernorm.weight": blk.ffn_norm.weight})
+    hf.load_state_dict(sd)
+    return hf.to(w.dtype).eval()
+
+
+def _hf_ms(hf, kwargs, ids, new: int) -> float:
+    """Reference ms/step: (generate(new) - generate(1)) / (new - 1), best of both."""
+    dev = ids.device
+
+    def once(n):
+        _sync(dev)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                        min_new_tokens=n, **kwargs)
+        _sync(dev)
+        return time.perf_counter() - t0
+
+    return once
+
+
+def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: int = 1,
+          new: int = 64, prompt_len: int = 16, repeats: int = 5, device=None, dtype=None,
+          progress=None) -> dict:
+    """Measure one recipe. Returns {"rows": [Row...], "ratios": {...}, "meta": {...}}."""
+    plan = lower(recipe)
+    plan = _with_max(plan, new)
+    if model is None:
+        model = random_model(shape, device, dtype)
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    prompts = [[1] + torch.randint(3, model.config.vocab_size, (prompt_len - 1,), generator=g).tolist()
+               for _ in range(batch)]
+    rows_per_prompt = plan.search(_probe_cfg(plan)).rows
+    rows = batch * rows_per_prompt
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    t0 = time.perf_counter()
+    first = _ours(model, plan, prompts)
+    cold = time.perf_counter() - t0
+    hf = hf_once = None
+    note = ""
+    if vs_hf:
+        from decode.dsl import hf_reference
+
+        ref = hf_reference(plan.recipe)
+        kwargs = ref.kwargs
+        if kwargs is None:
+            note = f"no reference: {ref.reason}"
+        else:
+            try:
+                hf = to_hf(model)
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("max_new_tokens", "min_new_tokens")}
+                kwargs.setdefault("pad_token_id", model.config.eos_ids[0])
+                ids = torch.tensor(prompts, device=dev)
+                hf_once = _hf_ms(hf, kwargs, ids, new)
+                hf_once(2)  # warm up
+            except ImportError:
+                note = "transformers is not installed (pip install 'decode-dsl[test]')"
+    best_ours = best_hf = float("inf")
+    steps = first["steps"]
+    for i in range(repeats):
+        t = _ours(model, plan, prompts)
+        best_ours = min(best_ours, t["loop_s"] / t["steps"])
+        steps = t["steps"]
+        if hf_once is not None:
+            best_hf = min(best_hf, (hf_once(new) - hf_once(1)) / (new - 1))
+        if progress:
+            progress(i + 1, repeats)
+    warm_total = t["prefill_s"] + t["loop_s"]
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    ours = Row("decode", best_ours * 1e3, rows * 1 / best_ours if rows_per_prompt == 1 else batch / best_ours,
+               compile_s=max(0.0, cold - warm_total), peak_mb=peak)
+    out = [ours]
+    if hf_once is not None:
+        out.append(Row("transformers generate", best_hf * 1e3, batch / best_hf))
+    fl = floor_ms(model, rows)
+    out.append(Row(f"matmul floor ({rows} rows)", fl, batch / (fl / 1e3), note="torch.mm of the step's weights"))
+    bw = bandwidth(dev)
+    rf = roofline_ms(model, rows, prompt_len + new, bw)
+    out.append(Row("bandwidth roofline", rf, batch / (rf / 1e3), note=f"{bw / 1e9:.1f} GB/s copy"))
+    ratios = {"ours/floor": ours.ms / fl, "ours/roofline": ours.ms / rf}
+    if hf_once is not None:
+        ratios["reference/ours"] = best_hf * 1e3 / ours.ms
+    meta = {"recipe": plan.recipe.canonical, "fingerprint": plan.recipe.fingerprint,
+            "shape": shape if model is not None else shape, "batch": batch, "rows": rows,
+            "new": new, "steps": steps, "prompt_len": prompt_len, "device": str(dev),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "threads": torch.get_num_threads(), "note": note}
+    return {"rows": out, "ratios": ratios, "meta": meta}
+
+
+def _probe_cfg(plan):
+    from decode.compiler.search.base import SearchConfig
+
+    return SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
+                        sampling=plan.sampling, eos=(2,), pad=2)
+
+
+def _with_max(plan, new: int):
+    from dataclasses import replace
+
+    return replace(plan, max_new=new)
