@@ -70,8 +70,8 @@ def read_prompts(path: str) -> tuple[list[Item], list[LineError]]:
             if isinstance(item, LineError):
                 errors.append(item)
             elif id_key(item.id) in first:
-                errors.append(LineError(n, item.id, f"duplicate id (first used on line {first[id_key(item.id)]}); "
-                                                    f"this line is skipped"))
+                errors.append(LineError(n, item.id, f"duplicate id (first used on line "
+                                                    f"{first[id_key(item.id)]}); this line is skipped"))
             else:
                 first[id_key(item.id)] = n
                 items.append(item)

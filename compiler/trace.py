@@ -45,7 +45,8 @@ class TraceRecorder:
         self.tok = getattr(model, "tokenizer", None)
         eos = model.config.eos_ids
         self.eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
-        self.pad = model.config.pad_id if model.config.pad_id is not None else (self.eos[0] if self.eos else 0)
+        pad = model.config.pad_id
+        self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
         self.prompts = [p if isinstance(p, str) else None for p in prompts]
         self.ids = ids or [self.tok.encode(p) if isinstance(p, str) else [int(x) for x in p] for p in prompts]
         self.search = plan.search.__name__
@@ -110,6 +111,8 @@ class TraceRecorder:
             placed.append(node if node is not None else DEAD)
             self._cand(t, b, row, int(c["token"]), logp, int(c["group"]), bool(c["kept"]),
                        bool(c["finished"]), node, ref)
+        if self.search == "Greedy":  # rows continue in place
+            return [self._in_place(t, b, r, tok, live, prev) for r, tok in enumerate(chosen)]
         if sources is not None:
             return [self._match(live, prev, s - b * k, tok) for s, tok in zip(sources, chosen)]
         if self.search == "StochasticBeam":  # the K survivors, listed in row order
@@ -142,21 +145,11 @@ class TraceRecorder:
         """Which candidate each new row continues, from the searches' own rules (the engine
         does not hand over the parents of the new rows; see the `from` hook in `_step`).
 
-        Greedy and sampling rows continue in place (a sampled token outside the listed
-        top few still becomes a node, its log-prob unknown). The beam family (beam;
-        diverse: G groups of K/G rows) lists, per group, the candidates it continues in
-        rank order; the finished ones go to a pool, not to a row. Stochastic beam lists
-        its K survivors in row order (handled in `_step`).
+        The beam family (beam; diverse: G groups of K/G rows) lists, per group, the
+        candidates it continues in rank order; the finished ones go to a pool, not to a
+        row. (Greedy rows continue in place, and stochastic beam lists its K survivors in
+        row order: see `_step`.)
         """
-        if self.search == "Greedy":
-            out = []
-            for r, tok in enumerate(chosen):
-                node = self._match(live, prev, r, tok)
-                if node == DEAD and prev[r] != DEAD and prev[r] not in self.finished \
-                        and (tok != self.pad or tok in self.eos):
-                    node = self._unlisted(t, b, r, tok, prev[r])  # a draw outside the listed top few
-                out.append(node)
-            return out
         size = max(k // self.groups, 1)
         out = []
         for g in range(self.groups):
@@ -170,6 +163,16 @@ class TraceRecorder:
                     free.remove(c)
                 out.append(c["node"] if c is not None else DEAD)
         return out
+
+    def _in_place(self, t, b, row, tok, live, prev) -> int | None:
+        """Greedy and sampling: the row's kept candidate; a sampled token outside the listed
+        top few still becomes a node (its log-prob unknown), unless the row had stopped and
+        only writes padding."""
+        node = self._match(live, prev, row, tok)
+        ref = prev[row]
+        if node == DEAD and ref != DEAD and ref not in self.finished and (tok != self.pad or tok in self.eos):
+            node = self._unlisted(t, b, row, tok, ref)
+        return node
 
     def _unlisted(self, t, b, row, tok, ref) -> int:
         fin = tok in self.eos

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import deque
 from dataclasses import dataclass, field
 
 from decode.compiler.trace import VERSION
@@ -69,7 +70,8 @@ def read_trace(path: str) -> Trace:
             if header is None:
                 if kind != "header" or obj.get("trace") != VERSION:
                     raise TraceError(f"{path}:{n}: a trace starts with a header line (trace version "
-                                     f"{VERSION}); write one with `decode run RECIPE --prompt ... --trace {path}`")
+                                     f"{VERSION}); write one with "
+                                     f"`decode run RECIPE --prompt ... --trace {path}`")
                 header = obj
                 roots = [_root(p) for p in obj.get("prompts", [])]
             elif kind == "cand":
@@ -98,7 +100,8 @@ def _add(c: dict, nodes: dict, roots: list[Node], path: str, n: int) -> int:
         parent = roots[b] if ref is None else nodes[ref]
     except (KeyError, IndexError, TypeError, ValueError):
         raise TraceError(f"{path}:{n}: candidate extends a node or prompt the trace has not "
-                         f"introduced (prompt {c.get('prompt')!r}, parent_node {c.get('parent_node')!r})") from None
+                         f"introduced (prompt {c.get('prompt')!r}, "
+                         f"parent_node {c.get('parent_node')!r})") from None
     if not c.get("kept"):
         parent.pruned.append(c)
         return 0
@@ -267,9 +270,9 @@ def _layout(root: Node, sh: Shape) -> tuple[dict, int, int]:
     that is free over its steps, so short-lived hypotheses fill the gaps."""
     rows: list[list[tuple[int, int]]] = []     # per row: occupied step intervals
     pos, deepest = {}, -1
-    todo = [root]
+    todo = deque([root])
     while todo:
-        start = todo.pop(0)
+        start = todo.popleft()
         line = [start]
         while line[-1].children:
             line.append(lead(line[-1], sh))
@@ -342,7 +345,7 @@ def _returned_path(root: Node) -> set[int]:
 
 def _pruned_dots(node: Node, x: float, y: float) -> list[str]:
     out = []
-    alts = sorted(node.pruned, key=lambda c: -(c.get("logp") if c.get("logp") is not None else -1e30))
+    alts = sorted(node.pruned, key=lambda c: -_key(c.get("logp")))
     shown_alts, rest = alts[:MAX_DOTS], alts[MAX_DOTS:]
     for i, c in enumerate(shown_alts):
         ex, ey = x + 24, y + 4 + 5 * (i + 1)

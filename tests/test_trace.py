@@ -1,0 +1,257 @@
+"""`decode run --trace` and `decode viz`: the trace is complete (every kept hypothesis
+reaches the prompt, every returned sequence is a path of kept tokens), its tree matches
+the search's true parents, and the terminal and HTML drawings show it."""
+import dataclasses
+import io
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from decode.cli import main
+from test_cli_run import make_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "greedy": "greedy | max 10",
+    "sample": "sample 3 | temp 1.5 | max 10",
+    "beam": "beam 4 | max 10",
+    "diverse": "beam 4 | diverse groups=2 penalty=0.5 | max 10",
+    "diverse_sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7 | max 10",
+    "sbeam": "sbeam 4 | max 10",
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, sp_tokenizer_dir):
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), sp_tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def traces(model, tmp_path_factory):
+    """name -> (trace lines, the run's --json object), one run per recipe."""
+    folder = tmp_path_factory.mktemp("traces")
+    out = {}
+    for name, recipe in RECIPES.items():
+        path = folder / f"{name}.jsonl"
+        buf = io.StringIO()
+        from contextlib import redirect_stdout
+
+        with redirect_stdout(buf):
+            code = main(["run", recipe, "--model", model, "--prompt", "ROMEO:", "--trace", str(path),
+                         "--json", "--no-compile", "--seed", "5"])
+        assert code == 0
+        out[name] = (path, [json.loads(x) for x in path.read_text().splitlines()], json.loads(buf.getvalue()))
+    return out
+
+
+def kept_nodes(lines):
+    return {c["node"]: c for c in lines if c["type"] == "cand" and c["kept"]}
+
+
+def test_a_trace_is_a_header_candidates_and_a_final_line(traces):
+    _, lines, result = traces["beam"]
+    head, *cands, final = lines
+    assert head["type"] == "header" and head["recipe"] == "beam 4 | max 10" and head["rows"] == 4
+    assert head["fingerprint"] == result["fingerprint"]
+    assert head["prompts"] == [{"prompt": "ROMEO:", "prompt_ids": result["prompt_ids"]}]
+    assert {c["type"] for c in cands} == {"cand"}
+    for c in cands:
+        assert set(c) == {"type", "step", "prompt", "row", "token", "text", "logp", "group", "kept",
+                          "finished", "node", "parent_node"}
+        assert 0 <= c["row"] < 4 and isinstance(c["logp"], float) and (c["node"] is None) != c["kept"]
+    assert final["type"] == "final"
+    assert [s["ids"] for s in final["results"][0]["sequences"]] == [s["ids"] for s in result["sequences"]]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_kept_hypothesis_reaches_the_prompt_and_every_result_is_a_path(traces, name):
+    _, lines, result = traces[name]
+    nodes = kept_nodes(lines)
+    for c in (x for x in lines if x["type"] == "cand"):
+        if c["parent_node"] is not None:
+            assert not nodes[c["parent_node"]]["finished"]  # nothing extends a finished hypothesis
+        steps, ref = 0, c["parent_node"]
+        while ref is not None:  # the parent chain climbs one step at a time to the prompt
+            assert nodes[ref]["step"] == c["step"] - 1 - steps
+            ref = nodes[ref]["parent_node"]
+            steps += 1
+        assert steps == c["step"]
+    final = lines[-1]["results"][0]["sequences"]
+    assert len(final) == len(result["sequences"])
+    for seq in final:
+        path, ref = [], seq["node"]
+        while ref is not None:
+            path.append(nodes[ref]["token"])
+            ref = nodes[ref]["parent_node"]
+        assert path[::-1] == seq["ids"], name
+        if seq["finish"] == "eos":
+            assert nodes[seq["node"]]["finished"]
+
+
+def test_beam_keeps_k_hypotheses_at_every_step_but_the_last(traces):
+    _, lines, _ = traces["beam"]
+    cands = [c for c in lines if c["type"] == "cand"]
+    last = max(c["step"] for c in cands)
+    for step in range(last):
+        going = [c for c in cands if c["step"] == step and c["kept"] and not c["finished"]]
+        assert len(going) == 4, step
+    assert any(c["finished"] for c in cands)  # the tiny model's EOS (newline) does come
+
+
+def test_diverse_groups_are_recorded(traces):
+    _, lines, _ = traces["diverse"]
+    assert lines[0]["groups"] == 2
+    assert {c["group"] for c in lines if c["type"] == "cand" and c["kept"]} == {0, 1}
+
+
+def _with_true_parents(plan):
+    """The plan with its search also reporting the rows it continued (info["from"]), the
+    hook TraceRecorder prefers to its own reading of the searches' rules."""
+    import torch
+
+    base = plan.search
+
+    class Reporting(base):
+        def step(self, *args):
+            tokens, parents, state, info = super().step(*args)
+            if info:
+                rows = torch.arange(tokens.shape[0], device=tokens.device)
+                info = {**info, "from": rows if parents is None else parents}
+            return tokens, parents, state, info
+
+    Reporting.__name__ = base.__name__
+    return dataclasses.replace(plan, search=Reporting)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_the_recorded_tree_matches_the_searchs_true_parents(model, name):
+    import decode
+    from decode.compiler.engine import run
+    from decode.compiler.plan import compile as lower
+    from decode.compiler.trace import TraceRecorder
+
+    m = decode.load(model)
+    prompts = ["ROMEO:", [1, 40, 41, 42]]  # two prompts: rows of one never leak into the other
+    got = []
+    for plan in (lower(RECIPES[name]), _with_true_parents(lower(RECIPES[name]))):
+        buf = io.StringIO()
+        rec = TraceRecorder(buf, plan, m, prompts)
+        rec.finish(run(plan, m, prompts, compiled=False, on_step=rec, trace=True, seeds=[1, 2]))
+        got.append(buf.getvalue().splitlines())
+    assert got[0] == got[1]
+    lines = [json.loads(x) for x in got[0]]
+    nodes = kept_nodes(lines)
+    assert {c["prompt"] for c in lines if c["type"] == "cand"} == {0, 1}
+    for c in nodes.values():
+        if c["parent_node"] is not None:
+            assert nodes[c["parent_node"]]["prompt"] == c["prompt"]
+    assert all(s["node"] is not None for r in lines[-1]["results"] for s in r["sequences"])
+
+
+# -- decode viz --------------------------------------------------------------------------
+
+def test_terminal_tree_shows_kept_text_results_and_pruned(traces, capsys):
+    path, lines, result = traces["beam"]
+    assert main(["viz", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "prompt 0: ROMEO:" in out and "beam 4 | max 10" in out
+    for rank in range(1, 5):
+        assert f"← #{rank} score" in out
+    assert "✗ pruned:" in out and "■ finished" in out
+
+
+def test_terminal_tree_of_greedy_is_one_line_of_its_tokens(traces, capsys):
+    path, lines, result = traces["greedy"]
+    assert main(["viz", str(path), "--pruned", "0"]) == 0
+    out = capsys.readouterr().out
+    pieces = [c["text"].replace("\n", "↵") for c in lines if c["type"] == "cand" and c["kept"]]
+    assert len(pieces) == len(result["sequences"][0]["ids"])
+    assert any("".join(pieces) in line for line in out.splitlines()) and "pruned" not in out
+
+
+class Page(HTMLParser):
+    """Counts what the structure test checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.kept, self.pruned, self.more, self.trees = [], [], 0, 0, 0
+        self.attrs, self._in_more, self._title_for = [], False, None
+        self.titles = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        self.attrs += [v or "" for _, v in attrs]
+        cls = a.get("class", "").split()
+        self.trees += tag == "svg" and "tree" in cls
+        if tag == "g" and "kept" in cls:
+            self.kept.append(a)
+            self._title_for = "kept"
+        if tag == "g" and "pruned" in cls:
+            if "more" in cls:
+                self._in_more = True
+            else:
+                self.pruned += 1
+
+    def handle_data(self, data):
+        if self._in_more and data.startswith("+"):
+            self.more += int(data[1:])
+            self._in_more = False
+        if self.tags and self.tags[-1] == "title" and self._title_for == "kept":
+            self.titles.append(data)
+            self._title_for = None
+
+
+@pytest.mark.parametrize("name", ["greedy", "beam", "diverse", "diverse_sampling"])
+def test_html_page_is_self_contained_with_one_node_per_kept_token(traces, name, tmp_path, capsys):
+    path, lines, _ = traces[name]
+    page = tmp_path / "tree.html"
+    assert main(["viz", str(path), "--html", str(page)]) == 0
+    text = page.read_text()
+    parser = Page()
+    parser.feed(text)
+    cands = [c for c in lines if c["type"] == "cand"]
+    assert parser.trees == 1  # one tree per prompt
+    assert len(parser.kept) == sum(c["kept"] for c in cands)
+    assert sorted(int(a["data-node"]) for a in parser.kept) == sorted(c["node"] for c in cands if c["kept"])
+    assert parser.pruned + parser.more == sum(not c["kept"] for c in cands)
+    assert all("logp" in t for t in parser.titles) and len(parser.titles) == len(parser.kept)
+    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
+    assert not re.search(r"https?:|//[a-z]", text) and not any("url(" in v for v in parser.attrs)
+    if name.startswith("diverse"):
+        assert {a["data-group"] for a in parser.kept} == {"0", "1"}
+
+
+def test_viz_starts_without_torch(traces):
+    path, _, _ = traces["beam"]
+    code = ("import sys; from decode.cli import main; assert main(['viz', sys.argv[1]]) == 0; "
+            "assert 'torch' not in sys.modules, 'viz imported torch'")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_viz_of_something_else_is_a_clean_error(tmp_path, capsys):
+    f = tmp_path / "out.jsonl"
+    f.write_text('{"id": 1, "prompt": "x"}\n')
+    assert main(["viz", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "a trace starts with a header line" in err and "Traceback" not in err
+    assert main(["viz", str(tmp_path / "missing.jsonl")]) == 1
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_viz_draws_a_trace_cut_short_by_an_interrupt(traces, tmp_path, capsys):
+    path, lines, _ = traces["beam"]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # no final line
+    assert main(["viz", str(cut)]) == 0
+    out = capsys.readouterr().out
+    assert "the run stopped early" in out and "← #" not in out
+    assert main(["viz", str(cut), "--html", str(tmp_path / "cut.html")]) == 0
+    assert "stopped before the end" in (tmp_path / "cut.html").read_text()
