@@ -112,7 +112,7 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
 
     def declare(fn: Callable) -> Callable:
         text = (doc or (inspect.getdoc(fn) or "").split("\n")[0]).strip().rstrip(".")
-        _check_declaration(name, args, text, fn)
+        _check_declaration(name, args, text, fn, prepared=prepare is not None)
         kernel = Kernel(fn, frozenset(a.name for a in args if a.static), prepare)
         try:
             params = tuple(a.param() for a in args)
@@ -135,7 +135,7 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     return declare
 
 
-def _check_declaration(name: str, args: tuple, doc: str, fn: Callable) -> None:
+def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared: bool) -> None:
     if not isinstance(name, str) or not _NAME.match(name) or name.lower() in _RESERVED:
         raise PluginError(f"stage name {name!r}: use letters, digits and _ (not starting with a "
                           "digit), e.g. 'softcap'")
@@ -154,7 +154,8 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable) -> None:
         raise PluginError(f"stage {name!r}: decorate a function (logits, ctx, **args) -> logits")
     sig = inspect.signature(fn)
     takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    missing = [n for n in names if n not in sig.parameters and not takes_all]
+    # `prepare` may rename the arguments, so only then the function's names are its own
+    missing = [n for n in names if n not in sig.parameters and not takes_all and not prepared]
     positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if missing or len(positional) < 2:
         want = ", ".join(["logits", "ctx", *names])

@@ -231,14 +231,27 @@ for _spec in (
                   doc="how many finished beams to return (at most K)"),
         ),
         reference="num_beams=K, length_penalty=LENPEN, early_stopping=EARLY, num_return_sequences=RETURN",
-        cite="Graves 2012; Sutskever et al. 2014", impl=_S + "beam"),
+        cite="Graves 2012; Sutskever et al. 2014", impl=_S + "beam",
+        details="With a sampling stage this is beam sampling, as transformers' `do_sample=True, "
+                "num_beams=K`: each step, 2·K continuations are drawn without replacement from the "
+                "softmax of (beam score + processed log-prob) over all K·V candidates (Gumbel-top-k); "
+                "those ending in EOS among the first K drawn become finished hypotheses, and the K "
+                "best-scoring drawn ones that do not end continue. Truncation stages then keep at "
+                "least 1 + (number of EOS ids) tokens, as in transformers."),
     ClauseSpec(
         "sbeam", "search",
         "stochastic beam search: K samples without replacement from the sequence tree (Gumbel-top-k)",
         positional=(Param("k", "int", lo=1, doc="number of sequences drawn without replacement"),),
         sampling=True, reference=None,
         cite="Kool, van Hoof & Welling 2019, Stochastic Beams and Where to Find Them",
-        impl=_S + "sbeam"),
+        impl=_S + "sbeam",
+        details="Each step, every child of every beam gets a perturbed score: a Gumbel with "
+                "location log P(sequence so far), conditioned on its parent's score being the "
+                "maximum over the parent's subtree; the K children with the largest perturbed "
+                "scores survive (a finished beam is its own only child). The K sequences returned "
+                "are a sample without replacement from the sequence distribution the logit stages "
+                "define (fewer if fewer sequences exist), best log-probability first; `score` is "
+                "the sequence's log-probability under that distribution."),
     ClauseSpec(
         "diverse", "modifier", "split the beams into groups penalised for choosing the same tokens",
         keywords=(
@@ -246,7 +259,19 @@ for _spec in (
             Param("penalty", "float", 0.0, lo=0.0, doc="Hamming diversity penalty per earlier group's choice"),
         ),
         reference="num_beam_groups=GROUPS, diversity_penalty=PENALTY",
-        cite="Vijayakumar et al. 2016, Diverse Beam Search", impl=_S + "diverse"),
+        cite="Vijayakumar et al. 2016, Diverse Beam Search", impl=_S + "diverse",
+        details="The K beams form GROUPS groups of K/GROUPS. Each step the groups choose in "
+                "order, and group g does, in this order: (1) the Hamming penalty: subtract PENALTY "
+                "times the number of times each token was chosen by groups 0..g-1 at this step "
+                "from its log-probabilities; (2) the recipe's logit stages, in written order; "
+                "(3) it picks 2·K/GROUPS of its (K/GROUPS)·V continuations (beam score + processed "
+                "log-prob): the best ones, or, when the recipe samples (diverse beam sampling, "
+                "which transformers refuses), a draw without replacement from their softmax by "
+                "Gumbel-top-k, kept in draw order. Continuations ending in EOS among the first "
+                "K/GROUPS become finished hypotheses (score: sum of log-probs / length ** LENPEN); "
+                "the first K/GROUPS that do not end continue. A group stops when it holds K/GROUPS "
+                "hypotheses that no running beam can beat; the best RETURN hypotheses over all "
+                "groups are returned. Without sampling this is transformers' group beam search."),
     ClauseSpec(
         "temp", "logit", "divide the logits by T (T=0 means argmax)",
         positional=(Param("t", "float", lo=0.0, doc="temperature"),),
@@ -411,4 +436,35 @@ def reference_markdown() -> str:
             if spec.cite:
                 facts.append("source: " + spec.cite)
             lines += ["- " + "; ".join(facts) + ".", ""]
+            if spec.details:
+                lines += [spec.details, ""]
+    lines += _USER_STAGES
     return "\n".join(lines).rstrip() + "\n"
+
+
+_USER_STAGES = [
+    "## User-defined stages",
+    "",
+    "A Python file declares a new logit stage with one decorator; `decode check --stage FILE`",
+    "and `decode run --stage FILE` (or `decode.load_stages(FILE)`) load it before parsing, and",
+    "from then on the clause is checked, formatted, explained and compiled like a built-in one.",
+    "",
+    "    import torch",
+    "    import decode",
+    "",
+    "    @decode.stage(\"softcap\", args=[decode.Arg(\"cap\", float, lo=0.0, lo_open=True)],",
+    "                  doc=\"squash the logits into (-CAP, CAP)\", cite=\"Gemma Team 2024\")",
+    "    def softcap(logits, ctx, cap):",
+    "        return cap * torch.tanh(logits / cap)",
+    "",
+    "The function gets the logits of every row [R, V] (log-probabilities under a beam search,",
+    "raw logits otherwise), a `StepContext` with each row's token history (`tokens`, `valid`,",
+    "`generated`, `length`, `new_len`, `eos`) and its arguments: numbers as 0-d tensors (so a",
+    "sweep reuses the compiled step) unless declared `static=True`. It runs inside the compiled",
+    "step: tensor code, no `.item()`; removed tokens become -inf. `decode.Arg(name, type,",
+    "default, lo=, hi=, choices=, keyword=, static=, doc=)` declares an argument, `sampling=True`",
+    "makes the clause a sampling one. recipes/plugins/edt.py is a complete example.",
+    "",
+    "A built-in stage is one kernel file in compiler/stages/ plus its entry in dsl/stages.py,",
+    "whose `impl` names the file: the compiler dispatches through the catalogue.",
+]

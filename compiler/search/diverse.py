@@ -9,8 +9,12 @@ that do not end continue. A group is done when its pool holds K/G hypotheses tha
 running beam can beat (`early` as in beam search); a done group writes padding, which
 counts towards the diversity penalty of later groups, as in the reference.
 
-Reference quirks kept for token-exact parity: `length` here counts the padded prompt too,
-and with sampling stages each group samples its continuations without replacement.
+Diverse beam *sampling* (a recipe with a sampling stage; the reference refuses it) is the
+same step with the group's 2·K/G continuations drawn without replacement from
+softmax(beam score + processed log-prob) over the group's (K/G)·V continuations
+(Gumbel-top-k, kept in draw order): EOS candidates among the first K/G drawn become
+hypotheses, and the first K/G drawn that do not end continue. Without sampling, draw order
+is score order and this is exactly the reference's group beam search.
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ class Diverse(Search):
 
             # done: the pool is full and (early=true, or) no running beam can beat its worst
             worst = g_score.min(1).values
-            best = top[:, 0]
+            best = top.max(1).values  # top is in draw order when sampling, not best first
             if self.early is True:
                 bound = torch.ones_like(gdone)
             else:

@@ -34,7 +34,7 @@ MIN_T = 1e-3  # H = 0 gives T = 0: a point mass stays one, without dividing by z
 )
 def edt(logits: torch.Tensor, ctx, t, theta, n) -> torch.Tensor:
     logp = torch.log_softmax(logits, dim=-1)
-    finite = logp.clamp(min=torch.finfo(logp.dtype).min)  # removed tokens: 0 * -inf is 0, not nan
-    entropy = -(logp.exp() * finite).sum(-1, keepdim=True)
+    surprisal = -logp.clamp(min=torch.finfo(logp.dtype).min)  # removed tokens: 0 * inf is 0, not nan
+    entropy = (logp.exp() * surprisal).sum(-1, keepdim=True)  # >= +0.0, so theta / entropy >= 0
     temp = t * torch.pow(n, theta / entropy)
     return logits / temp.clamp(min=MIN_T)

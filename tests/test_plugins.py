@@ -1,0 +1,280 @@
+"""User-defined stages: `@decode.stage` makes a tensor function a clause of the language that
+the parser, the CLI (`--stage FILE`) and the compiler treat like a built-in one; the shipped
+example (recipes/plugins/edt.py, entropy-based dynamic temperature) end to end.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import decode
+from decode.cli import main
+from decode.dsl import ClauseSpec, Param, fmt, register
+from decode.dsl.stages import CATALOGUE, reference_markdown
+from table_model import TableModel, chi_square, sequence_probs
+
+ROOT = Path(__file__).resolve().parents[1]
+EDT = ROOT / "recipes" / "plugins" / "edt.py"
+EDT_RECIPE = ROOT / "recipes" / "plugins" / "edt.dec"
+
+
+@pytest.fixture(autouse=True)
+def catalogue():
+    """Every test leaves the catalogue as it found it (the docs test reads it)."""
+    saved = dict(CATALOGUE)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(saved)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from llama_factory import make_hf_llama
+
+    return make_hf_llama(tmp_path_factory.mktemp("plugin") / "m", vocab=61, seed=5)
+
+
+@pytest.fixture(scope="module")
+def table():
+    g = torch.Generator().manual_seed(3)
+    return TableModel(torch.randn(8, 8, generator=g) * 2.0, eos=7)
+
+
+def only_token():
+    """A user stage that leaves one token possible: greedy must then pick it every step."""
+    @decode.stage("only", args=[decode.Arg("token", int, lo=0, static=True)],
+                  doc="forbid every token but TOKEN")
+    def only(logits, ctx, token):
+        assert isinstance(token, int)  # static: a Python value
+        keep = torch.arange(logits.shape[-1], device=logits.device) == token
+        return logits.masked_fill(~keep, float("-inf"))
+
+    return only
+
+
+# -- the decorator -------------------------------------------------------------------------
+
+def test_a_decorated_function_becomes_a_clause_the_language_knows():
+    @decode.stage("scale", args=[decode.Arg("s", float, 2.0, lo=0.0, doc="factor"),
+                                 decode.Arg("mode", "enum", "mul", choices=("mul", "div"), keyword=True)],
+                  doc="scale the logits", cite="nobody 2025")
+    def scale(logits, ctx, s, mode):
+        return logits * s if mode == "mul" else logits / s
+
+    r = decode.parse("beam 4 | scale 3 mode=div")
+    assert r.stages[0]["s"] == 3.0 and r.stages[0]["mode"] == "div"
+    assert fmt("scale | beam 4") == "beam 4 | scale"
+    assert not decode.parse("scale 0.5").sampling
+    assert "### `scale [S] [mode=mul]`" in reference_markdown() and "nobody 2025" in reference_markdown()
+    with pytest.raises(decode.RecipeError, match="out of range"):
+        decode.parse("scale -1")
+    with pytest.raises(decode.RecipeError, match="must be one of mul, div"):
+        decode.parse("scale mode=pow")
+
+
+def test_numbers_arrive_as_tensors_unless_static():
+    seen = {}
+
+    @decode.stage("probe", args=[decode.Arg("a", float), decode.Arg("n", int, 2, static=True, keyword=True)],
+                  doc="record what the kernel receives")
+    def probe(logits, ctx, a, n):
+        seen.update(a=a, n=n)
+        return logits + a
+
+    logits = torch.zeros(2, 5)
+    out = decode.transform("probe 0.5 n=3", logits, torch.tensor([[1, 2], [3, 4]]))
+    assert torch.equal(out, torch.full((2, 5), 0.5))
+    assert isinstance(seen["a"], torch.Tensor) and seen["a"].dim() == 0 and seen["n"] == 3
+
+
+def test_sampling_flag_makes_a_recipe_sample_and_a_predicate_decides_per_value():
+    @decode.stage("hot", args=[decode.Arg("t", float)], doc="a temperature", sampling=lambda p: p["t"] > 0)
+    def hot(logits, ctx, t):
+        return logits / t
+
+    assert decode.parse("hot 0.5").sampling and not decode.parse("hot 0").sampling
+
+
+def test_prepare_runs_on_the_host_once_with_the_tokenizer():
+    calls = []
+
+    def prepare(params, tokenizer):
+        calls.append(tokenizer)
+        return {"ids": [int(c) for c in params["digits"]]}
+
+    @decode.stage("boost", args=[decode.Arg("digits", str)], doc="add 1 to the listed token ids",
+                  prepare=prepare)
+    def boost(logits, ctx, ids):
+        return logits.index_add(1, torch.tensor(ids), torch.ones(logits.shape[0], len(ids)))
+
+    out = decode.transform('boost "13"', torch.zeros(1, 4), torch.tensor([[0]]))
+    assert out.tolist() == [[0.0, 1.0, 0.0, 1.0]] and calls == [None]
+
+
+def test_the_compiler_dispatches_to_the_user_function(table):
+    only_token()
+    out = decode.generate(table, "greedy | only 4 | max 3", [[0, 1]], compile=False)
+    assert out[0].sequences[0].ids == [4, 4, 4]
+    out = decode.generate(table, "beam 2 | only 5 | max 2", [[0, 1]], compile=False)
+    assert out[0].sequences[0].ids == [5, 5]
+
+
+@pytest.mark.parametrize("declare, message", [
+    (lambda: decode.stage("topp", doc="x")(lambda logits, ctx: logits), "already taken .as a built-in"),
+    (lambda: decode.stage("2fast", doc="x")(lambda logits, ctx: logits), "letters, digits"),
+    (lambda: decode.stage("true", doc="x")(lambda logits, ctx: logits), "letters, digits"),
+    (lambda: decode.stage("nodoc")(lambda logits, ctx: logits), "give doc="),
+    (lambda: decode.stage("badarg", args=[decode.Arg("a", list)], doc="x")(lambda logits, ctx, a: logits),
+     "use int, float, str or bool"),
+    (lambda: decode.stage("sig", args=[decode.Arg("a")], doc="x")(lambda logits, ctx: logits),
+     r"must take \(logits, ctx, a\)"),
+    (lambda: decode.stage("twice", args=[decode.Arg("a"), decode.Arg("a")], doc="x")(lambda l, c, a: l),
+     "share a name"),
+    (lambda: decode.stage("noenum", args=[decode.Arg("m", "enum")], doc="x")(lambda l, c, m: l),
+     "an enum needs choices"),
+])
+def test_a_wrong_declaration_says_what_to_fix(declare, message):
+    with pytest.raises(decode.PluginError, match=message):
+        declare()
+
+
+def test_unknown_clause_suggests_user_stages_too():
+    decode.load_stages(EDT)
+    with pytest.raises(decode.RecipeError) as err:
+        decode.parse("sample | edtt 0.5")
+    assert err.value.suggestion == "edt"
+
+
+def test_a_built_in_stage_is_a_kernel_module_plus_a_catalogue_entry(table):
+    """No other list of stages: registering an entry whose impl names a kernel module is enough."""
+    register(ClauseSpec("halftemp", "logit", "temperature under another name",
+                        positional=(Param("t", "float", lo=0.0),), sampling=True,
+                        impl="decode.compiler.stages.temp"))
+    a = decode.generate(table, "sample 16 | halftemp 0.5 | max 3", [[0]], seed=4, compile=False)
+    b = decode.generate(table, "sample 16 | temp 0.5 | max 3", [[0]], seed=4, compile=False)
+    assert [s.ids for s in a[0].sequences] == [s.ids for s in b[0].sequences]
+
+
+# -- stage files ---------------------------------------------------------------------------
+
+def test_load_stages_returns_the_clauses_a_file_declares_and_loading_again_is_harmless():
+    assert decode.load_stages(EDT) == ["edt"]
+    assert decode.load_stages(EDT) == ["edt"]
+    assert decode.parse("sample | edt 0.8").sampling
+
+
+def test_another_file_may_not_take_a_declared_name(tmp_path):
+    decode.load_stages(EDT)
+    other = tmp_path / "mine.py"
+    other.write_text("import decode\n"
+                     "@decode.stage('edt', doc='mine')\n"
+                     "def edt(logits, ctx):\n    return logits\n")
+    with pytest.raises(decode.PluginError, match=r"mine.py: stage 'edt': the name is already taken \(by .*edt.py:edt\)"):
+        decode.load_stages(other)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import decode\nx = 1\nraise RuntimeError('boom')\n", "line 3: RuntimeError: boom"),
+    ("def f(:\n", "line 1: "),
+    ("import no_such_module_here\n", "line 1: ModuleNotFoundError: No module named"),
+])
+def test_a_broken_stage_file_is_one_error_naming_file_and_line(tmp_path, body, message):
+    bad = tmp_path / "bad.py"
+    bad.write_text(body)
+    with pytest.raises(decode.PluginError, match=f"cannot load stage file .*bad.py: {message}"):
+        decode.load_stages(bad)
+
+
+# -- the EDT example -------------------------------------------------------------------------
+
+def edt_reference(logits: torch.Tensor, t0: float, theta: float, n: float) -> torch.Tensor:
+    """EDT written out row by row in float64: T = T0 * N ** (theta / H)."""
+    out = []
+    for row in logits.double():
+        p = torch.softmax(row, -1)
+        h = -sum(float(q) * math.log(float(q)) for q in p if q > 0)
+        temp = max(t0 * n ** (theta / h), 1e-3) if h > 0 else 1e-3
+        out.append(row / temp)
+    return torch.stack(out).float()
+
+
+def test_edt_divides_each_row_by_its_entropy_temperature():
+    decode.load_stages(EDT)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=g) * torch.tensor([0.1, 1.0, 3.0, 8.0, 20.0, 2.0])[:, None]
+    logits[5, 10:] = float("-inf")                      # tokens removed by an earlier stage
+    ids = torch.zeros(6, 1, dtype=torch.long)
+    for t0, theta, n in ((0.8, 1.0, 0.8), (1.2, 0.3, 0.5)):
+        ours = decode.transform(f"edt {t0} theta={theta} n={n}", logits, ids)
+        torch.testing.assert_close(ours, edt_reference(logits, t0, theta, n), rtol=1e-5, atol=1e-5)
+    # theta=0 is a fixed temperature; a single possible token stays the single one, no nan
+    assert torch.allclose(decode.transform("edt 0.7 theta=0", logits, ids), decode.transform("temp 0.7", logits, ids))
+    one = torch.full((1, 5), float("-inf"))
+    one[0, 2] = 3.0
+    out = decode.transform("edt 0.8", one, torch.zeros(1, 1, dtype=torch.long))
+    assert not out.isnan().any() and torch.isfinite(out).sum() == 1
+
+
+def test_edt_samples_from_its_processed_distribution(table):
+    decode.load_stages(EDT)
+    n, prompt = 10000, [0, 3]
+    out = decode.generate(table, f"sample {n} | edt 0.8 theta=1.5 | max 2", [prompt], seed=21, compile=False)
+    counts = Counter(tuple(s.ids) for s in out[0].sequences)
+    stat, p, df = chi_square(counts, sequence_probs(table, "edt 0.8 theta=1.5", prompt, 2), n)
+    assert p > 1e-3, f"chi-square {stat:.1f} on {df} df, p={p:.2e}"
+
+
+# -- the CLI, end to end -----------------------------------------------------------------------
+
+def test_check_accepts_a_user_stage_only_with_its_file(capsys):
+    assert main(["check", str(EDT_RECIPE)]) == 1
+    assert "unknown clause 'edt'" in capsys.readouterr().err
+    assert main(["check", "--stage", str(EDT), str(EDT_RECIPE), "beam 4 | edt 0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "recipes/plugins/edt.dec" in out and "beam 4 | edt 0.3" in out
+
+
+def test_check_and_run_report_a_missing_stage_file(capsys, tmp_path):
+    assert main(["check", "--stage", str(tmp_path / "nope.py"), "greedy"]) == 1
+    assert "cannot load stage file" in capsys.readouterr().err
+    assert main(["run", "--stage", str(tmp_path / "nope.py"), "greedy", "--prompt-ids", "1"]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def run_json(args, capsys) -> dict:
+    assert main(args) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+RUN = ["beam 4 | edt 0.3 | topp 0.9 | max 6", "--prompt-ids", "1,5,9", "--json", "--seed", "3"]
+
+
+def test_run_with_a_user_stage_file(tiny, capsys):
+    out = run_json(["run", "--stage", str(EDT), *RUN, "--model", str(tiny), "--no-compile"], capsys)
+    assert out["recipe"] == "beam 4 | edt 0.3 | topp 0.9 | max 6"
+    assert len(out["sequences"]) == 4 and len({tuple(s["ids"]) for s in out["sequences"]}) == 4
+
+
+@pytest.mark.slow
+def test_compiled_run_with_a_user_stage_gives_the_eager_tokens(tiny, capsys):
+    eager = run_json(["run", "--stage", str(EDT), *RUN, "--model", str(tiny), "--no-compile"], capsys)
+    compiled = run_json(["run", "--stage", str(EDT), *RUN, "--model", str(tiny)], capsys)
+    assert [s["ids"] for s in compiled["sequences"]] == [s["ids"] for s in eager["sequences"]]
+
+
+def test_python_api_with_the_example_recipe(tiny):
+    decode.load_stages(EDT)
+    m = decode.load(str(tiny))
+    recipe = decode.parse(EDT_RECIPE.read_text())
+    assert recipe.canonical == "sample 4 | edt 0.8 | topp 0.95 | max 64"
+    short = recipe.canonical.replace("max 64", "max 12")
+    a = decode.generate(m, short, [[1, 5, 9], [1, 7]], seed=11, compile=False)
+    b = decode.generate(m, short, [[1, 5, 9], [1, 7]], seed=11, compile=False)
+    assert [[s.ids for s in c.sequences] for c in a] == [[s.ids for s in c.sequences] for c in b]
+    assert all(len(c.sequences) == 4 for c in a)
