@@ -25,6 +25,7 @@ This module imports no torch: `decode check --stage f.py` costs what f.py import
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import re
@@ -89,7 +90,14 @@ class Kernel:
 
     @property
     def origin(self) -> str:
-        """Where the function is defined: 'file.py:name'."""
+        """Who declares the stage, 'module:name': the same in a reloaded file or a re-run
+        notebook cell, different for another file."""
+        name = getattr(self.apply, "__qualname__", type(self.apply).__name__)
+        return f"{getattr(self.apply, '__module__', '?')}:{name}"
+
+    @property
+    def where(self) -> str:
+        """Where the function is defined, for messages: 'file.py:name'."""
         code = getattr(self.apply, "__code__", None)
         name = getattr(self.apply, "__qualname__", type(self.apply).__name__)
         return f"{code.co_filename if code else '?'}:{name}"
@@ -106,7 +114,8 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     recipe sample, as `topp` does. `prepare(params, tokenizer) -> params` runs once on the
     host before decoding (e.g. to turn strings into token ids).
 
-    Loading the same file again re-registers its stages; any other clash of names is an error.
+    Loading the same file again (or re-running a notebook cell) re-declares its stages;
+    any other clash of names is an error.
     """
     args = tuple(args)
 
@@ -125,7 +134,7 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
         old = CATALOGUE.get(name)
         again = isinstance(old, ClauseSpec) and isinstance(old.impl, Kernel) and old.impl.origin == kernel.origin
         if old is not None and not again:
-            where = f"by {old.impl.origin}" if isinstance(old.impl, Kernel) else "as a built-in clause"
+            where = f"by {old.impl.where}" if isinstance(old.impl, Kernel) else "as a built-in clause"
             raise PluginError(f"stage {name!r}: the name is already taken ({where}); pick another name")
         register(spec, replace=again)
         if _loading is not None:
@@ -180,7 +189,9 @@ def load_stages(*paths: str | Path) -> list[str]:
         path = Path(path)
         if not path.is_file():
             raise PluginError(f"cannot load stage file {path}: no such file")
-        module_name = "decode_stage_" + re.sub(r"\W", "_", path.stem)
+        # one module name per file, so that reloading a file replaces its own stages only
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        module_name = "decode_stage_" + re.sub(r"\W", "_", path.stem) + "_" + digest
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise PluginError(f"cannot load stage file {path}: not a Python file")

@@ -191,6 +191,32 @@ def test_a_broken_stage_file_is_one_error_naming_file_and_line(tmp_path, body, m
         decode.load_stages(bad)
 
 
+def write_pick(path: Path, value: float) -> Path:
+    path.write_text("import torch\nimport decode\n\n"
+                    "@decode.stage('pick', args=[decode.Arg('tok', int)], doc='set one logit')\n"
+                    "def pick(logits, ctx, tok):\n"
+                    f"    return torch.where(torch.arange(logits.shape[-1]) == tok, {value}, logits)\n")
+    return path
+
+
+def test_reloading_an_edited_stage_file_redeclares_its_stage(tmp_path):
+    """A notebook workflow: edit the file, load it again; the new definition counts."""
+    ids, logits = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 4)
+    decode.load_stages(write_pick(tmp_path / "pick.py", 100.0))
+    assert decode.transform("pick 2", logits, ids)[0, 2] == 100.0
+    decode.load_stages(write_pick(tmp_path / "pick.py", -100.0))
+    assert decode.transform("pick 2", logits, ids)[0, 2] == -100.0
+
+
+@pytest.mark.xfail(strict=True, reason="engine: the step cache is keyed by stage names, not "
+                                       "kernels, so a redeclared stage keeps its old kernel")
+def test_generate_uses_a_redeclared_stage(tmp_path, table):
+    decode.load_stages(write_pick(tmp_path / "pick.py", 100.0))
+    assert decode.generate(table, "greedy | pick 3 | max 1", [[0]], compile=False)[0].sequences[0].ids == [3]
+    decode.load_stages(write_pick(tmp_path / "pick.py", -100.0))
+    assert decode.generate(table, "greedy | pick 3 | max 1", [[0]], compile=False)[0].sequences[0].ids != [3]
+
+
 # -- the EDT example -------------------------------------------------------------------------
 
 def edt_reference(logits: torch.Tensor, t0: float, theta: float, n: float) -> torch.Tensor:
