@@ -84,7 +84,22 @@ def read_trace(path: str) -> Trace:
                 raise TraceError(f"{path}:{n}: unknown line type {kind!r} (expected cand or final)")
     if header is None:
         raise TraceError(f"{path}: empty file, not a trace")
+    for root in roots:
+        for node in _walk(root):
+            node.pruned = _distinct(node)
     return Trace(header, roots, final, kept, cands)
+
+
+def _distinct(node: Node) -> list[dict]:
+    """A node's pruned candidates once per token, leaving out tokens it kept: several rows
+    extend the same node when samples (or groups) start from one prompt."""
+    seen = {c.token for c in node.children}
+    out = []
+    for c in node.pruned:
+        if c.get("token") not in seen:
+            seen.add(c.get("token"))
+            out.append(c)
+    return out
 
 
 def _root(prompt: dict) -> Node:
