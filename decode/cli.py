@@ -334,14 +334,14 @@ def _streamer(model, args):
     if tok is None:
         return None
     state = {"ids": [], "shown": ""}
-    if args.prompt is not None:
-        console.print(args.prompt, style="bold", end="")
     eos = set(model.config.eos_ids if isinstance(model.config.eos_ids, (list, tuple))
               else (model.config.eos_ids,))
 
     def on_step(t, tokens, info=None):
         if state.get("done"):
             return
+        if t == 0 and args.prompt is not None:  # now that the engine has taken the prompt
+            console.print(args.prompt, style="bold", end="")
         new = int(tokens[0])
         if new in eos:
             state["done"] = True
