@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from decode.dsl.stages import CATALOGUE, REQUIRED, ClauseSpec, Param, register
+from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, register
 
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -47,37 +47,32 @@ class PluginError(Exception):
 
 
 @dataclass(frozen=True)
-class Arg:
-    """One argument of a user stage, e.g. `Arg("strength", float, 1.0, lo=0.0)`.
+class Arg(Param):
+    """One argument of a user stage, e.g. `Arg("strength", float, 1.0, lo=0.0)`: a catalogue
+    `Param` whose type may be spelled int, float, str or bool (`choices` make an enum).
 
-    `type` is int, float, str or bool (or "enum" with `choices`). Arguments are written
-    positionally in declaration order unless `keyword=True` (written `key=value`).
-    `static=True` passes the value as a Python value, part of the compiled graph's
-    structure (a change recompiles); other numbers arrive as 0-d tensors, so a sweep over
-    them reuses the compiled step. `variadic` (the last positional only) collects strings.
+    Arguments are written positionally in declaration order unless `keyword=True` (written
+    `key=value`). `static=True` passes the value as a Python value, part of the compiled
+    graph's structure (a change recompiles); other numbers arrive as 0-d tensors, so a sweep
+    over them reuses the compiled step.
     """
 
-    name: str
     type: Any = float
-    default: Any = REQUIRED
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: tuple = ()
-    doc: str = ""
     keyword: bool = False
     static: bool = False
-    variadic: bool = False
 
-    def param(self) -> Param:
-        """The catalogue Param this argument declares."""
+    def __post_init__(self) -> None:
         kind = _TYPES.get(self.type, self.type)
         if self.choices and kind != "bool":
             kind = "enum"
-        return Param(self.name, kind, self.default, lo=self.lo, hi=self.hi, lo_open=self.lo_open,
-                     hi_open=self.hi_open, choices=tuple(self.choices), variadic=self.variadic,
-                     doc=self.doc)
+        if kind not in ("int", "float", "str", "bool", "enum"):
+            raise PluginError(f"Arg {self.name!r} has type {self.type!r}; use int, float, str or bool")
+        object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "choices", tuple(self.choices))
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise PluginError(str(err)) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,17 +119,17 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
         _check_declaration(name, args, text, fn, prepared=prepare is not None)
         kernel = Kernel(fn, frozenset(a.name for a in args if a.static), prepare)
         try:
-            params = tuple(a.param() for a in args)
             spec = ClauseSpec(name, "logit", text,
-                              positional=tuple(p for a, p in zip(args, params) if not a.keyword),
-                              keywords=tuple(p for a, p in zip(args, params) if a.keyword),
+                              positional=tuple(a for a in args if not a.keyword),
+                              keywords=tuple(a for a in args if a.keyword),
                               sampling=sampling, cite=cite, impl=kernel)
         except ValueError as err:
             raise PluginError(f"stage {name!r}: {err}") from None
         old = CATALOGUE.get(name)
-        again = isinstance(old, ClauseSpec) and isinstance(old.impl, Kernel) and old.impl.origin == kernel.origin
+        mine = old is not None and isinstance(old.impl, Kernel)
+        again = mine and old.impl.origin == kernel.origin
         if old is not None and not again:
-            where = f"by {old.impl.where}" if isinstance(old.impl, Kernel) else "as a built-in clause"
+            where = f"by {old.impl.where}" if mine else "as a built-in clause"
             raise PluginError(f"stage {name!r}: the name is already taken ({where}); pick another name")
         register(spec, replace=again)
         if _loading is not None:
@@ -153,9 +148,6 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared:
     for a in args:
         if not isinstance(a, Arg):
             raise PluginError(f"stage {name!r}: args must be decode.Arg(...), not {a!r}")
-        if _TYPES.get(a.type, a.type) not in ("int", "float", "str", "bool", "enum"):
-            raise PluginError(f"stage {name!r}: Arg {a.name!r} has type {a.type!r}; "
-                              "use int, float, str or bool")
     names = [a.name for a in args]
     if len(set(names)) != len(names):
         raise PluginError(f"stage {name!r}: two arguments share a name: {names}")
@@ -163,7 +155,7 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared:
         raise PluginError(f"stage {name!r}: decorate a function (logits, ctx, **args) -> logits")
     sig = inspect.signature(fn)
     takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    # `prepare` may rename the arguments, so only then the function's names are its own
+    # with `prepare`, the function takes what prepare returns, which may have other names
     missing = [n for n in names if n not in sig.parameters and not takes_all and not prepared]
     positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if missing or len(positional) < 2:
