@@ -133,6 +133,16 @@ def test_sbeam_returns_every_sequence_when_fewer_than_k_exist(small):
     assert ids == [[t] for t in probs.argsort(descending=True).tolist()]
 
 
+def test_sbeam_under_temp_0_returns_the_k_most_likely_sequences(bigram):
+    """temp 0 means argmax: nothing is drawn, and sbeam searches for the K best (it used
+    to crash on the missing noise)."""
+    for prompt in (PROMPT, [2, 5], [1]):
+        out = decode.generate(bigram, "sbeam 3 | temp 0 | max 2", [prompt], compile=False)
+        probs = sequence_probs(bigram, "greedy", prompt, 2, logprobs=True)
+        best = sorted(probs, key=probs.get, reverse=True)[:3]
+        assert [tuple(s.ids) for s in out[0].sequences] == best
+
+
 @pytest.mark.xfail(strict=True, reason="the engine raises `keep` to 1 + #EOS for every log-prob "
                                        "search, sbeam included, so topk 1 keeps two tokens")
 def test_sbeam_samples_from_the_stages_as_written(small):

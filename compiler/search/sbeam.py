@@ -8,7 +8,8 @@ G~ = phi_child + Gumbel(0,1), and are then conditioned on max G~ = G_parent:
 The K children with the largest G over all beams survive. A finished beam keeps itself as
 its only child, with its G unchanged. The result is K distinct sequences sampled without
 replacement from the (processed) sequence distribution; `score` is phi, the sequence's
-log-probability, and `key` is G.
+log-probability, and `key` is G. Under `temp 0` nothing is drawn and the key is phi
+itself: a beam search for the K most likely sequences, finished ones kept in the beam.
 """
 from __future__ import annotations
 
@@ -57,11 +58,14 @@ class StochasticBeam(Search):
         # a finished beam has one child, itself (the pad token), at no cost
         lp = torch.where(fin[..., None], torch.where(pad, 0.0, -INF), lp)
         phi = state["phi"][..., None] + lp
-        g = phi + gumbel(noise).view(b, k, v)
-        z = g.max(-1, keepdim=True).values
-        parent_key = state["key"][..., None]
-        key = shift_gumbel(parent_key, g, z)
-        key = torch.where(fin[..., None], torch.where(pad, parent_key, -INF), key)
+        if noise is None:  # `temp 0` (argmax): no draw, the K most likely continuations
+            key = phi
+        else:
+            g = phi + gumbel(noise).view(b, k, v)
+            z = g.max(-1, keepdim=True).values
+            parent_key = state["key"][..., None]
+            key = shift_gumbel(parent_key, g, z)
+            key = torch.where(fin[..., None], torch.where(pad, parent_key, -INF), key)
         key = torch.where(torch.isfinite(phi), key, -INF)
         top, idx = torch.topk(key.view(b, k * v), k)
         beam, tok = idx // v, idx % v
