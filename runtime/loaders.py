@@ -143,5 +143,5 @@ def build(config: LlamaConfig, state: dict[str, Tensor], where, device, dtype) -
         model.output.weight = model.tok_embeddings.weight
     model.inv_freq = rope_inv_freq(config)  # float32 on purpose, whatever the weights' dtype
     model.requires_grad_(False)
-    return model.to(device).eval()
+    return model.to(device).eval().fuse_()
 

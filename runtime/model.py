@@ -79,13 +79,19 @@ class Attention(nn.Module):
         self.wk = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=False)
         self.wv = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=False)
         self.wo = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=False)
+        self.wqkv: nn.Linear | None = None  # set by Llama.fuse_(): one matmul instead of three
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
                 cache: KVCache | None, layer: int, slots: Tensor | None) -> Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.wqkv is not None:
+            kv = self.n_kv_heads * self.head_dim
+            q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
@@ -103,8 +109,12 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(c.dim, c.hidden_dim, bias=False)  # gate
         self.w2 = nn.Linear(c.hidden_dim, c.dim, bias=False)  # down
         self.w3 = nn.Linear(c.dim, c.hidden_dim, bias=False)  # up
+        self.w13: nn.Linear | None = None  # set by Llama.fuse_(): gate and up in one matmul
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.w13 is not None:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -142,6 +152,32 @@ class Llama(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+
+    @torch.no_grad()
+    def fuse_(self) -> "Llama":
+        """Concatenate q/k/v and gate/up weights so a step runs 4 matmuls per layer, not 7.
+
+        The separate projections stay, as views into the fused weights (no extra memory),
+        so state_dict() and the per-projection names keep working.
+        """
+        def fused(parts: list[nn.Linear]) -> nn.Linear:
+            w = torch.cat([p.weight for p in parts])
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+            lin.weight = nn.Parameter(w, requires_grad=False)
+            start = 0
+            for p in parts:
+                n = p.weight.shape[0]
+                p.weight = nn.Parameter(w[start:start + n], requires_grad=False)
+                start += n
+            return lin
+
+        for blk in self.layers:
+            a, f = blk.attention, blk.feed_forward
+            if a.wqkv is None:
+                a.wqkv = fused([a.wq, a.wk, a.wv])
+            if f.w13 is None:
+                f.w13 = fused([f.w1, f.w3])
+        return self
 
     def _hidden(self, tokens: Tensor, pos: Tensor, mask: Tensor,
                 cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:

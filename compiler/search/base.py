@@ -48,6 +48,17 @@ class Search:
         """Numeric parameters to pass as tensors in `hp` (name -> value)."""
         return {}
 
+    def structure(self) -> tuple:
+        """What the compiled graph depends on: everything but the `hyper()` numbers."""
+        hyper = set(self.hyper())
+
+        def strip(d: dict) -> tuple:
+            return tuple(sorted((k, repr(v)) for k, v in d.items() if k not in hyper))
+
+        c = self.cfg
+        mods = tuple(sorted((m, strip(p)) for m, p in c.modifiers.items()))
+        return (type(self), strip(c.params), mods, c.sampling, c.eos, c.pad, c.batch, c.trace)
+
     def init(self, device: torch.device, seq_len: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
