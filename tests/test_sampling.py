@@ -11,7 +11,11 @@ Then seeds: the same seed gives the same tokens, and the compiled step the eager
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +23,8 @@ import torch
 import decode
 from table_model import TableModel, chi_square, inclusion_probs, sequence_probs, step_probs
 
-N = 10000          # draws per distribution test
-RUNS = 3000        # independent sbeam / beam-sampling runs per test
+N = 8000           # draws per distribution test
+RUNS = 2500        # independent sbeam / beam-sampling runs per test
 ALPHA = 1e-3
 PROMPT = [0, 3, 0]
 
@@ -74,8 +78,8 @@ def test_sample_on_a_llama_checkpoint_follows_its_distribution(tmp_path_factory)
     pytest.importorskip("transformers")
     from llama_factory import make_hf_llama
 
-    m = decode.load(str(make_hf_llama(tmp_path_factory.mktemp("v8") / "m", vocab=8, seed=2)))
-    n, prompt, stages = 5000, [1, 5, 4], "topp 0.9 | temp 0.5"
+    m = decode.load(str(make_hf_llama(tmp_path_factory.mktemp("v8") / "m", vocab=8, dim=16, layers=1, seed=2)))
+    n, prompt, stages = 3000, [1, 5, 4], "topp 0.9 | temp 0.5"
     out = decode.generate(m, f"sample {n} | {stages} | max 2", [prompt], seed=99, compile=False)
     counts = Counter(tuple(s.ids) for s in out[0].sequences)
     assert_fits(counts, sequence_probs(m, stages, prompt, 2), n, f"llama sample | {stages}")
@@ -209,6 +213,20 @@ def test_the_same_seed_gives_the_same_tokens_and_another_seed_others(bigram, str
     first = run(17)
     assert [c.to_json() for c in run(17)] == [c.to_json() for c in first]
     assert tokens(run(18)) != tokens(first)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: ~5-10 s
+def test_a_seed_gives_the_same_tokens_in_another_process(bigram):
+    script = ("import torch, decode\nfrom table_model import TableModel\n"
+              "m = TableModel(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 1.5, eos=7)\n"
+              f"out = decode.generate(m, {RECIPES['sbeam']!r}, {PROMPTS!r}, seed=31, compile=False)\n"
+              "print([[s.ids for s in c.sequences] for c in out])\n")
+    here = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=here,
+                          env={**os.environ, "PYTHONPATH": here}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ours = decode.generate(bigram, RECIPES["sbeam"], PROMPTS, seed=31, compile=False)
+    assert proc.stdout.strip() == str(tokens(ours))
 
 
 def test_the_seed_clause_seeds_the_run_and_an_explicit_seed_overrides_it(bigram):
