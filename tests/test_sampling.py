@@ -74,6 +74,30 @@ def test_sample_draws_follow_the_exact_processed_distribution(bigram, stages):
     assert_fits(counts, probs, N, f"sample | {stages}")
 
 
+def test_the_check_rejects_a_slightly_wrong_distribution(bigram):
+    """The test above can fail: draws at temp 0.7 do not pass for temp 0.8, nor draws of
+    `repetition 1.5` for a penalty that forgot the first new token at the second step."""
+    from decode.compiler.context import StepContext
+    from decode.compiler.stages import apply_stage
+
+    out = decode.generate(bigram, f"sample {N} | temp 0.7 | max 2", [PROMPT], seed=1234, compile=False)
+    counts = Counter(tuple(s.ids) for s in out[0].sequences)
+    assert chi_square(counts, sequence_probs(bigram, "temp 0.8", PROMPT, 2), N)[1] < 1e-6
+
+    out = decode.generate(bigram, f"sample {N} | repetition 1.5 | max 2", [PROMPT], seed=1234, compile=False)
+    counts = Counter(tuple(s.ids) for s in out[0].sequences)
+    prompt_only = StepContext.from_input_ids(torch.tensor([PROMPT]), new_len=0)
+    wrong = {}
+    for (first,), p in sequence_probs(bigram, "repetition 1.5", PROMPT, 1).items():
+        if first == bigram.config.eos_ids[0]:
+            wrong[(first,)] = p
+            continue
+        second = apply_stage("repetition", bigram.table[first][None].detach(), prompt_only, r=1.5)
+        for tok, q in enumerate(torch.softmax(second.double(), -1)[0].tolist()):
+            wrong[(first, tok)] = p * q
+    assert chi_square(counts, wrong, N)[1] < 1e-6
+
+
 def test_sample_on_a_llama_checkpoint_follows_its_distribution(tmp_path_factory):
     pytest.importorskip("transformers")
     from llama_factory import make_hf_llama
