@@ -48,7 +48,7 @@ def random_model(shape: str, device=None, dtype=None, seed: int = 0):
         m = Llama(cfg)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else torch.nn.init.ones_(p)
-    return m.to(dtype=dt).eval()
+    return m.to(dtype=dt).eval().requires_grad_(False).fuse_()
 
 
 def _weights(model):

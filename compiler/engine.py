@@ -22,7 +22,7 @@ from decode.compiler.stages import bind
 from decode.compiler.stops import StopStrings
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
-SEQ_BUCKET = 64        # cache length rounds up to this, so prompt lengths share graphs
+SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
 
 torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
 torch._dynamo.config.accumulated_cache_size_limit = max(
@@ -78,9 +78,15 @@ def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
         else:
             texts.append(None)
             ids.append([int(x) for x in p])
-    for i in ids:
+    vocab = model.config.vocab_size
+    for n, i in enumerate(ids):
         if not i:
-            raise ValueError("a prompt is empty: give at least one token")
+            raise ValueError(f"prompt {n} is empty: give at least one token")
+        bad = [x for x in i if not 0 <= x < vocab]
+        if bad:
+            from decode.runtime.errors import ModelError
+            raise ModelError(f"prompt {n} has token id {bad[0]}, outside this model's vocabulary "
+                             f"(ids 0..{vocab - 1}); check that the ids come from this model's tokenizer")
     return texts, ids
 
 
@@ -142,6 +148,9 @@ def _build_step(model, search, kernels):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
         process = process_fn(seq, pad, lim, t, sp)
         tokens, parents, state, info = search.step(t, scores, process, noise, seq, lim, hp, state)
+        if search.cfg.trace:
+            info = {**info, "from": parents if parents is not None
+                    else torch.arange(tokens.shape[0], device=tokens.device)}
         if parents is not None:
             seq = seq[parents]
             cache.reorder(parents)

@@ -40,7 +40,7 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     from . import hf, llama2c, meta
 
     path = _resolve(path)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(device)
     dtype = parse_dtype(dtype, device)
     if path.is_dir() and (path / "config.json").exists():
         config, state, where = hf.read(path)
@@ -72,6 +72,21 @@ def _resolve(path) -> Path:
     if not path.exists():
         raise ModelError(f"{path} does not exist. Pass {FORMATS} (--model PATH).")
     return path
+
+
+def parse_device(device) -> torch.device:
+    """None -> cuda when available, else cpu; a device that is not there is a ModelError."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError) as err:
+        raise ModelError(f"Unknown device {device!r} ({err}); use cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"Device {device!r} asked for, but this torch has no CUDA device; "
+                         f"run on cpu (--device cpu) or install a CUDA build of torch.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(f"Device {device!r} does not exist: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s).")
+    return dev
 
 
 def parse_dtype(dtype, device: torch.device) -> torch.dtype:
