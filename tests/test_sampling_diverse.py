@@ -46,7 +46,7 @@ def mean_distinct(model, recipe: str, n: int, ps, seeds) -> float:
 
 
 def test_diverse_beam_sampling_runs_and_repeats_with_its_seed(llama):
-    ps = prompts(4)
+    ps = prompts(2)
     first = decode.generate(llama, DIVERSE, ps, seed=3, compile=False)
     again = decode.generate(llama, DIVERSE, ps, seed=3, compile=False)
     other = decode.generate(llama, DIVERSE, ps, seed=4, compile=False)
