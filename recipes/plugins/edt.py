@@ -35,6 +35,7 @@ MIN_T = 1e-3  # H = 0 gives T = 0: a point mass stays one, without dividing by z
 def edt(logits: torch.Tensor, ctx, t, theta, n) -> torch.Tensor:
     logp = torch.log_softmax(logits, dim=-1)
     surprisal = -logp.clamp(min=torch.finfo(logp.dtype).min)  # removed tokens: 0 * inf is 0, not nan
-    entropy = (logp.exp() * surprisal).sum(-1, keepdim=True)  # >= +0.0, so theta / entropy >= 0
-    temp = t * torch.pow(n, theta / entropy)
+    entropy = (logp.exp() * surprisal).sum(-1, keepdim=True)
+    # a point mass has entropy 0: theta / tiny is huge (T -> MIN_T), and theta = 0 stays 0, not nan
+    temp = t * torch.pow(n, theta / entropy.clamp(min=torch.finfo(entropy.dtype).tiny))
     return logits / temp.clamp(min=MIN_T)
