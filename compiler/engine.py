@@ -170,7 +170,7 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
     """
     key = (
         s_len, id(model), search.structure(),
-        tuple((n, _freeze(st)) for n, _, st in kernels), compiled,
+        tuple((n, kernel, _freeze(st)) for n, kernel, st in kernels), compiled,
     )
     fn = _COMPILED.get(key)
     if fn is None:
@@ -246,7 +246,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                        sampling=plan.sampling, eos=eos, pad=pad_id, trace=trace)
     search = plan.search(cfg)
     k = search.rows
-    bound = _bind_stages(plan, model, eos, search.logprobs, device)
+    bound = _bind_stages(plan, model, eos, getattr(search, "keeps_eos_alternative", False), device)
     kernels = [(n, mod, st) for n, mod, st, _ in bound]
     sp = [dyn for *_, dyn in bound]
     hp = {kk: torch.tensor(v, device=device, dtype=torch.float32) for kk, v in search.hyper().items()}

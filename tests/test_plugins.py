@@ -208,8 +208,6 @@ def test_reloading_an_edited_stage_file_redeclares_its_stage(tmp_path):
     assert decode.transform("pick 2", logits, ids)[0, 2] == -100.0
 
 
-@pytest.mark.xfail(strict=True, reason="engine: the step cache is keyed by stage names, not "
-                                       "kernels, so a redeclared stage keeps its old kernel")
 def test_generate_uses_a_redeclared_stage(tmp_path, table):
     decode.load_stages(write_pick(tmp_path / "pick.py", 100.0))
     assert decode.generate(table, "greedy | pick 3 | max 1", [[0]], compile=False)[0].sequences[0].ids == [3]

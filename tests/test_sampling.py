@@ -171,8 +171,6 @@ def test_sbeam_under_temp_0_returns_the_k_most_likely_sequences(bigram):
         assert [tuple(s.ids) for s in out[0].sequences] == best
 
 
-@pytest.mark.xfail(strict=True, reason="the engine raises `keep` to 1 + #EOS for every log-prob "
-                                       "search, sbeam included, so topk 1 keeps two tokens")
 def test_sbeam_samples_from_the_stages_as_written(small):
     out = decode.generate(small, "sbeam 2 | topk 1 | max 2", [[0, 1]], seed=1, compile=False)
     assert len(out[0].sequences) == 1

@@ -306,7 +306,7 @@ SWEEPS = {
     "temp": ({"t": 0.7}, {"t": 1.3}),
     "topk": ({"k": 5}, {"k": 9, "keep": 3}),
     "topp": ({"p": 0.9}, {"p": 0.5, "keep": 2}),
-    "minp": ({"p": 0.1}, {"p": 0.3, "keep": 2}),
+    "minp": ({"p": 0.1, "keep": 2}, {"p": 0.3, "keep": 2}),  # keep is static for minp
     "typical": ({"p": 0.9}, {"p": 0.4, "keep": 2}),
     "epsilon": ({"e": 0.01}, {"e": 0.1, "keep": 2}),
     "eta": ({"e": 0.01}, {"e": 0.2, "keep": 2}),

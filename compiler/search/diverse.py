@@ -25,6 +25,7 @@ from decode.compiler.search.base import NEG, Search, candidates, gumbel
 
 class Diverse(Search):
     logprobs = True
+    keeps_eos_alternative = True  # sampling stages keep >= 1 + #EOS tokens (the reference's rule)
 
     def __init__(self, cfg):
         super().__init__(cfg)
