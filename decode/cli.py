@@ -384,35 +384,49 @@ def _show(comp, streamed: bool) -> None:
 
 
 def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
-    """--prompts FILE: decode every valid line, write as batches finish, resume on rerun."""
+    """--prompts FILE: decode every valid line, write as batches finish, resume on rerun.
+    Under torchrun each process decodes a share (see compiler/distributed.py)."""
     import decode
-    from decode.compiler import batch
+    from decode.compiler import batch, distributed
     from decode.compiler.plan import compile as lower
 
+    world = distributed.World.from_env()
+    if world.size > 1 and not args.out:
+        return _usage_error("under torchrun, --prompts needs --out FILE (each process writes a part of it)")
     items, errors = batch.read_prompts(args.prompts)
-    done = batch.done_ids(args.out, recipe.fingerprint) if args.out else set()
-    todo = [it for it in items if batch.id_key(it.id) not in done]
-    skipped = len(items) - len(todo)
-    for e in errors:  # bad lines first, so they show before a long run
-        print(f"decode: skipped {e.describe(args.prompts)}", file=sys.stderr)
-    if skipped:
-        print(f"decode: resuming: {skipped} of {len(items)} prompts are already in {args.out}",
-              file=sys.stderr)
-    seed = args.seed if args.seed is not None else (recipe.seed if recipe.seed is not None else 0)
-    failed: list = []
-    interrupted = False
-    if todo:
-        model = decode.load(args.model, device=args.device, dtype=args.dtype)
-        plan = lower(recipe)
-        out = batch.appending(args.out) if args.out else contextlib.nullcontext(_stdout_writer)
-        with out as write, _progress(len(todo)) as advance:
-            try:
-                failed = batch.decode_batches(plan, model, todo, write, seed=seed,
-                                              batch_size=args.batch_size, compiled=not args.no_compile,
-                                              on_batch=advance)
-            except KeyboardInterrupt:
-                interrupted = True
-    return _batch_summary(args, len(items), skipped, len(todo), errors, failed, interrupted)
+    loud = world.rank == 0  # one process reports for all
+    with distributed.joined(world, args.device) as device:
+        try:
+            todo, skipped, target = distributed.share(args.out, recipe.fingerprint, items, world,
+                                                           args.batch_size)
+        except distributed.PeerFailed:
+            return 1
+        for e in errors if loud else ():  # bad lines first, so they show before a long run
+            print(f"decode: skipped {e.describe(args.prompts)}", file=sys.stderr)
+        if skipped and loud:
+            print(f"decode: resuming: {skipped} of {len(items)} prompts are already in {args.out}",
+                  file=sys.stderr)
+        seed = args.seed if args.seed is not None else (recipe.seed if recipe.seed is not None else 0)
+        failed: list = []
+        interrupted = False
+        if todo:
+            model = decode.load(args.model, device=device, dtype=args.dtype)
+            plan = lower(recipe)
+            out = batch.appending(target) if target else contextlib.nullcontext(_stdout_writer)
+            progress = _progress(len(todo)) if loud else contextlib.nullcontext(lambda n, t: None)
+            with out as write, progress as advance:
+                try:
+                    failed = batch.decode_batches(plan, model, todo, write, seed=seed,
+                                                  batch_size=args.batch_size, compiled=not args.no_compile,
+                                                  on_batch=advance)
+                except KeyboardInterrupt:
+                    interrupted = True
+        if interrupted:  # the parts keep what is done; a rerun merges them
+            return _batch_summary(args, len(items), skipped, len(todo), errors, failed, True) if loud else 130
+        decoded, failed = distributed.finish(args.out, items, world, len(todo), failed)
+    if not loud:
+        return 0
+    return _batch_summary(args, len(items), skipped, decoded, errors, failed, interrupted)
 
 
 def _stdout_writer(text: str) -> None:
@@ -532,6 +546,78 @@ def add_viz(sub: argparse._SubParsersAction) -> None:
 
 # -- the command table -------------------------------------------------------------------
 
+# -- bench -------------------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    text, recipe = _load(args.recipe)
+    import torch
+
+    from decode.compiler.bench import SHAPES, bench, random_model
+    from decode.runtime import ModelError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.model is not None or args.shape == "demo":
+            import decode
+            model = decode.load(args.model, device=args.device, dtype=args.dtype)
+            shape = args.model or "demo"
+        elif args.shape in SHAPES:
+            model, shape = random_model(args.shape, args.device, args.dtype), args.shape
+        else:
+            return _usage_error(f"unknown --shape {args.shape!r}; use one of demo, "
+                                + ", ".join(SHAPES) + " (or --model PATH)")
+        res = bench(recipe, model=model, shape=shape, vs_hf=args.vs_hf, batch=args.batch,
+                    new=args.new, repeats=args.repeats)
+    except (ModelError, ValueError) as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        import json
+        from dataclasses import asdict
+        print(json.dumps({"meta": res["meta"], "rows": [asdict(r) for r in res["rows"]],
+                          "ratios": res["ratios"]}))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    m = res["meta"]
+    table = Table(title=f"{m['recipe']}  [dim]({m['fingerprint']})[/dim]",
+                  caption=f"{m['shape']} · batch {m['batch']} · {m['rows']} rows · {m['new']} new tokens · "
+                          f"{m['device']} {m['dtype']} · {m['threads']} threads · best of {args.repeats}")
+    for col in ("", "ms/step", "tokens/s", "compile s", "peak MB", "note"):
+        table.add_column(col, justify="right" if col and col != "note" else "left")
+    for r in res["rows"]:
+        table.add_row(r.name, f"{r.ms:.2f}", f"{r.tok_s:.0f}",
+                      "" if r.compile_s is None else f"{r.compile_s:.1f}",
+                      "" if r.peak_mb is None else f"{r.peak_mb:.0f}", r.note)
+    console = Console()
+    console.print(table)
+    console.print("  ".join(f"{k} [bold]{v:.2f}[/bold]" for k, v in res["ratios"].items()))
+    if m["note"]:
+        console.print(f"[dim]{m['note']}[/dim]")
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="ms/step side by side with transformers and the matmul floor",
+                       description="Time RECIPE's decoding step against the reference generate "
+                                   "(--vs-hf), the bare matmul floor and the bandwidth roofline, in "
+                                   "one run. Read the ratios: absolute times drift with load.")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--model", default=None, help="a checkpoint (default: a random --shape)")
+    p.add_argument("--shape", default="24m", help="demo, 24m, 110m, 1b or 7b (random weights)")
+    p.add_argument("--vs-hf", action="store_true", help="also time transformers' generate")
+    p.add_argument("--batch", type=int, default=1, help="prompts decoded together")
+    p.add_argument("--new", type=int, default=64, help="new tokens per prompt")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs (best is reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
+
+
 # To add a subcommand (run, bench, viz): write `add_<name>(sub)` that calls
 # sub.add_parser(...) and set_defaults(func=cmd_<name>), import torch inside cmd_<name>,
 # and append add_<name> below. A handler returns the exit status.
@@ -541,7 +627,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_explain,
     add_run,
     add_viz,
-    # add_bench  <- a later issue adds its own here
+    add_bench,
 ]
 
 
