@@ -42,6 +42,7 @@ def test_reorder_permutes_rows_in_place_so_decoding_follows_the_new_rows():
 
 def test_decode_compiles_fullgraph_and_matches_eager_without_recompiling():
     torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # other tests compiled too
     m = model()
     eager_cache, pad = prefilled(m)
     compiled_cache, _ = prefilled(m)
@@ -56,4 +57,4 @@ def test_decode_compiles_fullgraph_and_matches_eager_without_recompiling():
             torch.compile(KVCache.reorder, fullgraph=True, backend="aot_eager")(compiled_cache, index)
             eager_cache.reorder(index)
             pad = pad[index]
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs <= 2
