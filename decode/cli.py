@@ -398,7 +398,7 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
     with distributed.joined(world, args.device) as device:
         try:
             todo, skipped, target = distributed.share(args.out, recipe.fingerprint, items, world,
-                                                           args.batch_size)
+                                                      args.batch_size)
         except distributed.PeerFailed:
             return 1
         for e in errors if loud else ():  # bad lines first, so they show before a long run
@@ -413,7 +413,8 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
             model = decode.load(args.model, device=device, dtype=args.dtype)
             plan = lower(recipe)
             out = batch.appending(target) if target else contextlib.nullcontext(_stdout_writer)
-            progress = _progress(len(todo)) if loud else contextlib.nullcontext(lambda n, t: None)
+            label = "decoding" if world.size == 1 else f"rank 0 of {world.size} decoding its share"
+            progress = _progress(len(todo), label) if loud else contextlib.nullcontext(lambda n, t: None)
             with out as write, progress as advance:
                 try:
                     failed = batch.decode_batches(plan, model, todo, write, seed=seed,
@@ -426,7 +427,7 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
         decoded, failed = distributed.finish(args.out, items, world, len(todo), failed)
     if not loud:
         return 0
-    return _batch_summary(args, len(items), skipped, decoded, errors, failed, interrupted)
+    return _batch_summary(args, len(items), skipped, decoded, errors, failed, False)
 
 
 def _stdout_writer(text: str) -> None:
@@ -435,7 +436,7 @@ def _stdout_writer(text: str) -> None:
 
 
 @contextlib.contextmanager
-def _progress(total: int):
+def _progress(total: int, label: str = "decoding"):
     """A rich progress bar on stderr (prompts done, tokens/s, ETA); yields advance(n, tokens)."""
     import time
 
@@ -445,7 +446,7 @@ def _progress(total: int):
 
     start = time.perf_counter()
     state = {"tokens": 0}
-    bar = Progress(TextColumn("[bold]decoding"), BarColumn(), MofNCompleteColumn(),
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("prompts · {task.fields[tps]} tok/s ·"), TimeElapsedColumn(),
                    TextColumn("· ETA"), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=False)

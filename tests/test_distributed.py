@@ -143,7 +143,8 @@ def test_merge_writes_each_id_once_in_input_order_and_removes_the_parts(tmp_path
     (tmp_path / "out.jsonl.part-2-of-3").write_text(line(5))                        # an older run's
     distributed.merge(str(out), items)
     got = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [(o["id"], o["tag"]) for o in got] == [(1, ""), (2, ""), ("t3", ""), (4, ""), (5, ""), ("gone", "")]
+    assert [(o["id"], o["tag"]) for o in got] == [(1, ""), (2, ""), ("t3", ""), (4, ""), (5, ""),
+                                                   ("gone", "")]  # ids the input lacks: kept, last
     assert not distributed.part_files(str(out)) and not (tmp_path / "out.jsonl.merging").exists()
     before = out.read_text()
     distributed.merge(str(out), items)
