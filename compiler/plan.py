@@ -69,7 +69,8 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
     search_clause = recipe.search
     modifiers = {m.name: _params(m) for m in recipe.modifiers}
     module = load_impl(search_clause.name)
-    strategy = module.STRATEGY
+    # a built-in names its module (which has STRATEGY); a user's search is the class itself
+    strategy = module if isinstance(module, type) else module.STRATEGY
     for m in recipe.modifiers:
         # a modifier may replace the strategy (diverse turns a beam search into group beam search)
         strategy = getattr(load_impl(m.name), "wrap", lambda s: s)(strategy)

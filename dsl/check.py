@@ -231,6 +231,10 @@ def _check_recipe(clauses: tuple[Clause, ...]) -> None:
                 divisors = [d for d in range(1, k + 1) if k % d == 0]
                 raise RecipeError(f"groups={g} does not divide the beam width {k}: use one of "
                                   f"{', '.join(map(str, divisors))}", arg.span)
+    for c in clauses:  # rules a clause states itself (a catalogue entry's or a plugin's `check`)
+        message = c.spec.check(c, clauses) if c.spec.check is not None else None
+        if message:
+            raise RecipeError(message, c.span)
 
 
 def _warnings(clauses: tuple[Clause, ...]) -> list[RecipeWarning]:

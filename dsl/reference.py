@@ -107,6 +107,9 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
     if diverse is not None and sampling:
         raise NoReference("transformers rejects diverse (group) beam search with sampling "
                           "(do_sample=True); decode runs it")
+    if diverse is not None and diverse["kind"] != "hamming":
+        raise NoReference(f"transformers' diversity penalty is kind=hamming; it has no "
+                          f"kind={diverse['kind']}")
     if diverse is not None and diverse["penalty"] == 0 and diverse["groups"] > 1:
         raise NoReference("transformers rejects num_beam_groups > 1 with diversity_penalty=0")
     _check_order(stages, cold=cold)

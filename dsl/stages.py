@@ -101,6 +101,9 @@ class ClauseSpec:
     itself (a user stage's kernel: an object with `apply`, `STATIC` and optionally
     `prepare`, like a stage module); None: handled by the engine loop itself, e.g. `max`.
     `details` is a paragraph for the language reference (exact semantics).
+    `explain(params) -> str` says in plain words, with the clause's own numbers, what it
+    does (`decode explain`); `check(clause, clauses) -> str | None` is a recipe-level rule
+    (e.g. "needs a beam search"): it returns the error message, or None when all is well.
 
         >>> lookup("temp").is_sampling({"t": 0.0})
         False
@@ -118,6 +121,8 @@ class ClauseSpec:
     impl: Any = None
     sampling_doc: str = field(default="", compare=False)
     details: str = field(default="", compare=False)
+    explain: Callable[[Mapping[str, Any]], str] | None = field(default=None, compare=False)
+    check: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -208,6 +213,61 @@ def _t_positive(params: Mapping[str, Any]) -> bool:
     return params["t"] > 0
 
 
+def _explain_diverse(p: Mapping[str, Any]) -> str:
+    g, lam, kind = p["groups"], spell_value(p["penalty"]), p["kind"]
+    same = {"hamming": "for every time an earlier group chose that token at this same step",
+            "cumulative": "for every time an earlier group chose that token at any step so far",
+            "ngram": f"for every time the {p['n']}-gram it would complete already occurs in an "
+                     "earlier group's new text"}[kind]
+    return (f"the beams form {g} groups that choose in turn each step; a token's log-probability "
+            f"loses {lam} {same} (kind={kind}); then the logit stages apply")
+
+
+def _explain_siblings(p: Mapping[str, Any]) -> str:
+    gam = p["gamma"]
+    return (f"each beam's continuations are ranked by log-probability, and the r-th best loses "
+            f"{spell_value(gam)}·(r-1) ({spell_value(0.0)}, {spell_value(gam)}, "
+            f"{spell_value(2 * gam)}, ...) before all beams compete, so the survivors tend to "
+            f"have different parents; the penalties stay in the scores")
+
+
+def _explain_iterative(p: Mapping[str, Any]) -> str:
+    d = p["distance"]
+    return (f"the beams form {p['groups']} groups searching side by side; a group may not keep a "
+            f"partial text that differs in fewer than {d} tokens (fewer than its length, while it "
+            f"is shorter than {d}) from one an earlier group kept at the same length: such "
+            f"continuations are dropped, not penalised")
+
+
+def _check_beam_modifier(c: Any, clauses: tuple) -> str | None:
+    """A modifier that turns `beam K` into another beam search: needs beam, one such modifier,
+    and (with groups) groups dividing K."""
+    search = next((x for x in clauses if x.kind == "search"), None)
+    if search is None or search.name != "beam":
+        found = f"'{search.canonical}'" if search is not None else "greedy (the default)"
+        return f"'{c.name}' needs a 'beam K' search, found {found}"
+    others = [x.name for x in clauses if x.kind == "modifier" and x.name != c.name
+              and x.name in ("diverse", "siblings", "iterative")]
+    if others:
+        return (f"'{c.name}' and '{others[0]}' both change how a beam search chooses; "
+                f"use one of them")
+    groups = c.get("groups")
+    if groups is not None and search["k"] % groups:
+        k = search["k"]
+        divisors = ", ".join(str(d) for d in range(1, k + 1) if k % d == 0)
+        return f"groups={groups} does not divide the beam width {k}: use one of {divisors}"
+    return None
+
+
+def _check_diverse(c: Any, clauses: tuple) -> str | None:
+    if c["kind"] != "ngram" and any(a.key == "n" for a in c.args):
+        return f"n= is the n-gram size of kind=ngram; with kind={c['kind']} drop it or write kind=ngram"
+    search = next((x for x in clauses if x.kind == "search"), None)
+    if search is not None and search.name == "beam":  # the other rules are checked with their own spans
+        return _check_beam_modifier(c, clauses)
+    return None
+
+
 _S = "decode.compiler.search."
 _L = "decode.compiler.stages."
 
@@ -253,17 +313,35 @@ for _spec in (
                 "define (fewer if fewer sequences exist), best log-probability first; `score` is "
                 "the sequence's log-probability under that distribution."),
     ClauseSpec(
-        "diverse", "modifier", "split the beams into groups penalised for choosing the same tokens",
+        "diverse", "modifier", "split the beams into groups penalised for choosing what earlier groups chose",
         keywords=(
             Param("groups", "int", lo=1, doc="number of beam groups; must divide K"),
-            Param("penalty", "float", 0.0, lo=0.0, doc="Hamming diversity penalty per earlier group's choice"),
+            Param("penalty", "float", 0.0, lo=0.0, doc="subtracted per earlier group's choice (see kind)"),
+            Param("kind", "enum", "hamming", choices=("hamming", "cumulative", "ngram"),
+                  doc="what counts as the same choice: the token at this step (hamming), the "
+                      "token at any step so far (cumulative), the n-gram it completes (ngram)"),
+            Param("n", "int", 2, lo=1, doc="n-gram size, for kind=ngram"),
         ),
-        reference="num_beam_groups=GROUPS, diversity_penalty=PENALTY",
-        cite="Vijayakumar et al. 2016, Diverse Beam Search", impl=_S + "diverse",
+        reference="num_beam_groups=GROUPS, diversity_penalty=PENALTY (kind=hamming only)",
+        cite="Vijayakumar et al. 2016, Diverse Beam Search (arXiv:1610.02424; AAAI 2018), "
+             "§4 Hamming and n-gram diversity", impl=_S + "diverse",
+        explain=lambda p: _explain_diverse(p), check=lambda c, cs: _check_diverse(c, cs),
         details="The K beams form GROUPS groups of K/GROUPS. Each step the groups choose in "
-                "order, and group g does, in this order: (1) the Hamming penalty: subtract PENALTY "
-                "times the number of times each token was chosen by groups 0..g-1 at this step "
-                "from its log-probabilities; (2) the recipe's logit stages, in written order; "
+                "order, and group g does, in this order: (1) the diversity penalty: from each "
+                "continuation's log-probability subtract PENALTY times a count of how often groups "
+                "0..g-1 made the same choice, the count depending on `kind`: **hamming** (the "
+                "default; Vijayakumar et al.'s Hamming diversity, transformers' definition): the "
+                "number of times the token was chosen by groups 0..g-1 at this step, a finished "
+                "group's padding included as in transformers; **cumulative**: the number of times "
+                "groups 0..g-1 chose the token at any step so far, this one included, counting only "
+                "choices made while a group was still searching (a group that used a word once "
+                "keeps later groups off it for the rest of the search; related to, but simpler "
+                "than, the paper's cumulative diversity); **ngram** (the paper's n-gram diversity): "
+                "the number of times the N-gram the token would complete (the row's last N-1 new "
+                "tokens, then the token) occurs among the new tokens of the rows of groups 0..g-1 as "
+                "they stand after their choice at this step, n-grams a group wrote after it "
+                "finished left out; no penalty while a row has fewer than N-1 new tokens. "
+                "(2) the recipe's logit stages, in written order; "
                 "(3) it picks 2·K/GROUPS of its (K/GROUPS)·V continuations (beam score + processed "
                 "log-prob): the best ones, or, when the recipe samples (diverse beam sampling, "
                 "which transformers refuses), a draw without replacement from their softmax by "
@@ -271,7 +349,53 @@ for _spec in (
                 "K/GROUPS become finished hypotheses (score: sum of log-probs / length ** LENPEN); "
                 "the first K/GROUPS that do not end continue. A group stops when it holds K/GROUPS "
                 "hypotheses that no running beam can beat; the best RETURN hypotheses over all "
-                "groups are returned. Without sampling this is transformers' group beam search."),
+                "groups are returned. With kind=hamming and without sampling this is transformers' "
+                "group beam search, token for token."),
+    ClauseSpec(
+        "siblings", "modifier",
+        "penalise each beam's continuations by their rank among the continuations of the same beam",
+        positional=(Param("gamma", "float", lo=0.0, doc="penalty per rank below the best sibling"),),
+        cite="Li, Monroe & Jurafsky 2016, A Simple, Fast Diverse Decoding Algorithm for Neural "
+             "Generation (arXiv:1611.08562); cf. fairseq's DiverseSiblingsSearch",
+        impl=_S + "siblings",
+        explain=lambda p: _explain_siblings(p), check=lambda c, cs: _check_beam_modifier(c, cs),
+        details="A modifier of `beam K`. Each step, after the recipe's logit stages, the "
+                "continuations of each beam (its children, siblings of one another) are ranked by "
+                "processed log-prob, 1 = the most likely; each child's score (beam score + "
+                "log-prob) loses GAMMA·(rank − 1). The beam search then picks (or, when the recipe "
+                "samples, draws) its 2·K continuations over all beams from these penalised scores, "
+                "exactly as `beam` does, so the K survivors tend to have different parents. The "
+                "penalised score is the beam's score from then on (as in fairseq), so the returned "
+                "`score` includes the penalties. fairseq's DiverseSiblingsSearch differs in two "
+                "details: it subtracts GAMMA·rank (the same ranking, every score GAMMA lower) and "
+                "skips the penalty at the first step. GAMMA = 0 is plain beam search."),
+    ClauseSpec(
+        "iterative", "modifier",
+        "iterative beam search: groups that may not keep a partial text close to one an earlier group kept",
+        keywords=(
+            Param("groups", "int", lo=1, doc="number of passes (beam groups); must divide K"),
+            Param("distance", "int", 2, lo=1,
+                  doc="a kept partial text differs from earlier groups' in at least this many tokens"),
+        ),
+        cite="Kulikov, Miller, Cho & Weston 2019, Importance of Search and Evaluation Strategies "
+             "in Neural Dialogue Modeling (INLG 2019; arXiv:1811.00907), iterative beam search",
+        impl=_S + "iterative",
+        explain=lambda p: _explain_iterative(p), check=lambda c, cs: _check_beam_modifier(c, cs),
+        details="Iterative beam search runs GROUPS beam searches of K/GROUPS beams one after "
+                "another, and pass g discards every partial hypothesis too close to one that an "
+                "earlier pass kept at the same length. Here the passes run side by side, one step at "
+                "a time, which gives the same result: what pass g may keep at length L depends only "
+                "on what passes 0..g-1 kept at length L. A continuation of length L (new tokens) is "
+                "discarded, its score set to the -1e9 filler before the recipe's logit stages, if it "
+                "differs in fewer than min(DISTANCE, L) positions from one of the beams that an "
+                "earlier group, still searching, keeps at length L; the cap at L lets the passes "
+                "start at all, since any two texts of length L differ in at most L positions. "
+                "distance=1 forbids repeating an earlier pass's partial text exactly. Otherwise a "
+                "group searches, finishes and is returned as in `diverse` (which see); when every "
+                "continuation of a group is discarded, its beams carry the filler score and rank "
+                "last. Why it is here: it is the diversity rule stated on whole partial texts rather "
+                "than tokens, with a guarantee a penalty cannot give (no two passes keep texts "
+                "closer than DISTANCE), and it needs no penalty scale to tune."),
     ClauseSpec(
         "temp", "logit", "divide the logits by T (T=0 means argmax)",
         positional=(Param("t", "float", lo=0.0, doc="temperature"),),

@@ -95,13 +95,16 @@ class Search:
         return out
 
 
-def candidates(token, logp, parent, kept, finished, group=None) -> dict:
+def candidates(token, logp, parent, kept, finished, group=None, penalty=None) -> dict:
     """Trace info: per prompt [B, C] candidates with their processed log-prob (or the
-    search's score), the row they extend, whether they survived, whether they ended."""
+    search's score), the row they extend, whether they survived, whether they ended, their
+    group, and the diversity penalty already subtracted from `logp` (0 if none)."""
     if group is None:
         group = torch.zeros_like(token)
+    if penalty is None:
+        penalty = torch.zeros_like(logp)
     return {"token": token, "logp": logp, "parent": parent, "kept": kept,
-            "finished": finished, "group": group}
+            "finished": finished, "group": group, "penalty": penalty}
 
 
 def gumbel(noise: torch.Tensor) -> torch.Tensor:

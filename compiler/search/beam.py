@@ -50,6 +50,7 @@ class Beam(Search):
         v = scores.shape[-1]
         lenpen = hp["lenpen"]
         acc = (process(scores, None).view(b, k, v) + state["run"][..., None]).view(b, k * v)
+        acc, penalty = self.rescore(acc, hp)
         if self.cfg.sampling:
             idx = torch.topk(acc + gumbel(noise).view(b, k * v), n).indices
             top = acc.gather(1, idx)
@@ -98,8 +99,14 @@ class Beam(Search):
         if self.cfg.trace:
             pooled = torch.zeros(b, k + n, dtype=torch.bool, device=acc.device).scatter(1, sel, True)[:, k:]
             kept = torch.zeros_like(hits).scatter(1, nxt, True) & ~hits | (pooled & just)
-            info = candidates(tok, top, parent, kept, hits)
+            info = candidates(tok, top, parent, kept, hits,
+                              penalty=None if penalty is None else penalty.gather(1, idx))
         return tokens, parents, new, info
+
+    def rescore(self, acc, hp):
+        """The scores [B, K·V] (beam score + processed log-prob) that selection ranks, and the
+        penalty [B, K·V] subtracted to get them (None: none). A variant overrides this."""
+        return acc, None
 
     def done(self, state):
         return state["stop"]

@@ -15,6 +15,11 @@ softmax(beam score + processed log-prob) over the group's (K/G)·V continuations
 (Gumbel-top-k, kept in draw order): EOS candidates among the first K/G drawn become
 hypotheses, and the first K/G drawn that do not end continue. Without sampling, draw order
 is score order and this is exactly the reference's group beam search.
+
+`kind` changes what the penalty counts (dsl/stages.py has the definitions): `hamming`
+(above), `cumulative` (the token's choices by earlier groups at every step so far) and
+`ngram` (occurrences of the n-gram the token completes in earlier groups' new text).
+iterative.py reuses this search with a hard rule in place of the penalty.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from decode.compiler.search.base import NEG, Search, candidates, gumbel
 
 class Diverse(Search):
     logprobs = True
-    keeps_eos_alternative = True  # sampling stages keep >= 1 + #EOS tokens (the reference's rule)
+    modifier = "diverse"  # the clause that carries groups (and penalty, kind)
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -33,21 +38,23 @@ class Diverse(Search):
         ret = cfg.params.get("return")
         self.returns = self.rows if ret is None else int(ret)
         self.early = cfg.params.get("early", False)
-        self.groups = int(cfg.modifiers["diverse"]["groups"])
+        mod = cfg.modifiers[self.modifier]
+        self.kind = mod.get("kind", "hamming")
+        self.groups = int(mod["groups"])
         self.size = self.rows // self.groups
         self.keep = max(2, 1 + len(cfg.eos)) * self.size
 
     def hyper(self):
         return {
             "lenpen": float(self.cfg.params.get("lenpen", 1.0)),
-            "penalty": float(self.cfg.modifiers["diverse"].get("penalty", 0.0)),
+            "penalty": float(self.cfg.modifiers[self.modifier].get("penalty", 0.0)),
         }
 
     def init(self, device, seq_len):
         b, g, s = self.cfg.batch, self.groups, self.size
         run = torch.full((b, g, s), NEG, device=device)
         run[:, :, 0] = 0.0
-        return {
+        state = {
             "run": run,
             "hyp_seq": torch.full((b, g, s, seq_len), self.cfg.pad, dtype=torch.long, device=device),
             "hyp_score": torch.full((b, g, s), float("-inf"), device=device),
@@ -55,24 +62,49 @@ class Diverse(Search):
             "count": torch.zeros(b, g, dtype=torch.long, device=device),
             "done": torch.zeros(b, g, dtype=torch.bool, device=device),
         }
+        if self.kind == "cumulative":  # the token each beam chose at each slot; -1: none counted
+            state["picks"] = torch.full((b, g, s, seq_len), -1, dtype=torch.long, device=device)
+        if self.kind == "ngram":       # new tokens each group wrote before it finished
+            state["until"] = torch.full((b, g), seq_len, dtype=torch.long, device=device)
+        return state
+
+    def penalise(self, t, own, lim, hp, chosen, picks, earlier, until):
+        """What a group's continuations lose [B, K/G or 1, V] before the logit stages.
+
+        own: the group's rows [B, K/G, S]; chosen: [B, V] tokens earlier groups chose at this
+        step (padding included); picks: [B, R, S] earlier groups' choices at every step (-1:
+        none); earlier: (rows after this step's choice [B, K/G, S], still searching [B]) of
+        each earlier group; until: [B, G] new tokens each group wrote before it finished.
+        """
+        if self.kind == "hamming":
+            return (hp["penalty"] * chosen)[:, None, :]
+        v = chosen.shape[-1]
+        if self.kind == "cumulative":
+            return (hp["penalty"] * pick_counts(picks, v))[:, None, :]
+        n = int(self.cfg.modifiers[self.modifier]["n"])
+        return hp["penalty"] * ngram_counts(n, t, own, earlier, until, lim["prompt"], v)
 
     def step(self, t, scores, process, noise, seq, lim, hp, state):
         b, k, g_n, s, n = self.cfg.batch, self.rows, self.groups, self.size, self.keep
         v = scores.shape[-1]
         dev = scores.device
-        lenpen, penalty = hp["lenpen"], hp["penalty"]
+        lenpen = hp["lenpen"]
         cur_len = (t + 1).to(scores.dtype)  # new tokens, the EOS included
         max_len = lim["max_new"].to(scores.dtype)
         chosen = torch.zeros(b, v, device=dev)  # tokens chosen by earlier groups this step
+        earlier = []                            # earlier groups' rows after their choice
         slot = (lim["prompt"] + t).expand(b, s, 1)
         tokens, parents, trace = [], [], []
         run, hyp_seq, hyp_score = state["run"].clone(), state["hyp_seq"], state["hyp_score"]
         hyp_len, count, done = state["hyp_len"], state["count"], state["done"]
-        new_seq, new_score, new_len, new_count, new_done = [], [], [], [], []
+        picks, until = state.get("picks"), state.get("until")
+        new_seq, new_score, new_len, new_count, new_done, new_picks = [], [], [], [], [], []
         base = torch.arange(b, device=dev)[:, None] * k
         for g in range(g_n):
             rows = (base + g * s + torch.arange(s, device=dev)).reshape(-1)     # [b*s]
-            lp = scores[rows].view(b, s, v) - (penalty * chosen)[:, None, :]
+            past = None if picks is None else torch.cat(new_picks + [picks[:, g:g]], 1).flatten(1)
+            pen = self.penalise(t, seq[rows].view(b, s, -1), lim, hp, chosen, past, earlier, until)
+            lp = scores[rows].view(b, s, v) - pen
             lp = process(lp.view(b * s, v), rows).view(b, s, v)
             acc = (lp + run[:, g, :, None]).view(b, s * v)
             if self.cfg.sampling:
@@ -120,9 +152,17 @@ class Diverse(Search):
 
             if self.cfg.trace:
                 kept = torch.zeros_like(eos).scatter(1, order, True) & ~gdone[:, None] | add
-                trace.append((tok, top, parent, kept, eos, torch.full_like(tok, g)))
+                paid = pen.expand(b, s, v).reshape(b, s * v).gather(1, idx)
+                trace.append((tok, top, parent, kept, eos, torch.full_like(tok, g), paid))
             run[:, g] = g_run
             chosen = chosen.scatter_add(1, g_tok, torch.ones_like(g_run))
+            earlier.append((seq[g_par].scatter(2, slot, g_tok[..., None]), ~gdone))
+            if picks is not None:  # a finished group's padding is not a choice
+                mine = torch.where(gdone[:, None], torch.full_like(g_tok, -1), g_tok)
+                new_picks.append(picks[:, g].scatter(2, slot, mine[..., None])[:, None])
+            if until is not None:
+                until = torch.cat([until[:, :g], torch.where(g_done & ~gdone, t + 1, until[:, g])[:, None],
+                                   until[:, g + 1:]], 1)
             tokens.append(g_tok)
             parents.append(g_par)
             new_seq.append(g_seq), new_score.append(g_score), new_len.append(g_len)
@@ -135,9 +175,14 @@ class Diverse(Search):
             "count": torch.stack(new_count, 1),
             "done": torch.stack(new_done, 1),
         }
+        if picks is not None:
+            new["picks"] = torch.cat(new_picks, 1)
+        if until is not None:
+            new["until"] = until
         info = {}
         if self.cfg.trace:
-            info = candidates(*(torch.cat(x, 1) for x in zip(*trace)))
+            tok, top, parent, kept, eos, group, paid = (torch.cat(x, 1) for x in zip(*trace))
+            info = candidates(tok, top, parent, kept, eos, group, penalty=paid)
         return torch.cat(tokens, 1).reshape(-1), torch.cat(parents, 1).reshape(-1), new, info
 
     def done(self, state):
@@ -183,6 +228,36 @@ def _offer(hyps, score, ids, size):
             worst = min(range(len(hyps)), key=lambda i: (hyps[i][0], i))
             hyps = hyps[:worst] + hyps[worst + 1:]
     return hyps
+
+
+def pick_counts(picks: torch.Tensor, v: int) -> torch.Tensor:
+    """[B, V]: how often each token occurs in `picks` [B, N] (entries -1 are not counted)."""
+    return torch.zeros(picks.shape[0], v, device=picks.device).scatter_add(
+        1, picks.clamp(min=0), (picks >= 0).float())
+
+
+def ngram_counts(n: int, t, own, earlier, until, prompt, v: int) -> torch.Tensor:
+    """[B, R, V]: for each row of `own` [B, R, S] and token x, how often the n-gram (the row's
+    last n-1 new tokens, x) occurs among the new tokens of the `earlier` groups' rows, leaving
+    out what a group wrote after it finished (`until`). Zero while t < n - 1."""
+    b, r, _ = own.shape
+    if not earlier:
+        return torch.zeros(b, 1, v, device=own.device)
+    rows = torch.cat([x for x, _ in earlier], 1)                             # [B, E, S]
+    e = rows.shape[1]
+    per = e // len(earlier)
+    grams = rows.unfold(2, n, 1)                                             # [B, E, W, n]
+    w = grams.shape[2]
+    start = torch.arange(w, device=own.device)
+    end = start + (n - 1)
+    limit = prompt + until[:, : len(earlier)].repeat_interleave(per, 1)      # [B, E]
+    valid = (start >= prompt) & (end <= prompt + t)
+    valid = valid & (end[None, None, :] < limit[..., None]) & (t >= n - 1)    # [B, E, W]
+    ctx_slots = (prompt + t - (n - 1) + torch.arange(n - 1, device=own.device)).clamp(min=0)
+    ctx = own[:, :, ctx_slots]                                               # [B, R, n-1]
+    match = (grams[:, None, :, :, : n - 1] == ctx[:, :, None, None, :]).all(-1) & valid[:, None]
+    last = grams[..., n - 1].reshape(b, 1, e * w).expand(b, r, e * w)
+    return torch.zeros(b, r, v, device=own.device).scatter_add(2, last, match.reshape(b, r, e * w).float())
 
 
 STRATEGY = Diverse
