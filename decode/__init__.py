@@ -6,14 +6,15 @@
 Importing `decode` does not import torch; `load`, `generate` and `transform` import it
 when first called.
 
-A new logit stage is one decorated function (see `stage`); `load_stages("f.py")` runs a
-file of them, as `decode run --stage f.py` does.
+A new logit stage is one decorated function (see `stage`), a new search strategy one
+decorated `decode.Search` subclass (see `search`); `load_stages("f.py")` runs a file of
+them, as `decode run --stage f.py` does. `steps` shows a search step by step.
 """
 from decode.compiler.plugins import Arg, PluginError, load_stages, stage  # noqa: F401  (torch-free)
 from decode.dsl import RecipeError, parse  # noqa: F401  (torch-free)
 
-__all__ = ["parse", "RecipeError", "load", "generate", "transform",
-           "stage", "Arg", "load_stages", "PluginError"]
+__all__ = ["parse", "RecipeError", "load", "generate", "transform", "steps",
+           "stage", "search", "Search", "Arg", "load_stages", "PluginError"]
 __version__ = "0.1.0"
 
 
@@ -46,3 +47,26 @@ def transform(recipe, logits, input_ids):
     from decode.compiler.transform import transform as _transform
 
     return _transform(recipe, logits, input_ids)
+
+
+def steps(model, recipe, prompt, seed=None, **kw):
+    """Run `recipe` on one prompt eagerly, yielding what the search did at each step: the
+    rows and their texts, the candidates with processed log-probs and penalties, what was
+    kept and why, the finished hypotheses. The last step's `.result` is the Completion
+    `generate` returns.
+
+        >>> for st in decode.steps(m, "beam 4 | max 8", "ROMEO:"):
+        ...     print(st)
+    """
+    from decode.compiler.steps import steps as _steps
+
+    return _steps(model, recipe, prompt, seed=seed, **kw)
+
+
+def __getattr__(name):
+    # `search` and `Search` need torch; `import decode` stays torch-free until they are used
+    if name in ("search", "Search"):
+        from decode.compiler.search import plugin
+
+        return plugin.search if name == "search" else plugin.Search
+    raise AttributeError(f"module 'decode' has no attribute {name!r}")

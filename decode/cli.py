@@ -146,6 +146,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from decode.dsl.reference import HF_VERSION, hf_reference
 
+    status = _load_stage_files(args)
+    if status:
+        return status
     text, recipe = _load(args.recipe)
     source = _source(args.recipe)
     _show_warnings(text, recipe, source)
@@ -164,6 +167,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for step, c in rows:
         table.add_row(step, c.name, c.kind, Text(_args_text(c)), Text(c.spec.doc))
     out.print(table)
+    for c in (recipe.search, *recipe.modifiers):  # the search in plain words, with its numbers
+        if c.spec.explain is not None:
+            out.print(Text(f"{c.name}: {c.spec.explain(c.param_dict)}"))
     out.print(Text(f"selection: {recipe.sampling_reason}"))
     out.print(Text(f"logit stages apply in the order written; at most {recipe.max_new_tokens} new tokens"))
     out.print(Text(f"fingerprint: {recipe.fingerprint}"))
@@ -184,6 +190,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--hf", action="store_true",
                    help="print only the equivalent transformers generate(...) call")
+    _add_stage_option(p)
     p.set_defaults(func=cmd_explain)
 
 

@@ -234,9 +234,9 @@ def _explain_siblings(p: Mapping[str, Any]) -> str:
 def _explain_iterative(p: Mapping[str, Any]) -> str:
     d = p["distance"]
     return (f"the beams form {p['groups']} groups searching side by side; a group may not keep a "
-            f"partial text that differs in fewer than {d} tokens (fewer than its length, while it "
-            f"is shorter than {d}) from one an earlier group kept at the same length: such "
-            f"continuations are dropped, not penalised")
+            f"partial text that differs in fewer than min({d}, its length) tokens from a text an "
+            f"earlier group kept at the same length: such continuations are dropped (score -1e9), "
+            f"not merely penalised")
 
 
 def _check_beam_modifier(c: Any, clauses: tuple) -> str | None:
