@@ -1,0 +1,212 @@
+"""`decode.steps`: a search, step by step, for debugging by eye.
+
+    for st in decode.steps(m, "beam 4 | diverse groups=2 penalty=0.5 | max 8", "ROMEO:"):
+        print(st)                      # rows, candidates, what was kept and why, finished
+    st.result                          # on the last step: the Completion `generate` returns
+
+The engine runs eagerly in a worker thread with the search's trace on (`run(...,
+trace=True, on_step=...)`); each step's record is handed over as it is made, so a `break`
+stops the decoding. Rows, texts and hypotheses are rebuilt from what the search reported
+(`search.base.candidates` plus the rows each new row continues), so they agree with
+`generate` token for token. Torch stays in the worker; records are plain Python.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from decode.compiler.engine import Completion, run
+from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.trace import IMPOSSIBLE, token_text
+
+FIELDS = ("token", "logp", "parent", "kept", "finished", "group", "penalty")
+
+
+@dataclass
+class Candidate:
+    """A continuation the search considered: row `row` + `token`.
+
+    `score` is what the search ranked: the processed log-prob of the token (greedy,
+    sample) or the sequence score (beam family), the diversity `penalty` already taken off.
+    """
+
+    row: int
+    token: int
+    piece: str | None
+    score: float
+    penalty: float
+    group: int
+    kept: bool
+    finished: bool
+    becomes: int | None = None  # the row it continues as, if kept and not finished
+
+    @property
+    def why(self) -> str:
+        """What happened to it, in words: 'kept as row 2 (group 1, penalty 0.5)'."""
+        if self.kept and self.finished:
+            what = "finished: a hypothesis"
+        elif self.kept:
+            what = f"kept as row {self.becomes}" if self.becomes is not None else "kept"
+        else:
+            what = "pruned"
+        extra = [f"group {self.group}"] if self.group else []
+        if self.penalty:
+            extra.append(f"penalty {self.penalty:.3g}")
+        return what + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass
+class Row:
+    """One row after a step: its new tokens so far, their text, the row it continued."""
+
+    index: int
+    ids: list[int]
+    text: str
+    parent: int
+    score: float | None     # the search's score of the row (a sum of log-probs for greedy/sample)
+    active: bool = True     # False: the row has ended (or its group is done) and writes padding
+
+
+@dataclass
+class Hypothesis:
+    ids: list[int]
+    text: str
+    score: float            # sum of processed log-probs (before any length penalty)
+    step: int
+
+
+@dataclass
+class Step:
+    """What the search did at step `t` (0-based; token t + 1 of every row)."""
+
+    t: int
+    recipe: str
+    rows: list[Row]
+    candidates: list[Candidate]
+    finished: list[Hypothesis]          # hypotheses that ended so far, in order of ending
+    result: Completion | None = field(default=None, repr=False)  # on the last step only
+
+    @property
+    def chosen(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.kept]
+
+    def __str__(self) -> str:
+        lines = [f"step {self.t}  ({self.recipe})"]
+        for r in self.rows:
+            score = "" if r.score is None else f"{r.score:9.3f}"
+            state = "" if r.active else "  (ended)"
+            lines.append(f"  row {r.index}  {score}  {r.text!r}  <- row {r.parent}{state}")
+        for c in self.candidates:
+            lines.append(f"    row {c.row} + {c.piece!r:<12} {c.score:9.3f}  {c.why}")
+        for h in self.finished:
+            lines.append(f"  finished at step {h.step}: {h.text!r}  {h.score:.3f}")
+        if self.result is not None:
+            lines.append("  result: " + "; ".join(f"{s.text!r} {s.score:.3f}" for s in self.result.sequences))
+        return "\n".join(lines)
+
+
+class _Stopped(Exception):
+    """The consumer closed the generator: end the worker's run."""
+
+
+def steps(model, recipe, prompt: str | list[int], seed: int | None = None) -> Iterator[Step]:
+    """Decode one prompt eagerly, yielding a `Step` per step; see the module docstring."""
+    plan = recipe if isinstance(recipe, Plan) else lower(recipe)
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    closed = threading.Event()
+
+    def on_step(t, tokens, info):
+        if closed.is_set():
+            raise _Stopped
+        handoff.put(("step", int(t), tokens.tolist(), {k: v.tolist() for k, v in info.items()}))
+
+    def work():
+        try:
+            out = run(plan, model, [prompt], seed=seed, compiled=False, on_step=on_step, trace=True)
+            handoff.put(("done", out[0]))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            handoff.put(("error", err))
+
+    worker = threading.Thread(target=work, name="decode-steps", daemon=True)
+    worker.start()
+    build = _Builder(plan, model, prompt)
+    held = None
+    try:
+        while True:
+            kind, *msg = handoff.get()
+            if kind == "error":
+                raise msg[0]
+            if kind == "done":
+                if held is not None:
+                    held.result = msg[0]
+                    yield held
+                return
+            if held is not None:
+                yield held
+            held = build.step(*msg)
+    finally:
+        closed.set()
+        while worker.is_alive():  # let a worker blocked on the hand-over reach _Stopped
+            try:
+                handoff.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
+class _Builder:
+    """Rows, candidates and hypotheses from one prompt's step records.
+
+    A row goes on while the search keeps a candidate (its parent row, its token) that does
+    not end; a kept candidate that ends is a finished hypothesis. Rows that ended, or whose
+    group is done, write padding and are shown frozen (`active=False`).
+    """
+
+    def __init__(self, plan: Plan, model, prompt):
+        self.recipe = plan.recipe.canonical
+        self.tok = getattr(model, "tokenizer", None)
+        eos = model.config.eos_ids
+        self.eos = {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+        self.summed = not plan.search.logprobs  # greedy/sample list per-token log-probs
+        self.rows: list[Row] | None = None
+        self.finished: list[Hypothesis] = []
+
+    def text(self, ids: list[int]) -> str:
+        return self.tok.decode(ids) if self.tok is not None else " ".join(map(str, ids))
+
+    def step(self, t: int, tokens: list[int], info: dict) -> Step:
+        k = len(tokens)
+        prev = self.rows or [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(k)]
+        listed = "token" in info
+        cands = []
+        if listed:
+            width = len(info["token"][0])
+            cols = [info[f][0] if f in info else [0.0] * width for f in FIELDS]
+            for token, logp, parent, kept, fin, group, pen in zip(*cols):
+                if prev[parent].active and logp > IMPOSSIBLE:
+                    cands.append(Candidate(parent, token, token_text(self.tok, token), logp, pen,
+                                           group, bool(kept), bool(fin)))
+        by_pair = {(c.row, c.token): c for c in cands}
+        rows = []
+        for r, (src, token) in enumerate(zip(info.get("from", range(k)), tokens)):
+            before = prev[src]
+            c = by_pair.get((src, token)) if listed else None
+            if not before.active or (listed and (c is None or not c.kept)):
+                rows.append(Row(r, before.ids, before.text, src, before.score, False))
+                continue
+            ids = before.ids + [token]
+            score = before.score
+            if c is not None:
+                score = (before.score or 0.0) + c.score if self.summed else c.score
+                c.becomes = None if c.finished else r
+            ended = c.finished if c is not None else token in self.eos
+            rows.append(Row(r, ids, self.text(ids), src, score, not ended))
+        for c in cands:
+            if c.kept and c.finished:
+                ids = prev[c.row].ids + [c.token]
+                score = (prev[c.row].score or 0.0) + c.score if self.summed else c.score
+                self.finished.append(Hypothesis(ids, self.text(ids), score, t))
+        self.rows = rows
+        return Step(t, self.recipe, rows, cands, list(self.finished))
