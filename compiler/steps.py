@@ -73,7 +73,7 @@ class Row:
 class Hypothesis:
     ids: list[int]
     text: str
-    score: float            # sum of processed log-probs (before any length penalty)
+    score: float | None     # sum of processed log-probs (before any length penalty)
     step: int
 
 
@@ -101,7 +101,8 @@ class Step:
         for c in self.candidates:
             lines.append(f"    row {c.row} + {c.piece!r:<12} {c.score:9.3f}  {c.why}")
         for h in self.finished:
-            lines.append(f"  finished at step {h.step}: {h.text!r}  {h.score:.3f}")
+            score = "" if h.score is None else f"  {h.score:.3f}"
+            lines.append(f"  finished at step {h.step}: {h.text!r}{score}")
         if self.result is not None:
             lines.append("  result: " + "; ".join(f"{s.text!r} {s.score:.3f}" for s in self.result.sequences))
         return "\n".join(lines)
@@ -159,9 +160,11 @@ def steps(model, recipe, prompt: str | list[int], seed: int | None = None) -> It
 class _Builder:
     """Rows, candidates and hypotheses from one prompt's step records.
 
-    A row goes on while the search keeps a candidate (its parent row, its token) that does
-    not end; a kept candidate that ends is a finished hypothesis. Rows that ended, or whose
-    group is done, write padding and are shown frozen (`active=False`).
+    Greedy and sampling rows go on in place until they take EOS (a trace lists only a few
+    alternatives per row, so a draw may be missing from the candidates; its score is then
+    unknown, None). A beam-family row goes on while the search keeps a candidate (its parent
+    row, its token) that does not end; a kept candidate that ends is a finished hypothesis.
+    Rows that ended, or whose group is done, write padding and are shown frozen.
     """
 
     def __init__(self, plan: Plan, model, prompt):
@@ -169,7 +172,7 @@ class _Builder:
         self.tok = getattr(model, "tokenizer", None)
         eos = model.config.eos_ids
         self.eos = {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
-        self.summed = not plan.search.logprobs  # greedy/sample list per-token log-probs
+        self.in_place = not plan.search.logprobs  # greedy/sample: per-token log-probs, rows in place
         self.rows: list[Row] | None = None
         self.finished: list[Hypothesis] = []
 
@@ -178,35 +181,36 @@ class _Builder:
 
     def step(self, t: int, tokens: list[int], info: dict) -> Step:
         k = len(tokens)
-        prev = self.rows or [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(k)]
-        listed = "token" in info
+        prev = self.rows or [Row(i, [], "", i, 0.0 if self.in_place else None) for i in range(k)]
         cands = []
-        if listed:
+        if "token" in info:
             width = len(info["token"][0])
             cols = [info[f][0] if f in info else [0.0] * width for f in FIELDS]
             for token, logp, parent, kept, fin, group, pen in zip(*cols):
                 if prev[parent].active and logp > IMPOSSIBLE:
                     cands.append(Candidate(parent, token, token_text(self.tok, token), logp, pen,
                                            group, bool(kept), bool(fin)))
-        by_pair = {(c.row, c.token): c for c in cands}
+        by_pair = {(c.row, c.token): c for c in cands if c.kept}
         rows = []
         for r, (src, token) in enumerate(zip(info.get("from", range(k)), tokens)):
-            before = prev[src]
-            c = by_pair.get((src, token)) if listed else None
-            if not before.active or (listed and (c is None or not c.kept)):
+            before, c = prev[src], by_pair.get((src, token))
+            goes_on = before.active and (self.in_place or c is not None)
+            if not goes_on:
                 rows.append(Row(r, before.ids, before.text, src, before.score, False))
                 continue
             ids = before.ids + [token]
-            score = before.score
-            if c is not None:
-                score = (before.score or 0.0) + c.score if self.summed else c.score
-                c.becomes = None if c.finished else r
-            ended = c.finished if c is not None else token in self.eos
+            if self.in_place:
+                score = None if c is None or before.score is None else before.score + c.score
+                ended = token in self.eos
+                if ended:
+                    self.finished.append(Hypothesis(ids, self.text(ids), score, t))
+            else:
+                score, ended = c.score, c.finished
+            if c is not None and not ended:
+                c.becomes = r
             rows.append(Row(r, ids, self.text(ids), src, score, not ended))
-        for c in cands:
-            if c.kept and c.finished:
-                ids = prev[c.row].ids + [c.token]
-                score = (prev[c.row].score or 0.0) + c.score if self.summed else c.score
-                self.finished.append(Hypothesis(ids, self.text(ids), score, t))
+        if not self.in_place:
+            self.finished += [Hypothesis(prev[c.row].ids + [c.token], self.text(prev[c.row].ids + [c.token]),
+                                         c.score, t) for c in cands if c.kept and c.finished]
         self.rows = rows
         return Step(t, self.recipe, rows, cands, list(self.finished))
