@@ -45,7 +45,8 @@ def search(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: st
     args = tuple(args)
 
     def declare(cls: type) -> type:
-        text = (doc or (inspect.getdoc(cls) or "").split("\n")[0]).strip().rstrip(".")
+        own = inspect.cleandoc(cls.__dict__.get("__doc__") or "") if isinstance(cls, type) else ""
+        text = (doc or own.split("\n")[0]).strip().rstrip(".")
         _check_declaration(name, args, text, cls)
         try:
             spec = ClauseSpec(name, "search", text,

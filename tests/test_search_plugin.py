@@ -1,0 +1,166 @@
+"""User-defined searches: `@decode.search` makes a `decode.Search` subclass a clause, loaded
+by `--stage FILE` like a user stage; the shipped example (recipes/plugins/mirostat.py,
+Mirostat 2.0) is checked by distribution against a plain enumeration, from the CLI, in
+`decode.steps`, and compiled.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import decode
+from decode.cli import main
+from decode.compiler.search.base import candidates
+from decode.dsl.stages import CATALOGUE
+from table_model import TableModel, chi_square
+
+ROOT = Path(__file__).resolve().parents[1]
+MIROSTAT = ROOT / "recipes" / "plugins" / "mirostat.py"
+EOS = 7
+
+
+@pytest.fixture(autouse=True)
+def catalogue():
+    """Every test leaves the catalogue as it found it (the docs test reads it)."""
+    saved = dict(CATALOGUE)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(saved)
+
+
+@pytest.fixture(scope="module")
+def table():
+    g = torch.Generator().manual_seed(11)
+    return TableModel(torch.randn(8, 8, generator=g) * 2.0, eos=EOS)
+
+
+def mirostat_probs(model, prompt, tau, eta, max_new):
+    """Every sequence Mirostat 2.0 can produce, with its probability, written out: keep the
+    tokens whose surprise (bits) is at most mu (and the likeliest), draw from them
+    renormalised, move mu by eta times (the draw's surprise - tau)."""
+    out = {}
+
+    def walk(seq, mu, p):
+        if seq and (seq[-1] == EOS or len(seq) == max_new):
+            out[tuple(seq)] = p
+            return
+        lp = torch.log_softmax(model.table[(prompt + seq)[-1]].double(), -1).tolist()
+        best = max(range(len(lp)), key=lambda v: lp[v])
+        keep = [v for v in range(len(lp)) if -lp[v] / math.log(2) <= mu or v == best]
+        z = math.log(sum(math.exp(lp[v]) for v in keep))
+        for v in keep:
+            lq = lp[v] - z
+            walk(seq + [v], mu - eta * (-lq / math.log(2) - tau), p * math.exp(lq))
+
+    walk([], 2 * tau, 1.0)
+    return out
+
+
+def test_the_example_plugin_is_a_small_file_that_declares_one_search():
+    assert len(MIROSTAT.read_text().splitlines()) < 60
+    assert decode.load_stages(MIROSTAT) == ["mirostat"]
+    r = decode.parse("mirostat 2 tau=3 | temp 0.9")
+    assert r.search.name == "mirostat" and r.sampling and r.canonical == "mirostat 2 tau=3.0 | temp 0.9"
+    assert decode.load_stages(MIROSTAT) == ["mirostat"]  # loading it again re-declares it
+
+
+@pytest.mark.parametrize("tau,eta", [(1.5, 0.5), (2.0, 1.0)])
+def test_mirostat_draws_follow_the_enumerated_distribution(table, tau, eta):
+    decode.load_stages(MIROSTAT)
+    n, prompt = 4000, [0, 3]
+    exact = mirostat_probs(table, prompt, tau, eta, 3)
+    assert len(exact) > 5  # several paths, and mu moves along them
+    out = decode.generate(table, f"mirostat {n} tau={tau} eta={eta} | max 3", [prompt], seed=1, compile=False)
+    counts = Counter(tuple(s.ids) for s in out[0].sequences)
+    stat, p, df = chi_square(counts, exact, n)
+    assert p > 1e-3, f"chi-square {stat:.1f} on {df} df, p = {p:.2e}"
+    plain = mirostat_probs(table, prompt, 100.0, 0.0, 3)  # a test that could fail: no truncation
+    assert chi_square(counts, {**plain, **{k: 1e-12 for k in exact if k not in plain}}, n)[1] < 1e-3
+
+
+def test_the_plugin_runs_from_the_cli_with_stage(capsys):
+    code = main(["run", "--stage", str(MIROSTAT), "mirostat 2 tau=3 | max 6", "--prompt", "ROMEO:",
+                 "--json", "--no-compile", "--seed", "1"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["recipe"] == "mirostat 2 tau=3.0 | max 6" and len(out["sequences"]) == 2
+    assert main(["explain", "--stage", str(MIROSTAT), "mirostat tau=3"]) == 0
+    assert "Mirostat 2.0" in capsys.readouterr().out
+
+
+def test_a_user_search_shows_in_steps_and_agrees_with_generate():
+    decode.load_stages(MIROSTAT)
+    m = decode.load()
+    steps = list(decode.steps(m, "mirostat 2 tau=3 | max 6 | seed 3", "ROMEO:"))
+    want = decode.generate(m, "mirostat 2 tau=3 | max 6 | seed 3", ["ROMEO:"], compile=False)[0]
+    assert [s.ids for s in steps[-1].result.sequences] == [s.ids for s in want.sequences]
+    assert [r.ids for r in steps[-1].rows] == [s.ids for s in want.sequences]
+    assert all(len(st.candidates) == 2 and all(c.kept for c in st.candidates) for st in steps)
+
+
+@pytest.mark.slow  # ~20 s of compiling
+def test_compiled_user_search_gives_the_eager_tokens(table):
+    decode.load_stages(MIROSTAT)
+    recipe = "mirostat 8 tau=2 eta=0.3 | topk 5 | max 6"
+    eager = decode.generate(table, recipe, [[0, 3], [1]], seed=2, compile=False)
+    compiled = decode.generate(table, recipe, [[0, 3], [1]], seed=2, compile=True)
+    assert [[s.ids for s in c.sequences] for c in compiled] == [[s.ids for s in c.sequences] for c in eager]
+
+
+# -- the decorator -----------------------------------------------------------------------------
+
+def test_an_inline_search_implementing_the_interface_runs(table):
+    """The smallest search there is: argmax of the processed scores, no EOS handling."""
+    @decode.search("firstbest", doc="always the most likely token")
+    class FirstBest(decode.Search):
+        logprobs = False
+
+        def init(self, device, seq_len):
+            return {"n": torch.zeros((), device=device)}
+
+        def step(self, t, scores, process, noise, seq, lim, hp, state):
+            tok = process(scores, None).argmax(-1)
+            info = candidates(tok[:, None], scores.gather(1, tok[:, None]), torch.arange(len(tok))[:, None],
+                              torch.ones_like(tok[:, None], dtype=torch.bool),
+                              torch.zeros_like(tok[:, None], dtype=torch.bool)) if self.cfg.trace else {}
+            return tok, None, {"n": state["n"] + 1}, info
+
+        def done(self, state):
+            return state["n"] < 0
+
+        def finalize(self, state, seq, lim):
+            p = int(lim["prompt"])
+            return [[(row[p:], 0.0, "max")] for row in seq.tolist()]
+
+    out = decode.generate(table, "firstbest | max 4", [[0, 3]], compile=False)[0].sequences[0].ids
+    greedy = decode.generate(table, "greedy | max 4", [[0, 3]], compile=False)[0].sequences[0].ids
+    assert out[: len(greedy)] == greedy
+
+
+WHOLE = {m: (lambda *a: None) for m in ("init", "step", "done", "finalize")}
+
+
+@pytest.mark.parametrize("declare,message", [
+    (lambda: decode.search("beam", doc="x")(type("B", (decode.Search,), WHOLE)), "already taken .*built-in"),
+    (lambda: decode.search("plain", doc="x")(object), "derived from decode.Search"),
+    (lambda: decode.search("half", doc="x")(type("H", (decode.Search,), {"init": lambda *a: {}})),
+     "must define step, done, finalize"),
+    (lambda: decode.search("1x", doc="x")(type("X", (decode.Search,), {})), "search name '1x'"),
+    (lambda: decode.search("nodoc")(type("N", (decode.Search,), WHOLE)), "give doc="),
+])
+def test_declaration_mistakes_are_reported_in_words(declare, message):
+    with pytest.raises(decode.PluginError, match=message):
+        declare()
+
+
+def test_two_files_cannot_declare_the_same_search(tmp_path):
+    src = MIROSTAT.read_text()
+    (tmp_path / "copy.py").write_text(src)
+    decode.load_stages(MIROSTAT)
+    with pytest.raises(decode.PluginError, match="already taken"):
+        decode.load_stages(tmp_path / "copy.py")
