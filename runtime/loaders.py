@@ -63,8 +63,8 @@ def _resolve(path) -> Path:
     if path is None:
         if not any((DEMO_DIR / f).exists() for f in ("config.json", "params.json", "model.bin")):
             raise ModelError(
-                "The bundled demo model is not in this build yet (runtime/demo/ is empty; it "
-                "arrives with the demo-model issue). Pass a checkpoint instead: "
+                f"The bundled demo model is missing from this installation ({DEMO_DIR} has no "
+                "config.json): reinstall decode-dsl, or pass a checkpoint instead: "
                 "decode.load('path/to/model') in Python, or --model PATH on the command line, "
                 f"where PATH is {FORMATS}.")
         return DEMO_DIR

@@ -40,9 +40,12 @@ def test_missing_path_names_it_and_the_accepted_formats(tmp_path):
     assert str(tmp_path / "nope") in msg and "--model" in msg and "config.json" in msg
 
 
-def test_no_path_before_the_demo_model_exists_says_how_to_pass_one():
-    msg = raises("demo model is not in this build", None)
-    assert "--model PATH" in msg
+def test_no_path_without_the_demo_files_says_how_to_pass_one(tmp_path, monkeypatch):
+    from decode.runtime import loaders
+
+    monkeypatch.setattr(loaders, "DEMO_DIR", tmp_path)
+    msg = raises("demo model is missing from this installation", None)
+    assert "--model PATH" in msg and "reinstall" in msg
 
 
 def test_directory_of_unknown_files_says_what_was_expected(tmp_path):
