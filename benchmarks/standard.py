@@ -37,11 +37,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                    help="cpu: this thread's CPU time (use with --threads 1 on a shared machine)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = random_model(args.shape)
     lines = [f"shape {args.shape}, {args.new} new tokens, {torch.get_num_threads()} threads, "
+             f"{args.clock} clock, "
              f"best of {args.repeats}, {time.strftime('%Y-%m-%d')}", "",
              "| recipe | batch | rows | ours ms/step | ref ms/step | floor ms | roofline ms | "
              "ours/floor | ref/ours | ours/roofline | compile s |",
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
         recipe = STANDARD.get(name, name)
         for b in (int(x) for x in args.batches.split(",")):
             r = bench(recipe, model=model, shape=args.shape, vs_hf=not args.no_hf, batch=b,
-                      new=args.new, repeats=args.repeats)
+                      new=args.new, repeats=args.repeats, clock=args.clock)
             rows = {row.name.split(" (")[0]: row for row in r["rows"]}
             ours, floor = rows["decode"], rows["matmul floor"]
             ref = rows.get("transformers generate")

@@ -275,7 +275,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         logits = model.prefill(cache, seq[:, :p_len], pad)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
-        t_prefill = time.perf_counter()
+        t_prefill, c_prefill = time.perf_counter(), time.thread_time()
         state = search.init(device, s_len)
         t = torch.zeros((), dtype=torch.long, device=device)
         steps = 0
@@ -296,7 +296,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             if logits.is_cuda:
                 torch.cuda.synchronize()
             timings.update(prefill_s=t_prefill - t_start, loop_s=time.perf_counter() - t_prefill,
-                           steps=steps)
+                           loop_cpu_s=time.thread_time() - c_prefill, steps=steps)
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
         results = search.finalize(state, seq[:, : p_len + steps], lim_host)
 

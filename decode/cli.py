@@ -576,7 +576,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return _usage_error(f"unknown --shape {args.shape!r}; use one of demo, "
                                 + ", ".join(SHAPES) + " (or --model PATH)")
         res = bench(recipe, model=model, shape=shape, vs_hf=args.vs_hf, batch=args.batch,
-                    new=args.new, repeats=args.repeats)
+                    new=args.new, repeats=args.repeats, clock=args.clock)
     except (ModelError, ValueError) as err:
         print(f"decode: {err}", file=sys.stderr)
         return 1
@@ -592,7 +592,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     m = res["meta"]
     table = Table(title=f"{m['recipe']}  [dim]({m['fingerprint']})[/dim]",
                   caption=f"{m['shape']} · batch {m['batch']} · {m['rows']} rows · {m['new']} new tokens · "
-                          f"{m['device']} {m['dtype']} · {m['threads']} threads · best of {args.repeats}")
+                          f"{m['device']} {m['dtype']} · {m['threads']} threads · {m['clock']} clock · "
+                          f"best of {args.repeats}")
     for col in ("", "ms/step", "tokens/s", "compile s", "peak MB", "note"):
         table.add_column(col, justify="right" if col and col != "note" else "left")
     for r in res["rows"]:
@@ -622,6 +623,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="cpu: this thread's CPU time, robust on a shared machine (with --threads 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bench)
 
