@@ -139,18 +139,25 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     return declare
 
 
-def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared: bool) -> None:
+def check_clause(what: str, name: str, args: tuple, doc: str, example: str) -> None:
+    """The checks every user clause passes (`what`: 'stage', 'search'): its name, its doc,
+    its arguments."""
     if not isinstance(name, str) or not _NAME.match(name) or name.lower() in _RESERVED:
-        raise PluginError(f"stage name {name!r}: use letters, digits and _ (not starting with a "
-                          "digit), e.g. 'softcap'")
+        raise PluginError(f"{what} name {name!r}: use letters, digits and _ (not starting with a "
+                          f"digit), e.g. {example!r}")
     if not doc:
-        raise PluginError(f"stage {name!r}: give doc='what it does' (or a docstring)")
+        raise PluginError(f"{what} {name!r}: give doc='what it does' (or a docstring)")
     for a in args:
         if not isinstance(a, Arg):
-            raise PluginError(f"stage {name!r}: args must be decode.Arg(...), not {a!r}")
+            raise PluginError(f"{what} {name!r}: args must be decode.Arg(...), not {a!r}")
     names = [a.name for a in args]
     if len(set(names)) != len(names):
-        raise PluginError(f"stage {name!r}: two arguments share a name: {names}")
+        raise PluginError(f"{what} {name!r}: two arguments share a name: {names}")
+
+
+def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared: bool) -> None:
+    check_clause("stage", name, args, doc, "softcap")
+    names = [a.name for a in args]
     if not callable(fn):
         raise PluginError(f"stage {name!r}: decorate a function (logits, ctx, **args) -> logits")
     sig = inspect.signature(fn)

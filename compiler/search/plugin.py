@@ -74,17 +74,7 @@ def _origin(cls: type) -> str:
 
 
 def _check_declaration(name: str, args: tuple, doc: str, cls: type) -> None:
-    if not isinstance(name, str) or not plugins._NAME.match(name) or name.lower() in plugins._RESERVED:
-        raise PluginError(f"search name {name!r}: use letters, digits and _ (not starting with a "
-                          "digit), e.g. 'mybeam'")
-    if not doc:
-        raise PluginError(f"search {name!r}: give doc='what it does' (or a docstring)")
-    for a in args:
-        if not isinstance(a, Arg):
-            raise PluginError(f"search {name!r}: args must be decode.Arg(...), not {a!r}")
-    names = [a.name for a in args]
-    if len(set(names)) != len(names):
-        raise PluginError(f"search {name!r}: two arguments share a name: {names}")
+    plugins.check_clause("search", name, args, doc, "mybeam")
     if not (isinstance(cls, type) and issubclass(cls, Search)):
         raise PluginError(f"search {name!r}: decorate a class derived from decode.Search, not {cls!r}")
     missing = [m for m in REQUIRED_METHODS if getattr(cls, m) is getattr(Search, m)]
