@@ -93,11 +93,13 @@ class Step:
         return [c for c in self.candidates if c.kept]
 
     def __str__(self) -> str:
-        lines = [f"step {self.t}  ({self.recipe})"]
+        lines = [f"step {self.t}  ({self.recipe})", "  rows: score, text so far, the row it continued"]
         for r in self.rows:
             score = "" if r.score is None else f"{r.score:9.3f}"
             state = "" if r.active else "  (ended)"
             lines.append(f"  row {r.index}  {score}  {r.text!r}  <- row {r.parent}{state}")
+        if self.candidates:
+            lines.append("  candidates: row + token, score (penalty taken off), what happened")
         for c in self.candidates:
             lines.append(f"    row {c.row} + {c.piece!r:<12} {c.score:9.3f}  {c.why}")
         for h in self.finished:

@@ -13,7 +13,10 @@ EVERY_CLAUSE = {
     "beam": ("beam 4 lenpen=0.6 early=never return=2",
              {"k": 4, "lenpen": 0.6, "early": "never", "return": 2}),
     "sbeam": ("sbeam 8", {"k": 8}),
-    "diverse": ("beam 6 | diverse groups=3 penalty=1.5", {"groups": 3, "penalty": 1.5}),
+    "diverse": ("beam 6 | diverse groups=3 penalty=1.5 kind=ngram n=3",
+                {"groups": 3, "penalty": 1.5, "kind": "ngram", "n": 3}),
+    "siblings": ("beam 4 | siblings 0.5", {"gamma": 0.5}),
+    "iterative": ("beam 6 | iterative groups=3", {"groups": 3, "distance": 2}),
     "temp": ("temp 0.7", {"t": 0.7}),
     "topk": ("topk 40 keep=2", {"k": 40, "keep": 2}),
     "topp": ("topp .9", {"p": 0.9, "keep": 1}),
@@ -55,7 +58,7 @@ def test_design_card_example():
     assert [c.name for c in r.clauses] == ["beam", "diverse", "topp", "temp"]
     assert r.search.name == "beam" and r.search["k"] == 4 and r.search["return"] == 4
     assert [c.name for c in r.modifiers] == ["diverse"]
-    assert r.get("diverse").param_dict == {"groups": 2, "penalty": 0.5}
+    assert r.get("diverse").param_dict == {"groups": 2, "penalty": 0.5, "kind": "hamming", "n": 2}
     assert [c.name for c in r.stages] == ["topp", "temp"]
     assert r.stages[0]["p"] == 0.9 and r.stages[1]["t"] == 0.7
     assert r.sampling and "topp 0.9" in r.sampling_reason

@@ -87,3 +87,13 @@ def test_a_bad_recipe_or_prompt_raises_from_the_generator(demo):
         next(iter(decode.steps(demo, "beam 4 | topq 0.9", PROMPT)))
     with pytest.raises(Exception, match="context"):
         next(iter(decode.steps(demo, "greedy | max 1000", PROMPT)))
+
+
+def test_the_readme_shows_what_steps_prints(demo):
+    """The tour's step-by-step output is the real output (it would go stale otherwise)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("which prints, at step 1:\n\n```text\n")[1].split("```")[0].rstrip("\n")
+    steps = list(decode.steps(demo, "beam 4 | diverse groups=2 penalty=1.0 | max 4", PROMPT))
+    assert str(steps[1]) == shown
