@@ -50,7 +50,8 @@ class TraceRecorder:
         self.prompts = [p if isinstance(p, str) else None for p in prompts]
         self.ids = ids or [self.tok.encode(p) if isinstance(p, str) else [int(x) for x in p] for p in prompts]
         self.search = plan.search.__name__
-        self.groups = int(plan.modifiers.get("diverse", {}).get("groups", 1))
+        # diverse and iterative split the beams into groups
+        self.groups = int(next((m["groups"] for m in plan.modifiers.values() if "groups" in m), 1))
         self.rows: list[list] = []       # per prompt, per row: None (the prompt), node id or DEAD
         self.finished: set[int] = set()  # node ids that ended
         self.kids: dict = {}             # (prompt, parent node, token) -> [node ids], to place results
