@@ -49,7 +49,7 @@ def transform(recipe, logits, input_ids):
     return _transform(recipe, logits, input_ids)
 
 
-def steps(model, recipe, prompt, seed=None, **kw):
+def steps(model, recipe, prompt, seed=None):
     """Run `recipe` on one prompt eagerly, yielding what the search did at each step: the
     rows and their texts, the candidates with processed log-probs and penalties, what was
     kept and why, the finished hypotheses. The last step's `.result` is the Completion
@@ -60,7 +60,7 @@ def steps(model, recipe, prompt, seed=None, **kw):
     """
     from decode.compiler.steps import steps as _steps
 
-    return _steps(model, recipe, prompt, seed=seed, **kw)
+    return _steps(model, recipe, prompt, seed=seed)
 
 
 def __getattr__(name):

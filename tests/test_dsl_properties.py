@@ -76,12 +76,17 @@ def clause_text(rng: random.Random, name: str, k: int = 1) -> str:
         for _ in range(rng.randint(1, 3) if p.variadic else 1):
             words.append(random_value(rng, p))
     keywords = [p for p in spec.keywords if p.required or rng.random() < 0.5]
+    with_n = any(p.name == "n" for p in keywords)
+    if name == "diverse" and with_n and not any(p.name == "kind" for p in keywords):
+        keywords = [p for p in keywords if p.name != "n"]  # n= goes with kind=ngram only
     rng.shuffle(keywords)
     for p in keywords:
         if name == "beam" and p.name == "return":
             value = str(rng.randint(1, k))
         elif name == "diverse" and p.name == "groups":
             value = str(rng.choice([d for d in range(1, k + 1) if k % d == 0]))
+        elif name == "diverse" and p.name == "kind" and with_n:
+            value = "ngram"
         else:
             value = random_value(rng, p)
         words.append(f"{p.name}{rng.choice(['=', ' = '])}{value}")
