@@ -218,7 +218,7 @@ class Llama(nn.Module):
         if self.output_t is None or h.device.type != "cpu":
             return self.output(h)
         if 2 <= r <= 6:
-            return (self.output.weight @ h.t()).t()
+            return (self.output.weight @ h.t()).t().contiguous()
         return h @ self.output_t
 
     def forward(self, input_ids: Tensor) -> Tensor:
