@@ -26,7 +26,7 @@ VARIANTS = ["beam 4 | diverse groups=2 penalty=1.0",
             "beam 4 | iterative groups=2 distance=2"]
 SAMPLED = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7"  # the design card's example
 SAMPLED_PLAIN = "beam 4 | topp 0.9 temp 0.7"
-MAX_NEW = 10
+MAX_NEW = 8
 
 
 def distinct2(seqs: list[list[int]]) -> float:
