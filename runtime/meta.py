@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from .config import LlamaConfig
 from .errors import ModelError

@@ -8,3 +8,14 @@ def sp_tokenizer_dir(tmp_path_factory):
     from llama_factory import make_sp_tokenizer
 
     return make_sp_tokenizer(tmp_path_factory.mktemp("sp")).parent
+
+
+@pytest.fixture
+def restore_catalogue():
+    """The test leaves the clause catalogue as it found it (plugins register clauses)."""
+    from decode.dsl import CATALOGUE
+
+    saved = dict(CATALOGUE)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(saved)

@@ -15,7 +15,7 @@ import torch
 import decode
 from decode.cli import main
 from decode.dsl import ClauseSpec, Param, fmt, register
-from decode.dsl.stages import CATALOGUE, reference_markdown
+from decode.dsl.stages import reference_markdown
 from table_model import TableModel, chi_square, sequence_probs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +23,7 @@ EDT = ROOT / "recipes" / "plugins" / "edt.py"
 EDT_RECIPE = ROOT / "recipes" / "plugins" / "edt.dec"
 
 
-@pytest.fixture(autouse=True)
-def catalogue():
-    """Every test leaves the catalogue as it found it (the docs test reads it)."""
-    saved = dict(CATALOGUE)
-    yield
-    CATALOGUE.clear()
-    CATALOGUE.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_catalogue")  # plugins register clauses
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import torch
 import decode
 from decode.cli import main
 from decode.compiler.search.base import candidates
-from decode.dsl.stages import CATALOGUE
 from table_model import TableModel, chi_square
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,13 +23,7 @@ MIROSTAT = ROOT / "recipes" / "plugins" / "mirostat.py"
 EOS = 7
 
 
-@pytest.fixture(autouse=True)
-def catalogue():
-    """Every test leaves the catalogue as it found it (the docs test reads it)."""
-    saved = dict(CATALOGUE)
-    yield
-    CATALOGUE.clear()
-    CATALOGUE.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_catalogue")  # plugins register clauses
 
 
 @pytest.fixture(scope="module")

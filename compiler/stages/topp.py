@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.stages._common import NEG_INF, from_keys, order_keys, radix_max, unsort
+from decode.compiler.stages._common import NEG_INF, order_keys, radix_max, unsort
 
 STATIC = frozenset({"keep"})
 MARGIN = 2e-6  # masses this close to P are left to the reference's own arithmetic
