@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from typing import Callable
 
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
@@ -663,6 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 bad recipe or file, 2 bad usage)."""
+    # torch warns at import when numpy is absent; decode never needs numpy
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
