@@ -1,6 +1,7 @@
 """The interface every search strategy implements (built-in or a user's plugin)."""
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,7 +28,7 @@ class SearchConfig:
     trace: bool = False            # also return the candidates considered (for traces)
 
 
-class Search:
+class Search(abc.ABC):
     """One decoding strategy.
 
     Subclasses set `rows` (rows per prompt) and implement `init`, `step` and `finalize`.
@@ -59,9 +60,11 @@ class Search:
         mods = tuple(sorted((m, strip(p)) for m, p in c.modifiers.items()))
         return (type(self), strip(c.params), mods, c.sampling, c.eos, c.pad, c.batch, c.trace)
 
+    @abc.abstractmethod
     def init(self, device: torch.device, seq_len: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The state before the first step (a dict of tensors)."""
 
+    @abc.abstractmethod
     def step(self, t, scores, process: Process, noise, seq, lim, hp, state):
         """One step. Returns (tokens [R], parents [R] or None, new state, info).
 
@@ -72,20 +75,19 @@ class Search:
         `info` is {} unless `cfg.trace`: then the candidates this step considered, as
         `candidates(...)` builds them.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def done(self, state) -> torch.Tensor:
         """0-d bool: nothing can change any more (checked every few steps)."""
-        raise NotImplementedError
 
     def stop_rows(self, state, rows: torch.Tensor) -> dict:
         """Rows [R] bool whose text hit a stop string: finish them if the strategy can.
         Beam-family strategies keep searching; the engine cuts their results at the end."""
         return state
 
+    @abc.abstractmethod
     def finalize(self, state, seq, lim) -> list[list[tuple[list[int], float, str]]]:
         """Per prompt, best first: (new token ids incl. a final EOS, score, finish)."""
-        raise NotImplementedError
 
     # helpers shared by the strategies
     def is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
