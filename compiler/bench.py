@@ -27,7 +27,7 @@ SHAPES = {
 class Row:
     name: str
     ms: float                  # per decoding step (all rows of the batch together)
-    tok_s: float               # new tokens per second (rows x steps / time)
+    tok_s: float               # prompts x steps / time (one returned sequence per prompt)
     compile_s: float | None = None
     peak_mb: float | None = None
     note: str = ""
@@ -52,13 +52,11 @@ def random_model(shape: str, device=None, dtype=None, seed: int = 0):
 
 
 def _weights(model):
-    c = model.config
     for blk in model.layers:
         a, f = blk.attention, blk.feed_forward
         yield from (a.wq.weight, a.wk.weight, a.wv.weight, a.wo.weight,
                     f.w1.weight, f.w3.weight, f.w2.weight)
     yield model.output.weight
-    del c
 
 
 def _sync(device):
@@ -110,7 +108,7 @@ def roofline_ms(model, rows: int, ctx: int, bw: float) -> float:
     return (w + kv) / bw * 1e3
 
 
-def _ours(model, plan, prompts, timings_only=False):
+def _ours(model, plan, prompts):
     t = {}
     run(plan, model, prompts, seed=0, timings=t)
     return t
@@ -216,7 +214,7 @@ def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: in
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    ours = Row("decode", best_ours * 1e3, rows * 1 / best_ours if rows_per_prompt == 1 else batch / best_ours,
+    ours = Row("decode", best_ours * 1e3, batch / best_ours,
                compile_s=max(0.0, cold - warm_total), peak_mb=peak)
     out = [ours]
     if hf_once is not None:
@@ -230,7 +228,7 @@ def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: in
     if hf_once is not None:
         ratios["reference/ours"] = best_hf * 1e3 / ours.ms
     meta = {"recipe": plan.recipe.canonical, "fingerprint": plan.recipe.fingerprint,
-            "shape": shape if model is not None else shape, "batch": batch, "rows": rows,
+            "shape": shape, "batch": batch, "rows": rows,
             "new": new, "steps": steps, "prompt_len": prompt_len, "device": str(dev),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "threads": torch.get_num_threads(), "clock": clock, "note": note}

@@ -20,6 +20,7 @@ from decode.compiler.plan import Plan, compile as lower
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
 from decode.compiler.stops import StopStrings
+from decode.runtime.errors import ModelError, check_fits, require_tokenizer
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
@@ -69,12 +70,8 @@ def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
     texts, ids = [], []
     for p in prompts:
         if isinstance(p, str):
-            if model.tokenizer is None:
-                from decode.runtime.errors import ModelError
-                raise ModelError("this model has no tokenizer, so text prompts cannot be encoded; "
-                                 "pass token ids (--prompt-ids 1,2,3) or put tokenizer.model next to the weights")
             texts.append(p)
-            ids.append(list(model.tokenizer.encode(p)))
+            ids.append(list(require_tokenizer(model).encode(p)))
         else:
             texts.append(None)
             ids.append([int(x) for x in p])
@@ -84,7 +81,6 @@ def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
             raise ValueError(f"prompt {n} is empty: give at least one token")
         bad = [x for x in i if not 0 <= x < vocab]
         if bad:
-            from decode.runtime.errors import ModelError
             raise ModelError(f"prompt {n} has token id {bad[0]}, outside this model's vocabulary "
                              f"(ids 0..{vocab - 1}); check that the ids come from this model's tokenizer")
     return texts, ids
@@ -253,7 +249,6 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     p_len = max(len(x) for x in ids)
     max_new = plan.max_new
-    from decode.runtime.errors import check_fits
     check_fits(p_len, max_new, model.config)
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))

@@ -6,7 +6,7 @@ it out (a stage kernel or a search strategy), so there is no second list of name
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 
 from decode.dsl import Recipe, lookup, parse
@@ -40,7 +40,6 @@ class Plan:
     max_new: int
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def load_impl(name: str) -> object:
