@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from decode.compiler.context import StepContext
+from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan, compile as lower
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
@@ -140,8 +141,9 @@ def _build_step(model, search, kernels):
 
         return process
 
-    def step(cache, t, logits, noise, seq, pad, lim, hp, sp, state):
+    def step(cache, t, logits, keys, seq, pad, lim, hp, sp, state):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
+        noise = None if keys is None else uniform(keys, t, logits.shape[-1])
         process = process_fn(seq, pad, lim, t, sp)
         tokens, parents, state, info = search.step(t, scores, process, noise, seq, lim, hp, state)
         if search.cfg.trace:
@@ -179,6 +181,10 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
             skip = getattr(torch.compiler, "skip_all_guards_unsafe", None)
             if skip is not None:
                 opts["guard_filter_fn"] = skip
+            if next(model.parameters()).is_cuda:
+                # "reduce-overhead": the step replays as one CUDA graph (the KV cache is
+                # marked static in `run`, and the draws are computed in the graph)
+                opts["triton.cudagraphs"] = True
             fn = torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
         _COMPILED[key] = fn
     return fn
@@ -186,11 +192,16 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
 
 # ----------------------------------------------------------------------------- the loop
 
-def _generators(plan: Plan, seed, seeds, b: int, device):
-    """One RNG per prompt, so a prompt's draws do not depend on its batch-mates.
+def cache_is_cuda(cache) -> bool:
+    return any(b.is_cuda for b in cache.buffers())
+
+
+def _row_keys(plan: Plan, seed, seeds, b: int, rows: int, device):
+    """The random-number keys of the rows (see noise.py), None when the recipe does not sample.
 
     Prompt i's seed is `seeds[i]` if given, else derived from the run seed (the `seed`
-    argument, else the recipe's `seed` clause, else a fresh random one) and i.
+    argument, else the recipe's `seed` clause, else a fresh random one) and i; its rows'
+    draws depend on that seed alone, not on the batch.
     """
     if not plan.sampling:
         return None
@@ -200,12 +211,7 @@ def _generators(plan: Plan, seed, seeds, b: int, device):
         seeds = [derive_seed(base, i) for i in range(b)]
     if len(seeds) != b:
         raise ValueError(f"got {len(seeds)} seeds for {b} prompts; give one seed per prompt")
-    gens = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(int(s))
-        gens.append(g)
-    return gens
+    return row_keys(seeds, rows, device)
 
 
 def derive_seed(base: int, key) -> int:
@@ -216,18 +222,12 @@ def derive_seed(base: int, key) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _noise(gens, rows: int, vocab: int, device):
-    if gens is None:
-        return None
-    return torch.cat([torch.rand(rows, vocab, generator=g, device=device) for g in gens])
-
-
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
         on_step=None, trace: bool = False, seeds: list[int] | None = None,
         timings: dict | None = None) -> list[Completion]:
     """Decode `prompts` with a compiled plan.
 
-    Sampling is seeded per prompt (see `_generators`): `seeds` gives each prompt's seed.
+    Sampling is seeded per prompt (see `_row_keys`): `seeds` gives each prompt's seed.
     `timings`, if given, receives prefill_s, loop_s (the step loop) and steps.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
@@ -253,7 +253,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
 
-    gens = _generators(plan, seed, seeds, b, device)
+    keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len)
     stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
@@ -267,6 +267,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         t_start = time.perf_counter()
         cache = model.new_cache(b * k, s_len)
+        if compiled and cache_is_cuda(cache):
+            for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
+                torch._dynamo.mark_static_address(buf)
         logits = model.prefill(cache, seq[:, :p_len], pad)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
@@ -275,8 +278,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         t = torch.zeros((), dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            noise = _noise(gens, k, logits.shape[-1], device)
-            logits, seq, state, tokens, info = step(cache, t, logits, noise, seq, pad, lim, hp, sp, state)
+            logits, seq, state, tokens, info = step(cache, t, logits, keys, seq, pad, lim, hp, sp, state)
             t = t + 1
             if on_step is not None:
                 on_step(steps - 1, tokens, info)

@@ -8,29 +8,30 @@ from decode.compiler.context import StepContext
 NEG_INF = float("-inf")
 
 
-def order_keys(x: torch.Tensor) -> torch.Tensor:
-    """int64 keys in [0, 2**32) that sort exactly like the float32 values of `x`."""
-    i = x.float().contiguous().view(torch.int32).to(torch.int64)
-    return torch.where(i >= 0, i + 2**31, -1 - i)
-
-
 def from_keys(c: torch.Tensor) -> torch.Tensor:
-    """The float32 values of `order_keys` keys."""
+    """The float32 value of each order key c in [0, 2**32): keys order like the values they
+    stand for (non-negative floats at 2**31 + bits, negative ones below, reversed)."""
     i = torch.where(c >= 2**31, c - 2**31, -1 - c)
     return i.to(torch.int32).view(torch.float32)
 
 
-def radix_max(keys: torch.Tensor, enough) -> torch.Tensor:
-    """[R, 1]: per row the largest key c with `enough(keys >= c)` true ([R, V] mask -> [R, 1]).
+NEG_INF_KEY = 2**31 - 1 - 0x7F800000  # the key of -inf; smaller keys are NaN patterns
 
-    `enough` must be monotone (true for small c, false past some point); 32 passes over
-    the row find c bit by bit, exactly, in O(32 V) instead of a sort's O(V log V).
+
+def radix_max(x: torch.Tensor, enough) -> torch.Tensor:
+    """[R, 1] float32: per row the largest float c with `enough(x >= c)` true.
+
+    `enough` maps an [R, V] mask to [R, 1] bool and must be monotone (true for small c,
+    false past some point). 32 passes over the row find c bit by bit in the order keys
+    (see from_keys), exactly, in O(32 V) instead of a sort's O(V log V); each pass compares
+    floats (keys below -inf's are NaN patterns, so they are read as -inf).
     """
-    prefix = torch.zeros(keys.shape[0], 1, dtype=torch.int64, device=keys.device)
+    x = x.float()
+    prefix = torch.zeros(x.shape[0], 1, dtype=torch.int64, device=x.device)
     for bit in range(31, -1, -1):
         cand = prefix | (1 << bit)
-        prefix = torch.where(enough(keys >= cand), cand, prefix)
-    return prefix
+        prefix = torch.where(enough(x >= from_keys(cand.clamp(min=NEG_INF_KEY))), cand, prefix)
+    return from_keys(prefix.clamp(min=NEG_INF_KEY))
 
 
 def kth_largest(logits: torch.Tensor, k) -> torch.Tensor:
@@ -41,8 +42,7 @@ def kth_largest(logits: torch.Tensor, k) -> torch.Tensor:
     """
     v = logits.shape[-1]
     k = torch.as_tensor(k, device=logits.device).clamp(1, v)
-    keys = order_keys(logits)
-    return from_keys(radix_max(keys, lambda m: m.sum(-1, keepdim=True) >= k)).to(logits.dtype)
+    return radix_max(logits, lambda m: m.sum(-1, keepdim=True) >= k).to(logits.dtype)
 
 
 def unsort(sorted_mask: torch.Tensor, sorted_idx: torch.Tensor) -> torch.Tensor:

@@ -4,23 +4,33 @@ The reference's definition: sort ascending, drop every token whose cumulative
 probability is <= 1 - P, never the `keep` most likely ones. Equivalently a token stays
 iff the probability mass of the tokens above it is < P.
 
-The sort costs more than the rest of a small model's step, so with keep=1 the cut is
-found by a radix search instead (32 masked sums over the row). That agrees with the
-reference except where the reference's own rounding or tie order decides: tokens tied
-at the cut, or a mass within 2e-6 of P. A row like that anywhere in the batch sends the
-whole batch through the reference's sort (torch.cond), so the result is the reference's
-in every case. P arrives as a float32 tensor, so 1 - P can differ from the reference's
-float64 1 - P in the last float32 bit: a cumulative sum landing exactly there is cut
-differently. `keep` is static: a sweep over P reuses the compiled step.
+The sort costs more than the rest of a small model's step, so on CPU with keep=1 the
+cut is found by a radix search instead: 30 masked sums over the row, bit by bit through
+the float32 patterns of exp(logit - max) (non-negative floats order like their bits, so
+one array holds both the keys and the masses).
+
+- Eager, the stage equals the processor bit for bit: a row whose cut splits tied tokens
+  (the reference keeps them in its sort's order, which on CPU is not index order), or
+  whose cut's mass lies within 2e-6 of P (where the reference's own float32 softmax and
+  cumulative sum decide), goes through the reference's sort.
+- Compiled, the step has no branch and no sort: the radix cut is the answer, and every
+  token tied with the cut token stays. It differs from the reference only where the
+  reference splits a tie (arbitrarily) or where rounding decides (its masses differ from
+  exact sums by up to 7e-7, measured), in the tokens at the cut, which a draw picks with
+  their probability (~3e-5 each on a flat 32k vocabulary).
+
+On CUDA the sort is cheap and a data-dependent branch would break CUDA graphs, so the
+reference's sort is used throughout. `keep` is static: a sweep over P reuses the
+compiled step.
 """
 from __future__ import annotations
 
 import torch
 
-from decode.compiler.stages._common import NEG_INF, order_keys, radix_max, unsort
+from decode.compiler.stages._common import NEG_INF, unsort
 
 STATIC = frozenset({"keep"})
-MARGIN = 2e-6  # masses this close to P are left to the reference's own arithmetic
+MARGIN = 2e-6  # eager: masses this close to P are left to the reference's own arithmetic
 
 
 def _by_sort(logits: torch.Tensor, p: torch.Tensor, keep: int) -> torch.Tensor:
@@ -32,22 +42,55 @@ def _by_sort(logits: torch.Tensor, p: torch.Tensor, keep: int) -> torch.Tensor:
     return logits.masked_fill(unsort(drop, sorted_idx), NEG_INF)
 
 
+def _radix(logits: torch.Tensor, p: torch.Tensor):
+    """(logits with the tokens below the cut dropped, the cut splits a tie, the cut's mass
+    is within MARGIN of P), the last two per row."""
+    r, v = logits.shape
+    x = logits.float()
+    e = torch.exp(x - x.max(dim=-1, keepdim=True).values)  # mass, up to the row's constant
+    # e >= 0 orders like its float32 bit pattern, so the search runs over those bits (29..0:
+    # 1.0 is 0x3F800000) and reads one array. Sums run over [R, CHUNKS, V / CHUNKS]: short
+    # float32 runs, added the same way every time.
+    chunks = next(c for c in (16, 8, 4, 2, 1) if v % c == 0)
+    e3 = e.view(r, chunks, -1)
+    k3 = e3.view(torch.int32)
+
+    def mass(keep: torch.Tensor) -> torch.Tensor:
+        return torch.where(keep, e3, 0).sum(-1).sum(-1, keepdim=True)[:, :, None]
+
+    target = p * e3.sum(-1).sum(-1, keepdim=True)[:, :, None]
+    # the largest cut c with at least P of the mass at or above it: tokens at or above c
+    # have less than P above them (stay), tokens below have at least P above them (go)
+    cut = torch.zeros(r, 1, 1, dtype=torch.int32, device=x.device)
+    for bit in range(29, -1, -1):
+        cand = cut | (1 << bit)
+        cut = torch.where(mass(k3 >= cand) >= target, cand, cut)
+    kept = logits.masked_fill((k3 < cut).view(r, v), NEG_INF)
+    if torch.compiler.is_compiling():
+        return kept, None, None
+    at_cut = k3 == cut
+    n_cut = at_cut.sum((1, 2), keepdim=True)
+    e_cut = cut.view(torch.float32)
+    at_or_above = mass(k3 >= cut)
+    above = at_or_above - n_cut * e_cut
+    split = (n_cut > 1) & (at_or_above - e_cut >= target)
+    margin = MARGIN * target / p
+    close = ((at_or_above - target).abs() < margin) | ((above - target).abs() < margin)
+    return kept, split.view(r, 1), close.view(r, 1)
+
+
+@torch.compiler.nested_compile_region
+def _compiled(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    # one region, compiled once per shape however often a step applies it (diverse beam
+    # search processes each group in turn): the 30 passes are most of its compile time
+    return _radix(logits, p)[0]
+
+
 def apply(logits: torch.Tensor, ctx, p, keep=1) -> torch.Tensor:
     p = torch.as_tensor(p, device=logits.device, dtype=torch.float32)
-    if int(keep) != 1:
+    if int(keep) != 1 or logits.device.type == "cuda":
         return _by_sort(logits, p, int(keep))
-    probs = torch.softmax(logits, dim=-1)
-    keys = order_keys(logits)
-    # the largest cut c holding mass >= P at or above it: tokens at or above c have less
-    # than P above them (stay), tokens below have at least P above them (go)
-    cut = radix_max(keys, lambda m: (probs * m).sum(-1, keepdim=True) >= p)
-    at_or_above = (probs * (keys >= cut)).sum(-1, keepdim=True)
-    above = (probs * (keys > cut)).sum(-1, keepdim=True)
-    tied = (keys == cut).sum(-1, keepdim=True) > 1
-    close = ((at_or_above - p).abs() < MARGIN) | ((above - p).abs() < MARGIN)
-    fast = logits.masked_fill(keys < cut, NEG_INF)
-    ambiguous = (tied | close).any()
-    if not torch.compiler.is_compiling():  # eager: a plain branch (torch.cond would trace)
-        return _by_sort(logits, p, 1) if bool(ambiguous) else fast
-    operands = (logits.contiguous(), p, fast.contiguous())
-    return torch.cond(ambiguous, lambda x, q, f: _by_sort(x, q, 1), lambda x, q, f: f.clone(), operands)
+    if torch.compiler.is_compiling():
+        return _compiled(logits, p)
+    fast, split, close = _radix(logits, p)
+    return _by_sort(logits, p, 1) if bool((split | close).any()) else fast
