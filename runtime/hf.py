@@ -42,7 +42,7 @@ def read(folder: Path):
             ours = our_name(name)
             if ours is not None:
                 state[ours], origin[ours] = tensor, f"tensor {name!r} in {file}"
-    hf_name = {ours: theirs for theirs, ours in ((t, our_name(t)) for t in _all_hf_names(config))}
+    hf_name = {ours: theirs for theirs, ours in ((t, our_name(t)) for t in hf_names(config))}
 
     def where(ours):
         return origin.get(ours) or f"tensor {hf_name.get(ours, ours)!r} of {folder}"
@@ -129,7 +129,8 @@ def our_name(hf_name: str) -> str | None:
     return hf_name  # unknown: `build` reports it
 
 
-def _all_hf_names(config: LlamaConfig):
+def hf_names(config: LlamaConfig):
+    """Every weight name a transformers llama checkpoint of this config holds."""
     yield from ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
     for i in range(config.n_layers):
         p = f"model.layers.{i}."

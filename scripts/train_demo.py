@@ -290,7 +290,7 @@ def save(out: Path, sp_model: bytes, model: Llama) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     c = model.config
-    hf_name = {hf.our_name(name): name for name in hf._all_hf_names(c)}  # the loader's table
+    hf_name = {hf.our_name(name): name for name in hf.hf_names(c)}  # the loader's table
     state = {hf_name[k]: v.detach().to(torch.float16).contiguous()
              for k, v in model.state_dict().items() if k != "output.weight"}  # tied
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
