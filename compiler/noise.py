@@ -6,10 +6,13 @@ draws are computed inside the compiled step (no generator state crosses the grap
 CUDA graphs can replay it) from integer arithmetic only, so eager and compiled code
 produce the same bits on every device.
 
-The mixing function is Wellons' "lowbias32" (bias 0.17 in his avalanche measure, among
-the best two-multiply 32-bit hashes found by hash-prospector), applied in two rounds:
-the first over the step's key plus the token id, the second keyed by the row's other
-32 bits. Values live in int64 holding 32 bits; no product overflows (see _mul).
+The hash: a row's draws for (step t, token v) are mix32(((k1 + t * V + v) mod 2**32)
+XOR k2), where k1, k2 are the row's two 32-bit words and mix32 is Wellons' "lowbias32"
+(bias about 0.17 in his avalanche measure, among the best two-multiply 32-bit hashes
+hash-prospector found). Within a row the counter t * V + v never repeats (for 2**32 / V
+steps) and mix32 is a bijection, so no draw repeats another of the same row; rows whose
+counters overlap are XORed with different k2. Values live in int64 holding 32 bits; no
+product overflows.
 A draw is the top 23 bits, centred: u in [2**-24, 1 - 2**-24], exact in float32.
 """
 from __future__ import annotations
@@ -50,7 +53,6 @@ def row_keys(seeds: list[int], rows: int, device) -> torch.Tensor:
 
 def uniform(keys: torch.Tensor, t: torch.Tensor, vocab: int) -> torch.Tensor:
     """[R, vocab] float32 draws in (0, 1) for step t (a 0-d int64 tensor) of rows `keys`."""
-    step_key = mix32(keys[:, :1] ^ mix32((t & M32).reshape(1, 1)))
-    v = torch.arange(vocab, device=keys.device)
-    h = mix32(mix32((step_key + v) & M32) ^ keys[:, 1:])
+    counter = t * vocab + torch.arange(vocab, device=keys.device)  # distinct per (step, token)
+    h = mix32(((keys[:, :1] + counter) & M32) ^ keys[:, 1:])
     return ((h >> 9).to(torch.float32) + 0.5) * 2.0**-23
