@@ -3,7 +3,7 @@ matmul floor and the bandwidth roofline, in one process. Writes a markdown table
 
     python benchmarks/standard.py --shape 24m --threads 1 --out benchmarks/results.md
     python benchmarks/standard.py --batches 1,4,16,32 --recipes greedy,nucleus
-    python benchmarks/standard.py --threads 1 --clock cpu --no-hf --rounds 5   # quick ratios
+    python benchmarks/standard.py --threads 1 --clock cpu --no-hf   # quick ratios
 
 Ratios are the result (this machine is shared and noisy): ours/floor < 1 means the step
 costs less than the reference layout's matrix products alone.
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from decode.compiler.bench import bench, random_model
+from decode.compiler.bench import Case, floor_ms, random_model
 
 STANDARD = {
     "greedy": "greedy",
@@ -44,10 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1")
     ap.add_argument("--recipes", default=",".join(STANDARD))
     ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="passes over the whole set; each figure is the best over all rounds, "
-                         "so recipes compared with each other were timed side by side")
+    ap.add_argument("--repeats", type=int, default=15,
+                    help="timed runs per recipe, interleaved across recipes (round robin), "
+                         "so a slow phase of a shared machine hits them all alike; best is kept")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
@@ -57,42 +56,42 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     model = random_model(args.shape)
     batches = [int(x) for x in args.batches.split(",")]
-    names = args.recipes.split(",")
-    best: dict = {}
-    for rnd in range(args.rounds):
-        for name in names:
-            for b in batches:
-                r = bench(STANDARD.get(name, name), model=model, shape=args.shape, vs_hf=not args.no_hf,
-                          batch=b, new=args.new, repeats=args.repeats, clock=args.clock)
-                rows = {row.name.split(" (")[0]: row for row in r["rows"]}
-                ref = rows.get("transformers generate")
-                got = {"ours": rows["decode"].ms, "floor": rows["matmul floor"].ms,
-                       "roof": rows["bandwidth roofline"].ms, "ref": ref.ms if ref else float("nan"),
-                       "rows": r["meta"]["rows"]}
-                old = best.get((name, b))
-                if old is None:
-                    got["compile"] = rows["decode"].compile_s
-                    best[(name, b)] = got
-                else:
-                    for k in ("ours", "floor", "roof", "ref"):
-                        old[k] = min(old[k], got[k]) if old[k] == old[k] else got[k]
-                print(f"round {rnd + 1}/{args.rounds} {name} batch {b}: {got['ours']:.2f} ms", flush=True)
+    cases = {}
+    for name in args.recipes.split(","):
+        for b in batches:
+            cases[(name, b)] = Case(STANDARD.get(name, name), model, vs_hf=not args.no_hf, batch=b,
+                                    new=args.new, clock=args.clock)
+            print(f"compiled {name} batch {b}: {cases[(name, b)].compile_s:.1f} s", flush=True)
+    floors = {c.rows: float("inf") for c in cases.values()}
+    for rep in range(args.repeats):
+        for case in cases.values():
+            case.run_once()
+        for rows in floors:
+            floors[rows] = min(floors[rows], floor_ms(model, rows, reps=5, clock=args.clock))
+        print(f"round {rep + 1}/{args.repeats}: " + ", ".join(
+            f"{n} {c.best * 1e3:.2f}" for (n, _), c in cases.items()), flush=True)
     lines = [f"shape {args.shape}, {args.new} new tokens, {torch.get_num_threads()} threads, "
-             f"{args.clock} clock, best of {args.rounds} rounds x {args.repeats} repeats, "
-             f"{time.strftime('%Y-%m-%d')}; compile s: the first run in the process", "",
+             f"{args.clock} clock, best of {args.repeats} runs interleaved across recipes, "
+             f"{time.strftime('%Y-%m-%d')}; compile s: first run in the process", "",
              "| recipe | batch | rows | ours ms/step | ref ms/step | floor ms | roofline ms | "
              "ours/floor | ref/ours | ours/roofline | compile s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, b), g in best.items():
-        ref = f"{g['ref']:.2f}" if g["ref"] == g["ref"] else "–"
-        lines.append(f"| {name} | {b} | {g['rows']} | {g['ours']:.2f} | {ref} | {g['floor']:.2f} | "
-                     f"{g['roof']:.2f} | {g['ours'] / g['floor']:.2f} | {g['ref'] / g['ours']:.2f} | "
-                     f"{g['ours'] / g['roof']:.2f} | {g['compile']:.1f} |")
+    best = {}
+    for (name, b), case in cases.items():
+        r = case.result(floor=floors[case.rows], shape=args.shape)
+        rows = {row.name.split(" (")[0]: row for row in r["rows"]}
+        ours, floor, roof = rows["decode"], rows["matmul floor"], rows["bandwidth roofline"]
+        ref = rows.get("transformers generate")
+        best[(name, b)] = ours.ms
+        lines.append(f"| {name} | {b} | {case.rows} | {ours.ms:.2f} | {f'{ref.ms:.2f}' if ref else '–'} | "
+                     f"{floor.ms:.2f} | {roof.ms:.2f} | {ours.ms / floor.ms:.2f} | "
+                     f"{f'{ref.ms / ours.ms:.2f}' if ref else '–'} | {ours.ms / roof.ms:.2f} | "
+                     f"{ours.compile_s:.1f} |")
     pairs = [(a, o, tgt, b) for a, o, tgt in COMPARE for b in batches if (a, b) in best and (o, b) in best]
     if pairs:
         lines += ["", "| same run | batch | ratio | target |", "|---|---|---|---|"]
         for a, o, tgt, b in pairs:
-            lines.append(f"| {a} / {o} | {b} | {best[(a, b)]['ours'] / best[(o, b)]['ours']:.3f} | "
+            lines.append(f"| {a} / {o} | {b} | {best[(a, b)] / best[(o, b)]:.3f} | "
                          f"{'≤ %.2f' % tgt if tgt else '–'} |")
     text = "\n".join(lines) + "\n"
     print(text)

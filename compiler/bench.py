@@ -158,6 +158,89 @@ def _hf_ms(hf, kwargs, ids, new: int, clock: str = "wall") -> float:
     return once
 
 
+class Case:
+    """One recipe on one model and batch, compiled and warmed up; time it with `run_once`.
+
+    `bench` times one case; benchmarks/standard.py interleaves the runs of many cases so
+    that a slow phase of a shared machine hits all of them alike.
+    """
+
+    def __init__(self, recipe, model, vs_hf: bool = False, batch: int = 1, new: int = 64,
+                 prompt_len: int = 16, clock: str = "wall"):
+        self.plan = _with_max(lower(recipe), new)
+        self.model, self.batch, self.new, self.prompt_len, self.clock = model, batch, new, prompt_len, clock
+        self.dev = next(model.parameters()).device
+        g = torch.Generator().manual_seed(0)
+        self.prompts = [[1] + torch.randint(3, model.config.vocab_size, (prompt_len - 1,), generator=g).tolist()
+                        for _ in range(batch)]
+        self.rows = batch * self.plan.search(_probe_cfg(self.plan)).rows
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        _ours(model, self.plan, self.prompts)
+        cold = time.perf_counter() - t0
+        warm = _ours(model, self.plan, self.prompts)
+        self.compile_s = max(0.0, cold - warm["prefill_s"] - warm["loop_s"])
+        self.steps = warm["steps"]
+        self.best = self.best_hf = float("inf")
+        self.hf_once = None
+        self.note = ""
+        if vs_hf:
+            self._reference()
+        self.peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        if self.dev.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.dev) / 2**20
+
+    def _reference(self):
+        from decode.dsl import hf_reference
+
+        ref = hf_reference(self.plan.recipe)
+        if ref.kwargs is None:
+            self.note = f"no reference: {ref.reason}"
+            return
+        try:
+            hf = to_hf(self.model)
+        except ImportError:
+            self.note = "transformers is not installed (pip install 'decode-dsl[test]')"
+            return
+        kwargs = {k: v for k, v in ref.kwargs.items() if k not in ("max_new_tokens", "min_new_tokens")}
+        kwargs.setdefault("pad_token_id", self.model.config.eos_ids[0])
+        ids = torch.tensor(self.prompts, device=self.dev)
+        self.hf_once = _hf_ms(hf, kwargs, ids, self.new, self.clock)
+        self.hf_once(2)  # warm up
+
+    def run_once(self) -> None:
+        """One timed run of ours (and of the reference, if any); keeps the best per step."""
+        t = _ours(self.model, self.plan, self.prompts)
+        self.best = min(self.best, t["loop_cpu_s" if self.clock == "cpu" else "loop_s"] / t["steps"])
+        self.steps = t["steps"]
+        if self.hf_once is not None:
+            n = self.new
+            self.best_hf = min(self.best_hf, (self.hf_once(n) - self.hf_once(1)) / (n - 1))
+
+    def result(self, floor: float | None = None, shape: str = "") -> dict:
+        """{"rows": [Row...], "ratios": {...}, "meta": {...}}; `floor` (ms) if measured already."""
+        ours = Row("decode", self.best * 1e3, self.batch / self.best, compile_s=self.compile_s,
+                   peak_mb=self.peak_mb)
+        out = [ours]
+        if self.hf_once is not None:
+            out.append(Row("transformers generate", self.best_hf * 1e3, self.batch / self.best_hf))
+        fl = floor if floor is not None else floor_ms(self.model, self.rows, clock=self.clock)
+        out.append(Row(f"matmul floor ({self.rows} rows)", fl, self.batch / (fl / 1e3),
+                       note="torch.mm of the step's weights"))
+        bw = bandwidth(self.dev)
+        rf = roofline_ms(self.model, self.rows, self.prompt_len + self.new, bw)
+        out.append(Row("bandwidth roofline", rf, self.batch / (rf / 1e3), note=f"{bw / 1e9:.1f} GB/s copy"))
+        ratios = {"ours/floor": ours.ms / fl, "ours/roofline": ours.ms / rf}
+        if self.hf_once is not None:
+            ratios["reference/ours"] = self.best_hf * 1e3 / ours.ms
+        meta = {"recipe": self.plan.recipe.canonical, "fingerprint": self.plan.recipe.fingerprint,
+                "shape": shape, "batch": self.batch, "rows": self.rows,
+                "new": self.new, "steps": self.steps, "prompt_len": self.prompt_len, "device": str(self.dev),
+                "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+                "threads": torch.get_num_threads(), "clock": self.clock, "note": self.note}
+        return {"rows": out, "ratios": ratios, "meta": meta}
+
+
 def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: int = 1,
           new: int = 64, prompt_len: int = 16, repeats: int = 5, device=None, dtype=None,
           progress=None, clock: str = "wall") -> dict:
@@ -166,73 +249,14 @@ def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: in
     clock="cpu" times this thread's CPU time instead of wall time: with one torch thread
     it ignores other processes on a shared machine (on CPU only; the GPU works async).
     """
-    plan = lower(recipe)
-    plan = _with_max(plan, new)
     if model is None:
         model = random_model(shape, device, dtype)
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(0)
-    prompts = [[1] + torch.randint(3, model.config.vocab_size, (prompt_len - 1,), generator=g).tolist()
-               for _ in range(batch)]
-    rows_per_prompt = plan.search(_probe_cfg(plan)).rows
-    rows = batch * rows_per_prompt
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    t0 = time.perf_counter()
-    first = _ours(model, plan, prompts)
-    cold = time.perf_counter() - t0
-    hf = hf_once = None
-    note = ""
-    if vs_hf:
-        from decode.dsl import hf_reference
-
-        ref = hf_reference(plan.recipe)
-        kwargs = ref.kwargs
-        if kwargs is None:
-            note = f"no reference: {ref.reason}"
-        else:
-            try:
-                hf = to_hf(model)
-                kwargs = {k: v for k, v in kwargs.items() if k not in ("max_new_tokens", "min_new_tokens")}
-                kwargs.setdefault("pad_token_id", model.config.eos_ids[0])
-                ids = torch.tensor(prompts, device=dev)
-                hf_once = _hf_ms(hf, kwargs, ids, new, clock)
-                hf_once(2)  # warm up
-            except ImportError:
-                note = "transformers is not installed (pip install 'decode-dsl[test]')"
-    best_ours = best_hf = float("inf")
-    steps = first["steps"]
+    case = Case(recipe, model, vs_hf=vs_hf, batch=batch, new=new, prompt_len=prompt_len, clock=clock)
     for i in range(repeats):
-        t = _ours(model, plan, prompts)
-        best_ours = min(best_ours, t["loop_cpu_s" if clock == "cpu" else "loop_s"] / t["steps"])
-        steps = t["steps"]
-        if hf_once is not None:
-            best_hf = min(best_hf, (hf_once(new) - hf_once(1)) / (new - 1))
+        case.run_once()
         if progress:
             progress(i + 1, repeats)
-    warm_total = t["prefill_s"] + t["loop_s"]
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    ours = Row("decode", best_ours * 1e3, batch / best_ours,
-               compile_s=max(0.0, cold - warm_total), peak_mb=peak)
-    out = [ours]
-    if hf_once is not None:
-        out.append(Row("transformers generate", best_hf * 1e3, batch / best_hf))
-    fl = floor_ms(model, rows, clock=clock)
-    out.append(Row(f"matmul floor ({rows} rows)", fl, batch / (fl / 1e3), note="torch.mm of the step's weights"))
-    bw = bandwidth(dev)
-    rf = roofline_ms(model, rows, prompt_len + new, bw)
-    out.append(Row("bandwidth roofline", rf, batch / (rf / 1e3), note=f"{bw / 1e9:.1f} GB/s copy"))
-    ratios = {"ours/floor": ours.ms / fl, "ours/roofline": ours.ms / rf}
-    if hf_once is not None:
-        ratios["reference/ours"] = best_hf * 1e3 / ours.ms
-    meta = {"recipe": plan.recipe.canonical, "fingerprint": plan.recipe.fingerprint,
-            "shape": shape, "batch": batch, "rows": rows,
-            "new": new, "steps": steps, "prompt_len": prompt_len, "device": str(dev),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "threads": torch.get_num_threads(), "clock": clock, "note": note}
-    return {"rows": out, "ratios": ratios, "meta": meta}
+    return case.result(shape=shape)
 
 
 def _probe_cfg(plan):
