@@ -192,9 +192,6 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
 
 # ----------------------------------------------------------------------------- the loop
 
-def cache_is_cuda(cache) -> bool:
-    return any(b.is_cuda for b in cache.buffers())
-
 
 def _row_keys(plan: Plan, seed, seeds, b: int, rows: int, device):
     """The random-number keys of the rows (see noise.py), None when the recipe does not sample.
@@ -267,7 +264,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         t_start = time.perf_counter()
         cache = model.new_cache(b * k, s_len)
-        if compiled and cache_is_cuda(cache):
+        if compiled and device.type == "cuda" and isinstance(cache, torch.nn.Module):
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
         logits = model.prefill(cache, seq[:, :p_len], pad)

@@ -104,11 +104,12 @@ class Diverse(Search):
             rows = (base + g * s + torch.arange(s, device=dev)).reshape(-1)     # [b*s]
             past = None if picks is None else torch.cat(new_picks + [picks[:, g:g]], 1).flatten(1)
             pen = self.penalise(t, seq[rows].view(b, s, -1), lim, hp, chosen, past, earlier, until)
-            lp = scores[rows].view(b, s, v) - pen
+            # the group's rows as a view (not a gather), so the compiler can fuse through it
+            lp = scores.view(b, k, v)[:, g * s:(g + 1) * s] - pen
             lp = process(lp.view(b * s, v), rows).view(b, s, v)
             acc = (lp + run[:, g, :, None]).view(b, s * v)
             if self.cfg.sampling:
-                idx = torch.topk(acc + gumbel(noise[rows]).view(b, s * v), n).indices
+                idx = torch.topk(acc + gumbel(noise.view(b, k, v)[:, g * s:(g + 1) * s]).reshape(b, s * v), n).indices
                 top = acc.gather(1, idx)
             else:
                 top, idx = torch.topk(acc, n)
