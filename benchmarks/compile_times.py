@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from standard import STANDARD
+from standard import STANDARD, emit
 
 
 def one(recipe: str, cache: str, shape: str) -> float:
@@ -45,12 +45,7 @@ def main(argv=None) -> int:
             warm = one(recipe, cache, args.shape)
         lines.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 
 from decode.compiler.bench import SHAPES, bench, random_model
 from decode.compiler.engine import generate
+from standard import emit
 
 CHECKS = ["greedy | max 24", "beam 4 | max 24", "sample | topp 0.9 | temp 0.8 | max 24"]
 
@@ -80,12 +81,7 @@ def main(argv=None) -> int:
         lines.append(f"| {recipe} | {r['meta']['rows']} | {ours.ms:.2f} | {ours.tok_s:.0f} | {roof.ms:.2f} | "
                      f"{roof.ms / ours.ms:.2f} | {ours.compile_s:.1f} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    return 0
+    return emit(lines, args.out)
 
 
 def _params(shape: str) -> int:

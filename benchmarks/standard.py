@@ -37,6 +37,16 @@ COMPARE = [
 ]
 
 
+def emit(lines: list[str], out: str | None) -> int:
+    """Print the markdown table, and write it to `out` if given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="24m")
@@ -93,12 +103,7 @@ def main(argv=None) -> int:
         for a, o, tgt, b in pairs:
             lines.append(f"| {a} / {o} | {b} | {best[(a, b)] / best[(o, b)]:.3f} | "
                          f"{'≤ %.2f' % tgt if tgt else '–'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":
