@@ -79,11 +79,15 @@ def _radix(logits: torch.Tensor, p: torch.Tensor):
     return kept, split.view(r, 1), close.view(r, 1)
 
 
-@torch.compiler.nested_compile_region
 def _compiled(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    # one region, compiled once per shape however often a step applies it (diverse beam
-    # search processes each group in turn): the 30 passes are most of its compile time
     return _radix(logits, p)[0]
+
+
+# one region, compiled once per shape however often a step applies it (diverse beam search
+# processes each group in turn): the 30 passes are most of its compile time (torch >= 2.8)
+_region = getattr(torch.compiler, "nested_compile_region", None)
+if _region is not None:
+    _compiled = _region(_compiled)
 
 
 def apply(logits: torch.Tensor, ctx, p, keep=1) -> torch.Tensor:
