@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from decode.compiler.bench import Case, floor_ms, random_model
+from decode.compiler.bench import Case, bandwidth, floor_ms, random_model
 
 STANDARD = {
     "greedy": "greedy",
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
              "ours/floor | ref/ours | ours/roofline | compile s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     best = {}
+    bw = bandwidth(next(model.parameters()).device)
     for (name, b), case in cases.items():
-        r = case.result(floor=floors[case.rows], shape=args.shape)
+        r = case.result(floor=floors[case.rows], bw=bw, shape=args.shape)
         rows = {row.name.split(" (")[0]: row for row in r["rows"]}
         ours, floor, roof = rows["decode"], rows["matmul floor"], rows["bandwidth roofline"]
         ref = rows.get("transformers generate")

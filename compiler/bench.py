@@ -217,8 +217,9 @@ class Case:
             n = self.new
             self.best_hf = min(self.best_hf, (self.hf_once(n) - self.hf_once(1)) / (n - 1))
 
-    def result(self, floor: float | None = None, shape: str = "") -> dict:
-        """{"rows": [Row...], "ratios": {...}, "meta": {...}}; `floor` (ms) if measured already."""
+    def result(self, floor: float | None = None, bw: float | None = None, shape: str = "") -> dict:
+        """{"rows": [Row...], "ratios": {...}, "meta": {...}}; `floor` (ms) and `bw` (bytes/s)
+        if measured already (a script timing many cases measures them once)."""
         ours = Row("decode", self.best * 1e3, self.batch / self.best, compile_s=self.compile_s,
                    peak_mb=self.peak_mb)
         out = [ours]
@@ -227,7 +228,7 @@ class Case:
         fl = floor if floor is not None else floor_ms(self.model, self.rows, clock=self.clock)
         out.append(Row(f"matmul floor ({self.rows} rows)", fl, self.batch / (fl / 1e3),
                        note="torch.mm of the step's weights"))
-        bw = bandwidth(self.dev)
+        bw = bw if bw is not None else bandwidth(self.dev)
         rf = roofline_ms(self.model, self.rows, self.prompt_len + self.new, bw)
         out.append(Row("bandwidth roofline", rf, self.batch / (rf / 1e3), note=f"{bw / 1e9:.1f} GB/s copy"))
         ratios = {"ours/floor": ours.ms / fl, "ours/roofline": ours.ms / rf}
