@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from decode.compiler import jsonl
+
 DEFAULT_BATCH = 8
 
 
@@ -190,7 +192,7 @@ def appending(path: str) -> Iterator[Callable[[str], None]]:
 
 def result_line(item: Item, completion) -> str:
     """One output line: the DESIGN `--json` object with the prompt's id in front."""
-    return json.dumps({"id": item.id, **completion.to_json()}, ensure_ascii=False) + "\n"
+    return jsonl.dumps({"id": item.id, **completion.to_json()}) + "\n"
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -8,13 +8,13 @@ reuses the compiled graph.
 """
 from __future__ import annotations
 
-import json
 import time
 import types
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from decode.compiler import jsonl
 from decode.compiler.context import StepContext
 from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan, compile as lower
@@ -52,7 +52,7 @@ class Completion:
         return {k: d[k] for k in ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")}
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), ensure_ascii=False)
+        return jsonl.dumps(self.to_json())
 
 
 # ----------------------------------------------------------------------------- binding

@@ -21,9 +21,10 @@ out. Torch-free: tensors are read with `.tolist()`.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import IO
+
+from decode.compiler import jsonl
 
 VERSION = 1
 IMPOSSIBLE = -1.0e8      # scores at or below this are the searches' "never" filler
@@ -61,7 +62,7 @@ class TraceRecorder:
 
     # -- writing ---------------------------------------------------------------------
     def _write(self, obj: dict) -> None:
-        self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.out.write(jsonl.dumps(obj) + "\n")
 
     def _start(self, k: int) -> None:
         self.rows = [[None] * k for _ in self.ids]

@@ -294,7 +294,8 @@ for _spec in (
         cite="Graves 2012; Sutskever et al. 2014", impl=_S + "beam",
         details="With a sampling stage this is beam sampling, as transformers' `do_sample=True, "
                 "num_beams=K`: each step, 2·K continuations are drawn without replacement from the "
-                "softmax of (beam score + processed log-prob) over all K·V candidates (Gumbel-top-k); "
+                "softmax of (beam score + processed log-prob) over all K·V candidates (successive "
+                "sampling, one uniform per draw); "
                 "those ending in EOS among the first K drawn become finished hypotheses, and the K "
                 "best-scoring drawn ones that do not end continue. Truncation stages then keep at "
                 "least 1 + (number of EOS ids) tokens, as in transformers."),
@@ -344,8 +345,8 @@ for _spec in (
                 "(2) the recipe's logit stages, in written order; "
                 "(3) it picks 2·K/GROUPS of its (K/GROUPS)·V continuations (beam score + processed "
                 "log-prob): the best ones, or, when the recipe samples (diverse beam sampling, "
-                "which transformers refuses), a draw without replacement from their softmax by "
-                "Gumbel-top-k, kept in draw order. Continuations ending in EOS among the first "
+                "which transformers refuses), a draw without replacement from their softmax "
+                "(successive sampling), kept in draw order. Continuations ending in EOS among the first "
                 "K/GROUPS become finished hypotheses (score: sum of log-probs / length ** LENPEN); "
                 "the first K/GROUPS that do not end continue. A group stops when it holds K/GROUPS "
                 "hypotheses that no running beam can beat; the best RETURN hypotheses over all "

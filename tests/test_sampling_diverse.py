@@ -96,8 +96,10 @@ def test_a_sampled_group_is_not_done_while_a_drawn_continuation_can_beat_its_wor
     state["hyp_score"][:] = torch.tensor([-1.0, -2.0])     # ...and its worst scores -2
     scores = torch.full((2, v), -6.0)
     scores[0, 0], scores[0, 1] = -0.2, -3.0                # token 0 is best, token 1 is drawn first
-    noise = torch.full((2, v), 1e-6)
-    noise[0, 1], noise[0, 0] = 1 - 1e-6, 0.5
+    # draw j reads the group's first row's noise[0, j]: 0.95 of the mass falls on token 1
+    # (token 0 holds the first 0.93), then 1e-6 of what is left on token 0
+    noise = torch.full((2, v), 0.5)
+    noise[0, 0], noise[0, 1] = 0.95, 1e-6
     lim = {"prompt": torch.tensor(2), "max_new": torch.tensor(6)}
     hp = {"lenpen": torch.tensor(1.0), "penalty": torch.tensor(0.0)}
     seq = torch.zeros(2, 8, dtype=torch.long)

@@ -257,3 +257,13 @@ def test_viz_draws_a_trace_cut_short_by_an_interrupt(traces, tmp_path, capsys):
     assert "the run stopped early" in out and "← #" not in out
     assert main(["viz", str(cut), "--html", str(tmp_path / "cut.html")]) == 0
     assert "stopped before the end" in (tmp_path / "cut.html").read_text()
+
+
+def test_a_line_break_inside_a_token_stays_inside_its_json_line():
+    """Text is written unescaped, but U+2028/U+2029/U+0085 end a line for str.splitlines."""
+    from decode.compiler import jsonl
+
+    obj = {"piece": "a\u2028b\u2029c\x85d\ne"}
+    line = jsonl.dumps(obj)
+    assert line.splitlines() == [line]
+    assert json.loads(line) == obj

@@ -7,13 +7,14 @@ sum(logprob) / generated_len ** lenpen. `early` decides when the pool may stop g
 true (as soon as K hypotheses finished), false (when the best running beam, at its
 current length, cannot beat the worst finished one), never (the same bound taken at the
 longest possible length when lenpen > 0). With sampling, the 2K continuations are drawn
-without replacement from softmax(accumulated scores) by the Gumbel-top-k trick.
+without replacement from softmax(accumulated scores), in draw order (`base.draw`: successive
+sampling, as the reference's `multinomial`).
 """
 from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, candidates, gumbel
+from decode.compiler.search.base import NEG, Search, candidates, draw
 
 
 class Beam(Search):
@@ -52,7 +53,7 @@ class Beam(Search):
         acc = (process(scores, None).view(b, k, v) + state["run"][..., None]).view(b, k * v)
         acc, penalty = self.rescore(acc, hp)
         if self.cfg.sampling:
-            idx = torch.topk(acc + gumbel(noise).view(b, k * v), n).indices
+            idx = draw(acc, noise.view(b, k * v)[:, :n])  # the prompt's first n draws
             top = acc.gather(1, idx)
         else:
             top, idx = torch.topk(acc, n)

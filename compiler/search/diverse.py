@@ -12,7 +12,7 @@ counts towards the diversity penalty of later groups, as in the reference.
 Diverse beam *sampling* (a recipe with a sampling stage; the reference refuses it) is the
 same step with the group's 2·K/G continuations drawn without replacement from
 softmax(beam score + processed log-prob) over the group's (K/G)·V continuations
-(Gumbel-top-k, kept in draw order): EOS candidates among the first K/G drawn become
+(successive sampling, `base.draw`, kept in draw order): EOS candidates among the first K/G drawn become
 hypotheses, and the first K/G drawn that do not end continue. Without sampling, draw order
 is score order and this is exactly the reference's group beam search.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, candidates, gumbel
+from decode.compiler.search.base import NEG, Search, candidates, draw
 
 
 class Diverse(Search):
@@ -109,7 +109,8 @@ class Diverse(Search):
             lp = process(lp.view(b * s, v), rows).view(b, s, v)
             acc = (lp + run[:, g, :, None]).view(b, s * v)
             if self.cfg.sampling:
-                idx = torch.topk(acc + gumbel(noise.view(b, k, v)[:, g * s:(g + 1) * s]).reshape(b, s * v), n).indices
+                u = noise.view(b, k, v)[:, g * s:(g + 1) * s].reshape(b, s * v)[:, :n]  # the group's first n
+                idx = draw(acc, u)
                 top = acc.gather(1, idx)
             else:
                 top, idx = torch.topk(acc, n)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import Search, candidates, gumbel, trim
+from decode.compiler.search.base import Search, candidates, draw, trim
 
 TRACE_TOP = 5  # alternatives per row shown in a trace
 
@@ -30,7 +30,7 @@ class Greedy(Search):
         scores = process(scores, None)
         logp = torch.log_softmax(scores, dim=-1)
         if self.cfg.sampling:
-            tok = torch.argmax(logp + gumbel(noise), dim=-1)  # Gumbel-max = a draw from softmax
+            tok = draw(logp, noise[:, :1]).squeeze(1)  # a draw from softmax(logp)
         else:
             tok = torch.argmax(scores, dim=-1)
         alive = state["alive"]
