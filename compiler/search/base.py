@@ -144,9 +144,9 @@ def draw(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     logmass = mass.log() + top.squeeze(-1)                                # [B, C]; empty: -inf
     drawn = torch.full((b, n), -1, dtype=torch.long, device=scores.device)
     slots = torch.arange(n, device=scores.device)
+    onehot = slots[:, None] == slots  # row j marks draw j: one compiled region serves every draw
     for j in range(n):
-        idx, logmass = _draw_one(x3, logmass, drawn, u[:, j])
-        drawn = torch.where(slots == j, idx[:, None], drawn)
+        logmass, drawn = _draw_one(x3, logmass, drawn, u, onehot[j])
     return drawn
 
 
@@ -167,11 +167,14 @@ def _pick(w: torch.Tensor, u: torch.Tensor):
     return i, (below / torch.where(wi > 0, wi, 1.0)).clamp(max=1.0 - 2.0**-53)
 
 
-def _draw_step(x3: torch.Tensor, logmass: torch.Tensor, drawn: torch.Tensor, u: torch.Tensor):
-    """One draw of `draw`: (index [B], chunk log-masses with it removed)."""
+def _draw_step(x3: torch.Tensor, logmass: torch.Tensor, drawn: torch.Tensor, u: torch.Tensor,
+               slot: torch.Tensor):
+    """The draw `slot` ([n] bool, one True) of `draw`: (chunk log-masses without the entry
+    drawn, `drawn` with it written in its slot)."""
     b, _, size = x3.shape
     n = drawn.shape[1]
     dev = x3.device
+    u = torch.where(slot, u, 0.0).sum(-1)  # this draw's uniform
     peak = logmass.amax(-1, keepdim=True)
     alive = peak > float("-inf")                                       # anything left to draw
     c, frac = _pick(torch.exp(logmass - torch.where(alive, peak, 0.0)), u[:, None].double())
@@ -189,7 +192,8 @@ def _draw_step(x3: torch.Tensor, logmass: torch.Tensor, drawn: torch.Tensor, u: 
     low = torch.arange(n + 1, device=dev)
     free = ~(low[None, :, None] == drawn[:, None, :]).any(-1)
     filler = torch.argmax(free.int(), -1, keepdim=True)
-    return torch.where(alive, c * size + i, filler).squeeze(1), logmass
+    idx = torch.where(alive, c * size + i, filler)
+    return logmass, torch.where(slot, idx, drawn)
 
 
 # one region, compiled once and called for every draw of every group
