@@ -1,4 +1,8 @@
-"""The uniform draws behind sampling: a counter-based hash of (row key, step, token id).
+"""The uniform draws behind sampling: a counter-based hash of (row key, step, column).
+
+A step hands every search [R, V] draws. The built-in samplers read the first few columns
+of a row (one per draw, `search.base.draw`), and a compiled step computes only the
+columns read; `sbeam` (and a plugin that wants Gumbels) reads one per token.
 
 Each row has a 64-bit key made from its prompt's seed and its index among the prompt's
 rows, so a prompt's draws do not depend on its batch-mates or on the batch size. The
