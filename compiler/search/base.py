@@ -180,7 +180,8 @@ def _draw_step(x3: torch.Tensor, logmass: torch.Tensor, drawn: torch.Tensor, u: 
     c, frac = _pick(torch.exp(logmass - torch.where(alive, peak, 0.0)), u[:, None].double())
     pos = c * size + torch.arange(size, device=dev)                    # [B, CHUNK] global indices
     taken = (pos[:, :, None] == drawn[:, None, :]).any(-1)
-    row = torch.where(taken, float("-inf"), x3.gather(1, c[:, :, None].expand(b, 1, size)).squeeze(1).double())
+    chunk = x3.gather(1, c[:, :, None].expand(b, 1, size)).squeeze(1).double()
+    row = torch.where(taken, float("-inf"), chunk)
     top = row.amax(-1, keepdim=True)
     w = torch.exp(row - torch.where(top > float("-inf"), top, 0.0))
     i, _ = _pick(w, frac)

@@ -12,9 +12,9 @@ counts towards the diversity penalty of later groups, as in the reference.
 Diverse beam *sampling* (a recipe with a sampling stage; the reference refuses it) is the
 same step with the group's 2·K/G continuations drawn without replacement from
 softmax(beam score + processed log-prob) over the group's (K/G)·V continuations
-(successive sampling, `base.draw`, kept in draw order): EOS candidates among the first K/G drawn become
-hypotheses, and the first K/G drawn that do not end continue. Without sampling, draw order
-is score order and this is exactly the reference's group beam search.
+(successive sampling, `base.draw`, kept in draw order): EOS candidates among the first
+K/G drawn become hypotheses, and the first K/G drawn that do not end continue. Without
+sampling, draw order is score order and this is exactly the reference's group beam search.
 
 `kind` changes what the penalty counts (dsl/stages.py has the definitions): `hamming`
 (above), `cumulative` (the token's choices by earlier groups at every step so far) and

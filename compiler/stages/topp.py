@@ -102,8 +102,6 @@ def _radix(logits: torch.Tensor, p: torch.Tensor):
     return kept, split.view(r, 1), close.view(r, 1)
 
 
-
-
 def apply(logits: torch.Tensor, ctx, p, keep=1) -> torch.Tensor:
     p = torch.as_tensor(p, device=logits.device, dtype=torch.float32)
     if int(keep) != 1 or logits.device.type == "cuda":
