@@ -16,6 +16,7 @@ import torch
 
 from decode.compiler import jsonl
 from decode.compiler.context import StepContext
+from decode.compiler.kernel_cache import first_call
 from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan, compile as lower
 from decode.compiler.search.base import SearchConfig
@@ -185,7 +186,12 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
                 # "reduce-overhead": the step replays as one CUDA graph (the KV cache is
                 # marked static in `run`, and the draws are computed in the graph)
                 opts["triton.cudagraphs"] = True
-            fn = torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+            eager = fn
+
+            def make(fn=fn, opts=opts):
+                return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+
+            fn = first_call(make(), eager, make)
         _COMPILED[key] = fn
     return fn
 

@@ -662,10 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"decode: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 bad recipe or file, 2 bad usage)."""
     # torch warns at import when numpy is absent; decode never needs numpy
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
