@@ -269,7 +269,7 @@ def problem(line) -> str | None:
     if not isinstance(line, dict):
         return f"a trace line is a JSON object, got {brief(line)}"
     kind = line.get("type")
-    if kind not in SHAPES:
+    if not isinstance(kind, str) or kind not in SHAPES:
         return f'"type" must be one of {", ".join(SHAPES)}, got {brief(kind)}'
     return _mismatch(line, SHAPES[kind], "")
 
