@@ -633,10 +633,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           "ratios": res["ratios"]}))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     m = res["meta"]
-    table = Table(title=f"{m['recipe']}  [dim]({m['fingerprint']})[/dim]",
+    table = Table(title=f"{escape(m['recipe'])}  [dim]({m['fingerprint']})[/dim]",  # a recipe may hold "[/x]"
                   caption=f"{m['shape']} · batch {m['batch']} · {m['rows']} rows · {m['new']} new tokens · "
                           f"{m['device']} {m['dtype']} · {m['threads']} threads · {m['clock']} clock · "
                           f"best of {args.repeats}")
@@ -650,7 +651,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("  ".join(f"{k} [bold]{v:.2f}[/bold]" for k, v in res["ratios"].items()))
     if m["note"]:
-        console.print(f"[dim]{m['note']}[/dim]")
+        console.print(f"[dim]{escape(m['note'])}[/dim]")
     return 0
 
 
