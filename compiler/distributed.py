@@ -63,7 +63,12 @@ class World:
         env = os.environ
         if "WORLD_SIZE" not in env:
             return World()
-        return World(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        got = [env.get(name, "0").strip() for name in names]
+        if not all(g.isdigit() for g in got) or not int(got[0]) < int(got[1]):
+            raise ValueError(", ".join(f"{n}={g!r}" for n, g in zip(names, got)) + " is not a process of a "
+                             "torchrun job (0 <= RANK < WORLD_SIZE): start it with torchrun, which sets them")
+        return World(*map(int, got))
 
 
 def rank_device(device: str | None, world: World) -> str | None:
@@ -153,8 +158,9 @@ def _meet(world: World, wait: float):
         store = dist.TCPStore(addr, int(port), world.size, is_master=hosts, wait_for_workers=False,
                               timeout=WAIT, multi_tenant=True)
     except dist.DistError as err:
-        raise BatchError(f"rank {world.rank} of {world.size}: cannot reach the job's store at "
-                         f"{addr}:{port}: {err}") from None
+        what = "serve (is the port taken?)" if hosts else "reach"
+        raise BatchError(f"rank {world.rank} of {world.size}: cannot {what} the job's store at "
+                         f"{addr}:{port}: {str(err).splitlines()[0]}") from None
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job checks in anew
     keys = [f"decode/{attempt}/joined/{r}" for r in range(world.size)]
     store.set(keys[world.rank], "1")

@@ -73,37 +73,41 @@ def read_trace(path: str) -> Trace:
     """
     build = _Builder(path)
     with open(path, "rb") as f:
-        for n, line in _lines(f, path, build):
+        for n, line in _lines(f, build):
             build.add(line, n)
     return build.done()
 
 
-def _lines(f, path: str, build: "_Builder"):
+def _lines(f, build: "_Builder"):
     """(line number, parsed JSON) of each non-blank line, read with a bounded length."""
     n = 0
     while raw := f.readline(MAX_LINE):
         n += 1
         if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
             raise build.error(n, f"the line is longer than {MAX_LINE >> 20} MiB")
-        cut = not raw.endswith(b"\n")  # only the last line can end without one
         try:
             text = raw.decode("utf-8")
-            if not text.strip():
-                continue
-            yield n, json.loads(text)
-        except UnicodeDecodeError as e:
-            if cut and build.header is not None:
-                build.torn = n
-                return
-            raise build.error(n, f"byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8") from None
+            line = json.loads(text) if text.strip() else _BLANK
         except RecursionError:
             raise build.error(n, "the JSON nests too deeply") from None
-        except ValueError as e:  # JSONDecodeError, or an integer of thousands of digits
-            if cut and build.header is not None:
+        except ValueError as e:  # not UTF-8, not JSON, or an integer of thousands of digits
+            if not raw.endswith(b"\n") and build.header is not None:  # a killed writer's last line
                 build.torn = n
                 return
-            what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-            raise build.error(n, f"not JSON ({what})") from None
+            raise build.error(n, _unreadable(raw, e)) from None
+        if line is not _BLANK:
+            yield n, line
+
+
+_BLANK = object()
+
+
+def _unreadable(raw: bytes, e: ValueError) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not JSON ({e.msg} at column {e.colno})"
+    return f"not JSON ({e})"
 
 
 class _Builder:
@@ -584,8 +588,8 @@ def page_problem(page: str, trace: str) -> str | None:
     through a link), anything but a regular file, and a file that is not a page of ours,
     so that nothing a user has is overwritten.
 
-        >>> page_problem("t.jsonl", "t.jsonl")
-        '--html t.jsonl is the trace itself: ...'
+        >>> page_problem("t.jsonl", "t.jsonl").split(":")[0]
+        '--html t.jsonl is the trace itself'
     """
     folder = os.path.dirname(os.path.abspath(page))
     if not os.path.isdir(folder):

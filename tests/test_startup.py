@@ -125,4 +125,13 @@ def test_the_peer_timeout_comes_from_decode_peer_timeout_when_not_given(tmp_path
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "two"])
 def test_peer_timeout_takes_a_positive_number_of_seconds(value, capsys):
     assert main(["run", "greedy", "--prompt", "a", "--peer-timeout", value]) == 2
-    assert f"argument --peer-timeout: takes a positive number of seconds, got {value!r}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"argument --peer-timeout: takes a positive number of seconds, got {value!r}" in err
+
+
+@pytest.mark.parametrize("world,rank", [("2", "2"), ("x", "0"), ("2", "-1")])
+def test_torchrun_variables_that_name_no_process_are_a_clean_error(world, rank, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("RANK", rank)
+    code, err, _ = run_alone(tmp_path, capsys)
+    assert code == 1 and f"RANK={rank!r}, WORLD_SIZE={world!r}" in err and "start it with torchrun" in err

@@ -62,7 +62,8 @@ def deep(levels: int) -> list[dict]:
     that goes on ("nT"), so every level nests one deeper in the terminal."""
     lines, parent = [HEADER], None
     for t in range(levels):
-        lines += [cand(t, 2 * t, parent, finished=True, text=f"f{t}"), cand(t, 2 * t + 1, parent, text=f"n{t}")]
+        lines += [cand(t, 2 * t, parent, finished=True, text=f"f{t}"),
+                  cand(t, 2 * t + 1, parent, text=f"n{t}")]
         parent = 2 * t + 1
     return lines + [final(parent)]
 
@@ -80,45 +81,50 @@ def test_a_well_formed_hand_written_trace_draws(tmp_path, capsys):
     assert code == 0 and "← #1" in out and "pruned" in out
 
 
-# line number, what is wrong: each a traceback (or a silently wrong drawing) before
+C0, C1 = cand(0, 0, None), cand(1, 1, 0)
+SURROGATE = ('{"type": "cand", "step": 0, "prompt": 0, "row": 0, "token": 7, "text": "\\ud800", "logp": -1.0, '
+             '"group": 0, "kept": true, "finished": false, "node": 0, "parent_node": null}')
+BAD_SCORE = {"type": "final", "results": [{"prompt": 0, "sequences": [
+    {"ids": [7], "text": "x", "score": "high", "finish": "eos", "node": 0}]}]}
+# name -> (the line at fault, the trace, what the message says); each was a traceback (or a
+# silently wrong drawing) before
 MALFORMED = {
-    "missing key": (3, [HEADER, cand(0, 0, None), {k: v for k, v in cand(1, 1, 0).items() if k != "step"}],
-                    '"step" is missing'),
-    "string for a number": (2, [HEADER, cand("0", 0, None)], '"step" must be a whole number >= 0, got "0"'),
-    "bool for a number": (2, [HEADER, cand(0, 0, None, group=True)], '"group" must be a whole number >= 0, got true'),
+    "missing key": (3, [HEADER, C0, {k: v for k, v in C1.items() if k != "step"}], '"step" is missing'),
+    "string for a number": (2, [HEADER, cand("0", 0, None)],
+                            '"step" must be a whole number >= 0, got "0"'),
+    "bool for a number": (2, [HEADER, cand(0, 0, None, group=True)],
+                          '"group" must be a whole number >= 0, got true'),
     "number for a bool": (2, [HEADER, cand(0, 0, None, kept=1)], '"kept" must be true or false, got 1'),
-    "NaN log-prob": (2, [HEADER, {**cand(0, 0, None), "logp": float("nan")}],
+    "NaN log-prob": (2, [HEADER, {**C0, "logp": float("nan")}],
                      '"logp" must be a finite number or null, got NaN'),
     "list for an object": (2, [HEADER, [1, 2]], "a trace line is a JSON object, got a list of 2"),
     "unknown kind": (2, [HEADER, {"type": "step"}], '"type" must be one of header, cand, final, got "step"'),
-    "header without prompts": (1, [{k: v for k, v in HEADER.items() if k != "prompts"}], '"prompts" is missing'),
+    "list for a kind": (2, [HEADER, {**C0, "type": []}], '"type" must be one of header, cand, final'),
+    "header without prompts": (1, [{k: v for k, v in HEADER.items() if k != "prompts"}],
+                               '"prompts" is missing'),
     "prompts not a list": (1, [{**HEADER, "prompts": 3}], '"prompts" must be a list, got 3'),
     "prompt ids of text": (1, [{**HEADER, "prompts": [{"prompt": None, "prompt_ids": ["a"]}]}],
                            '"prompts[0].prompt_ids[0]" must be a whole number >= 0, got "a"'),
     "other version": (1, [{**HEADER, "trace": 2}], "trace version 2 is not 1"),
-    "second header": (3, [HEADER, cand(0, 0, None), HEADER], "a second header line"),
-    "prompt out of range": (2, [HEADER, {**cand(0, 0, None), "prompt": 1}], '"prompt" 1 is not in the header'),
-    "negative prompt": (2, [HEADER, {**cand(0, 0, None), "prompt": -1}], '"prompt" must be a whole number >= 0'),
+    "second header": (3, [HEADER, C0, HEADER], "a second header line"),
+    "prompt out of range": (2, [HEADER, {**C0, "prompt": 1}], '"prompt" 1 is not in the header'),
+    "negative prompt": (2, [HEADER, {**C0, "prompt": -1}], '"prompt" must be a whole number >= 0'),
     "unknown parent": (2, [HEADER, cand(1, 1, 7)], '"parent_node" 7 is no node introduced on an earlier line'),
-    "parent of another prompt": (3, [{**HEADER, "prompts": HEADER["prompts"] * 2}, cand(0, 0, None),
-                                     {**cand(1, 1, 0), "prompt": 1}], '"parent_node" 0 is a node of prompt 0'),
-    "a step skipped": (3, [HEADER, cand(0, 0, None), cand(5, 1, 0)], '"step" 5 does not follow step 0'),
+    "parent of another prompt": (3, [{**HEADER, "prompts": HEADER["prompts"] * 2}, C0, {**C1, "prompt": 1}],
+                                 '"parent_node" 0 is a node of prompt 0'),
+    "a step skipped": (3, [HEADER, C0, cand(5, 1, 0)], '"step" 5 does not follow step 0'),
     "a huge step": (2, [HEADER, cand(10 ** 18, 0, None)], "does not follow step -1"),
     "kept without a node": (2, [HEADER, cand(0, None, None)], 'a kept candidate needs a "node" id'),
-    "node introduced twice": (3, [HEADER, cand(0, 0, None), cand(0, 0, None)], "node 0 was already introduced on line 2"),
-    "line after the final": (4, [HEADER, cand(0, 0, None), final(0), cand(1, 1, 0)], "a line after the final line 3"),
-    "final names no node": (3, [HEADER, cand(0, 0, None), final(9)],
+    "node introduced twice": (3, [HEADER, C0, C0], "node 0 was already introduced on line 2"),
+    "line after the final": (4, [HEADER, C0, final(0), C1], "a line after the final line 3"),
+    "final names no node": (3, [HEADER, C0, final(9)],
                             '"results[0].sequences[0].node" 9 is no node introduced'),
-    "final of no prompt": (3, [HEADER, cand(0, 0, None), final(0, prompt=4)], '"results[0].prompt" 4 is not in the header'),
-    "final score text": (3, [HEADER, cand(0, 0, None), {**final(0), "results": [{"prompt": 0, "sequences": [
-        {"ids": [7], "text": "x", "score": "high", "finish": "eos", "node": 0}]}]}],
-        '"results[0].sequences[0].score" must be a finite number or null, got "high"'),
-    "lone surrogate": (2, [HEADER, '{"type": "cand", "step": 0, "prompt": 0, "row": 0, "token": 7, "text": "\\ud800", '
-                                   '"logp": -1.0, "group": 0, "kept": true, "finished": false, "node": 0, '
-                                   '"parent_node": null}'], '"text" must be a string or null, got "\\ud800"'),
-    "not UTF-8": (2, [HEADER, json.dumps(cand(0, 0, None)).encode().replace(b'"x"', b'"\xff"')],
-                  "byte 0xff at column"),
-    "not JSON": (2, [HEADER, "{'type': 'cand'}", cand(0, 0, None)], "not JSON (Expecting property name"),
+    "final of no prompt": (3, [HEADER, C0, final(0, prompt=4)], '"results[0].prompt" 4 is not in the header'),
+    "final score text": (3, [HEADER, C0, BAD_SCORE],
+                         '"results[0].sequences[0].score" must be a finite number or null, got "high"'),
+    "lone surrogate": (2, [HEADER, SURROGATE], '"text" must be a string or null, got "\\ud800"'),
+    "not UTF-8": (2, [HEADER, json.dumps(C0).encode().replace(b'"x"', b'"\xff"')], "byte 0xff at column"),
+    "not JSON": (2, [HEADER, "{'type': 'cand'}", C0], "not JSON (Expecting property name"),
     "JSON nested thousands deep": (2, [HEADER, "[" * 100000 + "]" * 100000], "the JSON nests too deeply"),
     "an integer of 5000 digits": (2, [HEADER, '{"type": "cand", "step": ' + "9" * 5000 + "}"], "not JSON"),
 }
@@ -361,7 +367,8 @@ def test_a_mutated_trace_either_draws_or_is_a_trace_error(recorded, tmp_path):
         outcomes.append(draws_or_trace_error(path))
     for _ in range(40):  # bytes that are not UTF-8, anywhere
         at = rng.randrange(len(recorded))
-        path.write_bytes(recorded[:at] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"]) + recorded[at:])
+        bad = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])
+        path.write_bytes(recorded[:at] + bad + recorded[at:])
         outcomes.append(draws_or_trace_error(path))
     for _ in range(20):  # a line lost or repeated
         at = rng.randrange(1, len(lines))
