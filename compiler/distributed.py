@@ -25,8 +25,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import glob
+import math
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -36,6 +39,10 @@ from decode.compiler.batch import BatchError, Item, LineError, batches, done_ids
 # is legitimate for as long as a share takes. A dead rank does not leave the others
 # waiting out this timeout: torchrun stops them as soon as one fails.
 WAIT = datetime.timedelta(days=7)
+# A rank that never starts is another matter: the others wait this long for every rank
+# to join, then stop and say which did not (--peer-timeout or this variable, in seconds).
+PEER_WAIT = 300.0
+PEER_WAIT_VAR = "DECODE_PEER_TIMEOUT"
 
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)$")
 
@@ -56,7 +63,12 @@ class World:
         env = os.environ
         if "WORLD_SIZE" not in env:
             return World()
-        return World(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        got = [env.get(name, "0").strip() for name in names]
+        if not all(g.isdigit() for g in got) or not int(got[0]) < int(got[1]):
+            raise ValueError(", ".join(f"{n}={g!r}" for n, g in zip(names, got)) + " is not a process of a "
+                             "torchrun job (0 <= RANK < WORLD_SIZE): start it with torchrun, which sets them")
+        return World(*map(int, got))
 
 
 def rank_device(device: str | None, world: World) -> str | None:
@@ -72,10 +84,33 @@ def rank_device(device: str | None, world: World) -> str | None:
 _group = None  # the gloo group that carries the plan and the final handshake
 
 
+def peer_wait(given: float | None = None) -> float:
+    """Seconds a rank waits for the others to join: `given` (--peer-timeout), else
+    $DECODE_PEER_TIMEOUT, else PEER_WAIT.
+
+        >>> peer_wait(2.0)
+        2.0
+    """
+    if given is not None:
+        return given
+    text = os.environ.get(PEER_WAIT_VAR, "").strip()
+    if not text:
+        return PEER_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"{PEER_WAIT_VAR}={text!r} is not a positive number of seconds "
+                         f"(e.g. {PEER_WAIT_VAR}=600)")
+    return value
+
+
 @contextlib.contextmanager
-def joined(world: World, device: str | None) -> Iterator[str | None]:
+def joined(world: World, device: str | None, wait: float = PEER_WAIT) -> Iterator[str | None]:
     """Join the torchrun job for the duration (nccl on GPUs, gloo on CPUs); yields the
-    rank's device. A world of one joins nothing."""
+    rank's device. A world of one joins nothing. Every rank must join within `wait`
+    seconds, else this one stops with a BatchError naming the ranks that did not."""
     global _group
     device = rank_device(device, world)
     if world.size == 1:
@@ -87,7 +122,9 @@ def joined(world: World, device: str | None) -> Iterator[str | None]:
     on_gpu = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cuda"
     if on_gpu:
         torch.cuda.set_device(torch.device(device or "cuda"))
-    dist.init_process_group("nccl" if on_gpu else "gloo", timeout=WAIT)
+    store = _meet(world, wait)
+    dist.init_process_group("nccl" if on_gpu else "gloo", store=dist.PrefixStore("default_pg", store),
+                            rank=world.rank, world_size=world.size, timeout=WAIT)
     try:
         # Python objects (ids, counts, errors) travel on CPU: a gloo group beside nccl
         # needs no GPU copies and works with several ranks on one GPU.
@@ -96,6 +133,64 @@ def joined(world: World, device: str | None) -> Iterator[str | None]:
     finally:
         _group = None
         dist.destroy_process_group()
+
+
+def _meet(world: World, wait: float):
+    """The store every rank shares (torchrun's, or one rank 0 starts at MASTER_ADDR:
+    MASTER_PORT as torch's env:// does), once every rank has checked in on it. torch itself
+    would wait for a missing rank as long as a collective may take (WAIT, days). The waits
+    are polled here: torch's own timeouts log C++ stack traces."""
+    import torch.distributed as dist
+
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "")
+    if not addr or not port.isdigit():
+        raise BatchError(f"WORLD_SIZE={world.size} but MASTER_ADDR and MASTER_PORT are not both set: "
+                         f"start the processes with torchrun, which sets them")
+    deadline = time.monotonic() + wait
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun hosts the store
+    hosts = world.rank == 0 and not agent
+    if not hosts and not _listening(addr, int(port), deadline):
+        if agent:
+            raise BatchError(f"rank {world.rank} of {world.size}: torchrun's store at {addr}:{port} did "
+                             f"not answer within {wait:g} s; is torchrun still running?")
+        raise BatchError(_missing(world, [0], wait, f" (nothing listens at {addr}:{port})"))
+    try:
+        store = dist.TCPStore(addr, int(port), world.size, is_master=hosts, wait_for_workers=False,
+                              timeout=WAIT, multi_tenant=True)
+    except dist.DistError as err:
+        what = "serve (is the port taken?)" if hosts else "reach"
+        raise BatchError(f"rank {world.rank} of {world.size}: cannot {what} the job's store at "
+                         f"{addr}:{port}: {str(err).splitlines()[0]}") from None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job checks in anew
+    keys = [f"decode/{attempt}/joined/{r}" for r in range(world.size)]
+    store.set(keys[world.rank], "1")
+    while not store.check(keys):
+        if time.monotonic() > deadline:
+            raise BatchError(_missing(world, [r for r, k in enumerate(keys) if not store.check([k])],
+                                      wait, ""))
+        time.sleep(0.05)
+    return store
+
+
+def _listening(addr: str, port: int, deadline: float) -> bool:
+    """Whether something accepts connections at addr:port before the deadline."""
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
+def _missing(world: World, ranks: list[int], wait: float, detail: str) -> str:
+    who = ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+    return (f"rank {world.rank} of {world.size}: {who} did not join within {wait:g} s{detail}. "
+            f"Start all {world.size} processes together (`torchrun --nproc-per-node {world.size} -m "
+            f"decode run ...` does; on several machines, one torchrun per machine with the same "
+            f"--rdzv-endpoint), or give a slow start longer with --peer-timeout SECONDS or "
+            f"{PEER_WAIT_VAR}=SECONDS")
 
 
 # ----------------------------------------------------------------------------- files

@@ -15,12 +15,15 @@ A trace file holds three kinds of line, told apart by "type":
 `row` is the row (within its prompt) that the candidate extends; `logp` the processed
 log-prob (or the search's score for the beam family). A kept candidate becomes a tree node
 with a fresh `node` id; `parent_node` names the node it extends (null: the prompt itself),
-so a reader rebuilds the tree without knowing how the search assigns rows. Candidates of
-rows that already finished, and impossible ones (score -inf or the -1e9 filler), are left
-out. Torch-free: tensors are read with `.tolist()`.
+so a reader rebuilds the tree without knowing how the search assigns rows: a candidate's
+`step` is its parent's plus one (the prompt's is -1). Candidates of rows that already
+finished, and impossible ones (score -inf or the -1e9 filler), are left out. `SHAPES` says
+what each line holds and `problem` checks a line against it. Torch-free: tensors are read
+with `.tolist()`.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import IO
 
@@ -234,3 +237,95 @@ def token_text(tok, token: int) -> str | None:
         return tok.decode([int(token)])
     except Exception:  # a tokenizer that cannot decode a lone id: show the id instead
         return None
+
+
+# ----------------------------------------------------------------------------- the shape
+
+# What each kind of line holds, for readers (viz checks every line with `problem`). A key
+# maps to the JSON kinds its value may take; [shape] is a list of values of that shape and
+# a dict an object with those keys. Keys beyond these are ignored, so a newer writer may add.
+COUNT, INT, NUMBER, TEXT, BOOL, NULL = "count", "integer", "number", "text", "bool", "null"
+SHAPES: dict[str, dict] = {
+    "header": {"type": TEXT, "trace": INT, "recipe": TEXT, "fingerprint": TEXT, "search": TEXT,
+               "rows": COUNT, "groups": COUNT, "eos": [COUNT],
+               "prompts": [{"prompt": (TEXT, NULL), "prompt_ids": [COUNT]}]},
+    "cand": {"type": TEXT, "step": COUNT, "prompt": COUNT, "row": COUNT, "token": COUNT,
+             "text": (TEXT, NULL), "logp": (NUMBER, NULL), "group": COUNT, "kept": BOOL,
+             "finished": BOOL, "node": (COUNT, NULL), "parent_node": (COUNT, NULL)},
+    "final": {"type": TEXT, "results": [{"prompt": COUNT, "sequences": [
+        {"ids": [COUNT], "text": (TEXT, NULL), "score": (NUMBER, NULL), "finish": TEXT,
+         "node": (COUNT, NULL)}]}]},
+}
+_SAID = {COUNT: "a whole number >= 0", INT: "a whole number", NUMBER: "a finite number",
+         TEXT: "a string", BOOL: "true or false", NULL: "null"}
+
+
+def problem(line) -> str | None:
+    """What is wrong with one parsed trace line (its kind from "type"), or None.
+
+        >>> problem({"type": "final", "results": [{"prompt": -1, "sequences": []}]})
+        '"results[0].prompt" must be a whole number >= 0, got -1'
+    """
+    if not isinstance(line, dict):
+        return f"a trace line is a JSON object, got {brief(line)}"
+    kind = line.get("type")
+    if not isinstance(kind, str) or kind not in SHAPES:
+        return f'"type" must be one of {", ".join(SHAPES)}, got {brief(kind)}'
+    return _mismatch(line, SHAPES[kind], "")
+
+
+def _mismatch(value, shape, where: str) -> str | None:
+    """The first place where `value` differs from `shape` (the schema nests a few levels;
+    the data's own nesting is walked by these loops, not by recursion)."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f'"{where}" must be an object, got {brief(value)}'
+        for key, inner in shape.items():
+            path = f"{where}.{key}" if where else key
+            if key not in value:
+                return f'"{path}" is missing'
+            found = _mismatch(value[key], inner, path)
+            if found:
+                return found
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f'"{where}" must be a list, got {brief(value)}'
+        for i, item in enumerate(value):
+            found = _mismatch(item, shape[0], f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    kinds = shape if isinstance(shape, tuple) else (shape,)
+    if any(_is(value, k) for k in kinds):
+        return None
+    return f'"{where}" must be {" or ".join(_SAID[k] for k in kinds)}, got {brief(value)}'
+
+
+def _is(value, kind: str) -> bool:
+    if kind in (COUNT, INT):  # bool is an int to Python, never to a trace
+        return type(value) is int and (kind == INT or value >= 0)
+    if kind == NUMBER:
+        return type(value) in (int, float) and math.isfinite(value)
+    if kind == TEXT:
+        return isinstance(value, str) and _unicode(value)
+    if kind == BOOL:
+        return type(value) is bool
+    return value is None
+
+
+def _unicode(text: str) -> bool:
+    """False for a lone surrogate ("\\ud800" is valid JSON but no text can show it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def brief(value) -> str:
+    """A JSON value short enough to quote in a message."""
+    if isinstance(value, (dict, list)):  # never dumped: it may nest thousands deep
+        return "an object" if isinstance(value, dict) else f"a list of {len(value)}"
+    shown = json.dumps(value, ensure_ascii=True)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -9,12 +9,17 @@ sequences are ranked at their last node. Imports no torch: drawing a trace is fa
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import html
 import json
+import os
+import secrets
+import stat
 from collections import deque
 from dataclasses import dataclass, field
 
-from decode.compiler.trace import VERSION
+from decode.compiler.trace import VERSION, brief, problem
 
 GROUP_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 # (fill, stroke) per group on the page
@@ -26,7 +31,13 @@ class TraceError(ValueError):
     """A file that is not a trace written by `decode run --trace`, told with its line."""
 
 
-@dataclass
+# the fix, said after what is wrong with a line
+REDO = ("the file is not as `decode run --trace` wrote it (edited, or damaged?): record it "
+        "again with `decode run RECIPE --prompt TEXT --trace {path}`")
+MAX_LINE = 64 << 20  # bytes; a trace line is a step's candidate, or the header or final line
+
+
+@dataclass(eq=False)  # identity: comparing two trees field by field would walk them whole
 class Node:
     id: int | None            # None: the prompt (the root)
     step: int
@@ -35,6 +46,8 @@ class Node:
     logp: float | None
     group: int
     finished: bool
+    prompt: int = 0
+    line: int = 0             # where the trace introduced it
     children: list[Node] = field(default_factory=list)
     pruned: list[dict] = field(default_factory=list)      # candidates that were not kept
     returned: list[tuple[int, float | None, str]] = field(default_factory=list)  # (rank, score, finish)
@@ -47,47 +60,154 @@ class Trace:
     final: dict | None         # None when the run stopped before the end
     kept: int = 0
     candidates: int = 0
+    torn: int | None = None    # the number of a cut-short last line that was left out
 
 
 def read_trace(path: str) -> Trace:
-    """Read a trace file and rebuild its trees.
+    """Read a trace file and rebuild its trees; a line that is not as `decode run --trace`
+    writes it (see `trace.SHAPES`) is a TraceError naming the file and line. A last line
+    cut short (the run was killed while writing it) is left out and counted in `torn`.
 
         >>> t = read_trace("trace.jsonl"); len(t.roots[0].children)
         1
     """
-    header, final, nodes, roots = None, None, {}, []
-    kept = cands = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TraceError(f"{path}:{n}: not JSON ({e.msg}); is this a trace written by "
-                                 f"`decode run --trace`?") from None
-            kind = obj.get("type") if isinstance(obj, dict) else None
-            if header is None:
-                if kind != "header" or obj.get("trace") != VERSION:
-                    raise TraceError(f"{path}:{n}: a trace starts with a header line (trace version "
-                                     f"{VERSION}); write one with "
-                                     f"`decode run RECIPE --prompt ... --trace {path}`")
-                header = obj
-                roots = [_root(p) for p in obj.get("prompts", [])]
-            elif kind == "cand":
-                cands += 1
-                kept += _add(obj, nodes, roots, path, n)
-            elif kind == "final":
-                final = obj
-                _mark_returned(obj, nodes, roots)
-            else:
-                raise TraceError(f"{path}:{n}: unknown line type {kind!r} (expected cand or final)")
-    if header is None:
-        raise TraceError(f"{path}: empty file, not a trace")
-    for root in roots:
-        for node in _walk(root):
-            node.pruned = _distinct(node)
-    return Trace(header, roots, final, kept, cands)
+    build = _Builder(path)
+    with open(path, "rb") as f:
+        for n, line in _lines(f, build):
+            build.add(line, n)
+    return build.done()
+
+
+def _lines(f, build: "_Builder"):
+    """(line number, parsed JSON) of each non-blank line, read with a bounded length."""
+    n = 0
+    while raw := f.readline(MAX_LINE):
+        n += 1
+        if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
+            raise build.error(n, f"the line is longer than {MAX_LINE >> 20} MiB")
+        try:
+            text = raw.decode("utf-8")
+            line = json.loads(text) if text.strip() else _BLANK
+        except RecursionError:
+            raise build.error(n, "the JSON nests too deeply") from None
+        except ValueError as e:  # not UTF-8, not JSON, or an integer of thousands of digits
+            if not raw.endswith(b"\n") and build.header is not None:  # a killed writer's last line
+                build.torn = n
+                return
+            raise build.error(n, _unreadable(raw, e)) from None
+        if line is not _BLANK:
+            yield n, line
+
+
+_BLANK = object()
+
+
+def _unreadable(raw: bytes, e: ValueError) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not JSON ({e.msg} at column {e.colno})"
+    return f"not JSON ({e})"
+
+
+class _Builder:
+    """Checks each line against its shape and against the lines before it, and grows the
+    trees; every complaint is a TraceError with the file and line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.header: dict | None = None
+        self.final: dict | None = None
+        self.final_line = 0
+        self.roots: list[Node] = []
+        self.nodes: dict[int, Node] = {}
+        self.kept = self.candidates = 0
+        self.torn: int | None = None
+
+    def error(self, n: int, what: str) -> TraceError:
+        return TraceError(f"{self.path}:{n}: {what}; {REDO.format(path=self.path)}")
+
+    def add(self, line, n: int) -> None:
+        if self.header is None:
+            return self._header(line, n)
+        wrong = problem(line)
+        if wrong:
+            raise self.error(n, wrong)
+        if line["type"] == "header":
+            raise self.error(n, "a second header line (a trace records one run)")
+        if self.final is not None:
+            raise self.error(n, f"a line after the final line {self.final_line}")
+        if line["type"] == "cand":
+            self._cand(line, n)
+        else:
+            self._final(line, n)
+
+    def _header(self, line, n: int) -> None:
+        if not isinstance(line, dict) or line.get("type") != "header":
+            raise TraceError(f"{self.path}:{n}: a trace starts with a header line (trace version "
+                             f"{VERSION}); write one with `decode run RECIPE --prompt ... --trace "
+                             f"{self.path}`")
+        if line.get("trace") != VERSION:
+            raise self.error(n, f"trace version {brief(line.get('trace'))} is not {VERSION}, the "
+                                f"one this decode reads")
+        wrong = problem(line)
+        if wrong:
+            raise self.error(n, wrong)
+        self.header = line
+        self.roots = [_root(p, b) for b, p in enumerate(line["prompts"])]
+
+    def _cand(self, c: dict, n: int) -> None:
+        if c["prompt"] >= len(self.roots):
+            raise self.error(n, f'"prompt" {c["prompt"]} is not in the header (it lists '
+                                f'{len(self.roots)} prompt{"s" if len(self.roots) != 1 else ""})')
+        parent = self._node(c["parent_node"], c["prompt"], n, "parent_node")
+        if c["step"] != parent.step + 1:
+            raise self.error(n, f'"step" {c["step"]} does not follow step {parent.step} of the node '
+                                f'it extends (a candidate extends a node of the step before)')
+        self.candidates += 1
+        if not c["kept"]:
+            parent.pruned.append(c)
+            return
+        if c["node"] is None:
+            raise self.error(n, 'a kept candidate needs a "node" id, got null')
+        if c["node"] in self.nodes:
+            raise self.error(n, f'node {c["node"]} was already introduced on line '
+                                f'{self.nodes[c["node"]].line}')
+        node = Node(c["node"], c["step"], c["token"], c["text"], c["logp"], c["group"],
+                    c["finished"], c["prompt"], n)
+        self.nodes[node.id] = node
+        parent.children.append(node)
+        self.kept += 1
+
+    def _node(self, ref: int | None, b: int, n: int, key: str) -> Node:
+        """The prompt's root (ref None) or the node `ref` of prompt `b`, introduced earlier."""
+        if ref is None:
+            return self.roots[b]
+        node = self.nodes.get(ref)
+        if node is None:
+            raise self.error(n, f'"{key}" {ref} is no node introduced on an earlier line')
+        if node.prompt != b:
+            raise self.error(n, f'"{key}" {ref} is a node of prompt {node.prompt}, not of prompt {b}')
+        return node
+
+    def _final(self, final: dict, n: int) -> None:
+        for i, res in enumerate(final["results"]):
+            b = res["prompt"]
+            if b >= len(self.roots):
+                raise self.error(n, f'"results[{i}].prompt" {b} is not in the header')
+            for rank, s in enumerate(res["sequences"], 1):
+                node = self._node(s["node"], b, n, f"results[{i}].sequences[{rank - 1}].node")
+                node.returned.append((rank, s["score"], s["finish"]))
+        self.final, self.final_line = final, n
+
+    def done(self) -> Trace:
+        if self.header is None:
+            raise TraceError(f"{self.path}: an empty file, not a trace; write one with "
+                             f"`decode run RECIPE --prompt ... --trace {self.path}`")
+        for root in self.roots:
+            for node in _walk(root):
+                node.pruned = _distinct(node)
+        return Trace(self.header, self.roots, self.final, self.kept, self.candidates, self.torn)
 
 
 def _distinct(node: Node) -> list[dict]:
@@ -96,44 +216,17 @@ def _distinct(node: Node) -> list[dict]:
     seen = {c.token for c in node.children}
     out = []
     for c in node.pruned:
-        if c.get("token") not in seen:
-            seen.add(c.get("token"))
+        if c["token"] not in seen:
+            seen.add(c["token"])
             out.append(c)
     return out
 
 
-def _root(prompt: dict) -> Node:
-    text = prompt.get("prompt")
+def _root(prompt: dict, b: int) -> Node:
+    text = prompt["prompt"]
     if text is None:
-        text = " ".join(map(str, prompt.get("prompt_ids", [])))
-    return Node(None, -1, None, text, None, 0, False)
-
-
-def _add(c: dict, nodes: dict, roots: list[Node], path: str, n: int) -> int:
-    try:
-        b, ref = int(c["prompt"]), c["parent_node"]
-        parent = roots[b] if ref is None else nodes[ref]
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise TraceError(f"{path}:{n}: candidate extends a node or prompt the trace has not "
-                         f"introduced (prompt {c.get('prompt')!r}, "
-                         f"parent_node {c.get('parent_node')!r})") from None
-    if not c.get("kept"):
-        parent.pruned.append(c)
-        return 0
-    node = Node(c["node"], int(c["step"]), c.get("token"), c.get("text"), c.get("logp"),
-                int(c.get("group", 0)), bool(c.get("finished")))
-    nodes[node.id] = node
-    parent.children.append(node)
-    return 1
-
-
-def _mark_returned(final: dict, nodes: dict, roots: list[Node]) -> None:
-    for res in final.get("results", []):
-        b = int(res["prompt"])
-        for rank, s in enumerate(res.get("sequences", []), 1):
-            node = nodes.get(s.get("node"), roots[b] if b < len(roots) else None)
-            if node is not None:
-                node.returned.append((rank, s.get("score"), s.get("finish", "")))
+        text = " ".join(map(str, prompt["prompt_ids"]))
+    return Node(None, -1, None, text, None, 0, False, b)
 
 
 def shown(text: str | None, token: int | None, space: str = " ") -> str:
@@ -198,43 +291,65 @@ def render_terminal(trace: Trace, console, pruned: int = 3) -> None:
     """Print each prompt's tree with rich. A line is a run of kept tokens (coloured by
     group) up to the next branch; finished nodes are marked ■, returned sequences ranked.
     Under each line, dimmed, its `pruned` best pruned candidates and the hypotheses that
-    were kept for a while and then dropped (0: leave them out)."""
+    were kept for a while and then dropped (0: leave them out). A tree nested deeper than
+    the console is wide goes on in a part of its own, so nothing is cut off."""
     from rich.text import Text
     from rich.tree import Tree
 
     h = trace.header
     console.print(Text.assemble(("trace ", "bold"), h["recipe"], (f"  ({h['fingerprint']})", "dim"),
                                 (f"  search={h['search']} rows={h['rows']}"
-                                 + (f" groups={h['groups']}" if h.get("groups", 1) > 1 else ""), "dim")))
+                                 + (f" groups={h['groups']}" if h["groups"] > 1 else ""), "dim")))
+    if trace.torn is not None:
+        console.print(Text(f"line {trace.torn} is cut short (the run was stopped while writing it) "
+                           f"and left out", style="yellow"))
     if trace.final is None:
         console.print(Text("the trace has no final line: the run stopped early", style="yellow"))
+    depth = max(4, (console.width - 24) // 4)  # rich indents 4 columns a level
     for b, root in enumerate(trace.roots):
         sh = shape(root)
         top = Tree(Text.assemble((f"prompt {b}: ", "bold"), shown(root.text, None)), guide_style="dim")
         _aside(top, [root], sh, pruned)
-        _grow(top, root, sh, pruned)
-        console.print(top)
+        parts, made = deque([(top, root)]), 1
+        while parts:
+            tree, node = parts.popleft()
+            for line, last in _grow(tree, node, sh, pruned, depth):
+                made += 1
+                title = Text.assemble((f"prompt {b}, part {made}: ", "bold"), "… ", line, (" goes on", "dim"))
+                line.append(f"  ↪ part {made}", style="bold")
+                parts.append((Tree(title, guide_style="dim"), last))
+            console.print(tree)
 
 
-def _grow(tree, node: Node, sh: Shape, pruned: int) -> None:
+def _grow(tree, node: Node, sh: Shape, pruned: int, depth: int) -> list[tuple]:
+    """Add the lines under `node` to `tree`, at most `depth` levels deep; returns (label,
+    node) of each line whose subtree did not fit, to be drawn as a part of its own."""
     from rich.text import Text
 
-    for child in node.children:
-        if not sh.vital[id(child)]:
-            continue
-        run = chain(child, sh)
-        last = run[-1]
-        label = Text()
-        for n in run:
-            label.append(shown(n.text, n.token), style=GROUP_STYLES[n.group % len(GROUP_STYLES)])
-        label.append(f"  [{run[0].step}" + (f"–{last.step}]" if len(run) > 1 else "]"), style="dim")
-        if last.finished:
-            label.append("  ■ finished", style="bold red")
-        for rank, score, finish in last.returned:
-            label.append(f"  ← #{rank} score {_fmt(score)} {finish}", style="bold")
-        branch = tree.add(label)
-        _aside(branch, run, sh, pruned)
-        _grow(branch, last, sh, pruned)
+    cut, todo = [], [(tree, node, 0)]
+    while todo:  # a loop, not recursion: a trace may branch thousands of times in a row
+        branch, node, level = todo.pop()
+        for child in node.children:
+            if not sh.vital[id(child)]:
+                continue
+            run = chain(child, sh)
+            last = run[-1]
+            label = Text()
+            for n in run:
+                label.append(shown(n.text, n.token), style=GROUP_STYLES[n.group % len(GROUP_STYLES)])
+            label.append(f"  [{run[0].step}" + (f"–{last.step}]" if len(run) > 1 else "]"), style="dim")
+            if last.finished:
+                label.append("  ■ finished", style="bold red")
+            for rank, score, finish in last.returned:
+                label.append(f"  ← #{rank} score {_fmt(score)} {finish}", style="bold")
+            sub = branch.add(label)
+            _aside(sub, run, sh, pruned)
+            if any(sh.vital[id(c)] for c in last.children):
+                if level + 1 < depth:
+                    todo.append((sub, last, level + 1))
+                else:
+                    cut.append((label, last))
+    return cut
 
 
 def _aside(branch, run: list[Node], sh: Shape, limit: int) -> None:
@@ -283,7 +398,7 @@ def _layout(root: Node, sh: Shape) -> tuple[dict, int, int]:
     lines (a node and its `lead` child, on and on), each drawn straight on one row, the
     line of the best returned sequence first; every other line goes on the top-most row
     that is free over its steps, so short-lived hypotheses fill the gaps."""
-    rows: list[list[tuple[int, int]]] = []     # per row: occupied step intervals
+    rows: list[list[tuple[int, int]]] = []     # per row: occupied step intervals, sorted
     pos, deepest = {}, -1
     todo = deque([root])
     while todo:
@@ -295,17 +410,23 @@ def _layout(root: Node, sh: Shape) -> tuple[dict, int, int]:
             nxt = lead(n, sh)
             todo += sorted((c for c in n.children if c is not nxt), key=lambda c: (sh.rank[id(c)], c.step))
         first, end = line[0].step, line[-1].step + (3 if line[-1].returned else 0)
-        row = next((r for r, spans in enumerate(rows)
-                    if all(end < lo - 1 or first > hi + 1 for lo, hi in spans)), len(rows))
+        row = next((r for r, spans in enumerate(rows) if _fits(spans, first, end)), len(rows))
         if row == len(rows):
             rows.append([])
-        rows[row].append((first, end))
+        bisect.insort(rows[row], (first, end))
         for n in line:
             pos[id(n)] = (12 if n.id is None else _x0(n.step), TOP + row * ROW + ROW // 2)
             deepest = max(deepest, n.step)
     width = int(_x0(deepest) + NODE_W + 240)
     height = TOP + max(len(rows), 1) * ROW + 8
     return pos, width, height
+
+
+def _fits(spans: list[tuple[int, int]], first: int, end: int) -> bool:
+    """Whether steps first..end leave a free step beside each of a row's spans (sorted and
+    apart, so only the neighbours of the place `first` would take need a look)."""
+    i = bisect.bisect_left(spans, (first, first))
+    return (i == 0 or spans[i - 1][1] < first - 1) and (i == len(spans) or spans[i][0] > end + 1)
 
 
 def _svg(root: Node, b: int) -> str:
@@ -405,6 +526,8 @@ def _ranks(node: Node, x: float, y: float) -> str:
     return f'<text class="rank" x="{x + 8}" y="{y + 4}">{html.escape(words)}</text>'
 
 
+# how every page begins: an existing --html file is replaced only if it is such a page
+PAGE_START = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>decode trace: '
 CSS = """
 body { font: 14px system-ui, sans-serif; margin: 16px; color: #111; background: #fff; }
 h1 { font-size: 18px; margin: 0 0 4px; } code { background: #f3f4f6; padding: 1px 4px; }
@@ -446,11 +569,63 @@ def render_html(trace: Trace) -> str:
              + (f" · {groups} groups" if groups > 1 else "")
              + f" · {trace.kept} kept of {trace.candidates} candidates · hover a node for its log-prob</div>",
              f'<div class="legend">{"".join(legend)}</div>']
+    if trace.torn is not None:
+        parts.append(f'<p class="meta">Line {trace.torn} of the trace is cut short (the run was stopped '
+                     f'while writing it) and left out.</p>')
     if trace.final is None:
         parts.append('<p class="meta">The trace has no final line: the run stopped before the end.</p>')
     for b, root in enumerate(trace.roots):
         parts.append(f"<h2>prompt {b}: <code>{html.escape(root.text or '')}</code></h2>")
         parts.append(f'<div class="scroll">{_svg(root, b)}</div>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>decode trace: {html.escape(h['recipe'])}</title><style>{CSS}</style></head>"
+    return (PAGE_START + f"{html.escape(h['recipe'])}</title><style>{CSS}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")
+
+
+# ----------------------------------------------------------------------------- writing
+
+def page_problem(page: str, trace: str) -> str | None:
+    """Why the page may not be written to `page`, or None. Refused: the trace itself (also
+    through a link), anything but a regular file, and a file that is not a page of ours,
+    so that nothing a user has is overwritten.
+
+        >>> page_problem("t.jsonl", "t.jsonl").split(":")[0]
+        '--html t.jsonl is the trace itself'
+    """
+    folder = os.path.dirname(os.path.abspath(page))
+    if not os.path.isdir(folder):
+        return f"--html {page}: the folder {folder} does not exist"
+    try:
+        st = os.stat(page)
+    except FileNotFoundError:
+        return None
+    if os.path.exists(trace) and os.path.samefile(page, trace):
+        return (f"--html {page} is the trace itself: writing the page would destroy it; give the "
+                f"page another name, e.g. --html {os.path.splitext(page)[0]}.html")
+    if not stat.S_ISREG(st.st_mode):
+        return f"--html {page} is not a regular file: give the path of a new .html file"
+    with open(page, "rb") as f:
+        if f.read(len(PAGE_START.encode())) != PAGE_START.encode():
+            return (f"--html {page} exists and is not a page `decode viz` wrote; it is left as it "
+                    f"is: give another name, or remove it first")
+    return None
+
+
+def write_page(page: str, text: str) -> None:
+    """Write `text` to `page` atomically: into a new file beside it, then renamed over it,
+    so a failure (a full disk, Ctrl-C) leaves the old page, or none, never half of one. A
+    link is followed: its target is replaced."""
+    target = os.path.realpath(page)
+    tmp = f"{target}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(target):
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

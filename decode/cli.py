@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import warnings
@@ -200,6 +201,32 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
 def _usage_error(msg: str) -> int:
     print(f"decode: {msg}", file=sys.stderr)
     return 2
+
+
+def _whole(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `least` (argparse then says which flag
+    and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"takes a whole number of at least {least}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"takes a positive number of seconds, got {text!r}")
+    return value
 
 
 def _prompt_ids(text: str) -> list[int] | None:
@@ -401,9 +428,13 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
     world = distributed.World.from_env()
     if world.size > 1 and not args.out:
         return _usage_error("under torchrun, --prompts needs --out FILE (each process writes a part of it)")
+    try:
+        wait = distributed.peer_wait(args.peer_timeout)
+    except ValueError as err:
+        return _usage_error(str(err))
     items, errors = batch.read_prompts(args.prompts)
     loud = world.rank == 0  # one process reports for all
-    with distributed.joined(world, args.device) as device:
+    with distributed.joined(world, args.device, wait) as device:
         try:
             todo, skipped, target = distributed.share(args.out, recipe.fingerprint, items, world,
                                                       args.batch_size)
@@ -514,6 +545,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="record every candidate of every step as JSON lines (see `decode viz`)")
+    p.add_argument("--peer-timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="under torchrun: how long to wait for every process to start (default "
+                        "$DECODE_PEER_TIMEOUT or 300)")
     _add_stage_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -523,17 +557,27 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 def cmd_viz(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from decode.compiler.viz import TraceError, read_trace, render_html, render_terminal
+    from decode.compiler.viz import (TraceError, page_problem, read_trace, render_html, render_terminal,
+                                     write_page)
 
+    problem = page_problem(args.html, args.trace) if args.html else None
+    if problem:
+        return _usage_error(problem)
     try:
         trace = read_trace(args.trace)
     except TraceError as err:
         print(f"decode: {err}", file=sys.stderr)
         return 1
+    if trace.torn is not None:
+        print(f"decode: warning: {args.trace}:{trace.torn}: the last line is cut short (the run was "
+              f"stopped while writing it); drawing the lines before it", file=sys.stderr)
     if args.html:
         page = render_html(trace)
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(page)
+        try:
+            write_page(args.html, page)
+        except OSError as err:
+            print(f"decode: cannot write {args.html}: {err.strerror or err}", file=sys.stderr)
+            return 1
         print(f"wrote {args.html} ({len(page) // 1024 + 1} KiB, {trace.kept} kept tokens)", file=sys.stderr)
         return 0
     render_terminal(trace, Console(highlight=False), pruned=args.pruned)
@@ -547,8 +591,9 @@ def add_viz(sub: argparse._SubParsersAction) -> None:
                                    "marked, diverse groups coloured, returned sequences ranked.")
     p.add_argument("trace", metavar="TRACE")
     p.add_argument("--html", default=None, metavar="FILE",
-                   help="write one self-contained HTML page (inline SVG) instead")
-    p.add_argument("--pruned", type=int, default=3, metavar="N",
+                   help="write one self-contained HTML page (inline SVG) instead; an existing FILE "
+                        "is replaced only if it is such a page")
+    p.add_argument("--pruned", type=_whole(0), default=3, metavar="N",
                    help="pruned alternatives listed per branch in the terminal (default 3, 0: none)")
     p.set_defaults(func=cmd_viz)
 
@@ -588,10 +633,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           "ratios": res["ratios"]}))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     m = res["meta"]
-    table = Table(title=f"{m['recipe']}  [dim]({m['fingerprint']})[/dim]",
+    table = Table(title=f"{escape(m['recipe'])}  [dim]({m['fingerprint']})[/dim]",  # a recipe may hold "[/x]"
                   caption=f"{m['shape']} · batch {m['batch']} · {m['rows']} rows · {m['new']} new tokens · "
                           f"{m['device']} {m['dtype']} · {m['threads']} threads · {m['clock']} clock · "
                           f"best of {args.repeats}")
@@ -605,7 +651,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("  ".join(f"{k} [bold]{v:.2f}[/bold]" for k, v in res["ratios"].items()))
     if m["note"]:
-        console.print(f"[dim]{m['note']}[/dim]")
+        console.print(f"[dim]{escape(m['note'])}[/dim]")
     return 0
 
 
@@ -618,10 +664,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="a checkpoint (default: a random --shape)")
     p.add_argument("--shape", default="24m", help="demo, 24m, 110m, 1b or 7b (random weights)")
     p.add_argument("--vs-hf", action="store_true", help="also time transformers' generate")
-    p.add_argument("--batch", type=int, default=1, help="prompts decoded together")
-    p.add_argument("--new", type=int, default=64, help="new tokens per prompt")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs (best is reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--batch", type=_whole(1), default=1, help="prompts decoded together")
+    p.add_argument("--new", type=_whole(1), default=64, help="new tokens per prompt")
+    p.add_argument("--repeats", type=_whole(1), default=5, help="timed runs (best is reported)")
+    p.add_argument("--threads", type=_whole(0), default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
@@ -667,7 +713,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 bad recipe or file, 2 bad usage)."""
+    """Run the CLI; returns the exit status (0 ok, 1 bad recipe or file, 2 bad usage,
+    130 interrupted).
+
+        >>> main(["check", "greedy"])
+        0
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere: while torch imports, a model loads, ...
+        print("\ndecode: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     # torch warns at import when numpy is absent; decode never needs numpy
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     warnings.showwarning = _one_line_warning
