@@ -46,8 +46,9 @@ def random_model(shape: str, device=None, dtype=None, seed: int = 0):
     dt = parse_dtype(dtype, dev)
     # built in float32 then cast, and fuse_() keeps a transposed copy of the output matrix
     need = cfg.n_params * 4 + cfg.vocab_size * cfg.dim * dt.itemsize
+    smaller = ["demo", *list(SHAPES)[:list(SHAPES).index(shape)]]  # SHAPES grow in size
     check_memory(need, dev, f"The {shape} shape's weights need {need / 1e9:.1f} GB",
-                 "Pick a smaller --shape (" + ", ".join(SHAPES) + ") or pass --model.")
+                 f"Pick a smaller --shape ({', '.join(smaller)}) or pass --model.")
     torch.manual_seed(seed)
     with torch.device(dev):
         m = Llama(cfg)

@@ -167,6 +167,7 @@ def read_weights(file: Path) -> dict[str, torch.Tensor]:
                      f"weights-only checkpoints are loaded (no pickled code); convert it to "
                      f"safetensors with a trusted tool, or re-download it.")
 
+
 def _named_tensors(file: Path, obj) -> dict[str, torch.Tensor]:
     """`obj` when it is a state dict (names -> tensors), else a ModelError naming the file."""
     if isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)

@@ -377,7 +377,7 @@ def test_bench_shape_past_memory_is_refused_before_building_it(capsys, monkeypat
     err = capsys.readouterr().err
     assert code == 1, err
     assert re.search(r"The 7b shape's weights need 27.5 GB; this machine has 2.0 GB available. "
-                     r"Pick a smaller --shape", err), err
+                     r"Pick a smaller --shape \(demo, 24m, 110m, 1b\) or pass --model", err), err
 
 
 def test_memory_check_is_skipped_when_the_free_memory_is_unknown(monkeypatch):
