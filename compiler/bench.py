@@ -37,12 +37,18 @@ def random_model(shape: str, device=None, dtype=None, seed: int = 0):
     """A randomly initialised llama of a named shape, on our runtime."""
     from decode.runtime import Llama, LlamaConfig
     from decode.runtime.loaders import parse_dtype
+    from decode.runtime.memory import check_memory
 
     vocab, dim, layers, heads, kv, ff = SHAPES[shape]
     cfg = LlamaConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv,
                       hidden_dim=ff, max_seq_len=2048, eos_ids=(2,), bos_id=1)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dt = parse_dtype(dtype, dev)
+    # built in float32 then cast, and fuse_() keeps a transposed copy of the output matrix
+    need = cfg.n_params * 4 + cfg.vocab_size * cfg.dim * dt.itemsize
+    smaller = ["demo", *list(SHAPES)[:list(SHAPES).index(shape)]]  # SHAPES grow in size
+    check_memory(need, dev, f"The {shape} shape's weights need {need / 1e9:.1f} GB",
+                 f"Pick a smaller --shape ({', '.join(smaller)}) or pass --model.")
     torch.manual_seed(seed)
     with torch.device(dev):
         m = Llama(cfg)

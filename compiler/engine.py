@@ -23,6 +23,7 @@ from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
 from decode.compiler.stops import StopStrings
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer
+from decode.runtime.memory import check_decode
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
@@ -255,6 +256,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     check_fits(p_len, max_new, model.config)
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
+    check_decode(model, b * k, s_len, p_len, fix=f"Lower the beam/sample width (now {k}), the "
+                 f"prompts decoded together (now {b}) or `max` (now {max_new}).")
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len)

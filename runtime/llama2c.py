@@ -8,6 +8,7 @@ means an untied classifier), weights, then RoPE tables. Version 1: magic, versio
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,49 +27,106 @@ def looks_like(path: Path) -> bool:
     return path.suffix == ".bin" and head[:2] != b"PK" and head[:1] != b"\x80"
 
 
+# The header's seven int32 fields, as llama2.c's Config names them, and our names for them.
+FIELDS = {"dim": "dim", "hidden_dim": "hidden_dim", "n_layers": "n_layers", "n_heads": "n_heads",
+          "n_kv_heads": "n_kv_heads", "vocab_size": "vocab_size", "seq_len": "max_seq_len"}
+
+
 def read(path: Path):
     """(config, state dict in our names, where) for a llama2.c .bin file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(256)
+    config, offset, legacy = _header(path, head, size)
+    _check_size(path, size, config, offset, legacy)  # before reading a byte of weights
     data = bytearray(path.read_bytes())
-    if len(data) < 28:
-        raise ModelError(f"{path} is {len(data)} bytes, too short for a llama2.c header. "
-                         f"Re-export or re-download it.")
-    (magic,) = struct.unpack_from("I", data, 0)
-    if magic == MAGIC:
-        (version,) = struct.unpack_from("i", data, 4)
-        if version != 1:
-            raise ModelError(f"{path} is llama2.c format version {version}; only the float32 "
-                             f"formats (legacy and version 1) are supported. Re-export it with "
-                             f"export.py --version 1.")
-        dim, hidden, layers, heads, kv, vocab, seq = struct.unpack_from("7i", data, 8)
-        shared, offset = bool(data[36]), 256
-    else:
-        dim, hidden, layers, heads, kv, vocab, seq = struct.unpack_from("7i", data, 0)
-        shared, vocab, offset = vocab > 0, abs(vocab), 28
-    if min(dim, hidden, layers, heads, kv, vocab, seq) <= 0 or dim % heads:
-        raise ModelError(f"{path} has an impossible llama2.c header (dim={dim}, heads={heads}, "
-                         f"vocab={vocab}); it is not a llama2.c checkpoint or it is corrupt.")
-    config = LlamaConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv,
-                         hidden_dim=hidden, max_seq_len=seq, tie_embeddings=shared,
-                         bos_id=None, eos_ids=(), pad_id=None)
-    names = _order(config, legacy=magic != MAGIC)
+    names = _order(config, legacy)
     shapes = _shapes(config)
-    sizes = [_numel(shapes[n]) for n in names]
-    need = offset + 4 * sum(sizes)
-    if len(data) != need:
-        raise ModelError(f"{path} is {len(data)} bytes but its header (dim={dim}, layers={layers}, "
-                         f"vocab={vocab}, seq_len={seq}) implies {need}: the file is truncated or "
-                         f"corrupt. Re-export or re-download it.")
     state = {}
-    for name, n in zip(names, sizes):
+    for name in names:
+        n = _numel(shapes[name])
         t = torch.frombuffer(data, dtype=torch.float32, offset=offset, count=n)
         offset += 4 * n
         if not name.startswith("freqs_"):
             state[name] = t.view(shapes[name])
-    for i in range(layers):
-        for w, h in (("wq", heads), ("wk", kv)):
+    for i in range(config.n_layers):
+        for w, h in (("wq", config.n_heads), ("wk", config.n_kv_heads)):
             key = f"layers.{i}.attention.{w}.weight"
             state[key] = permute_meta_qk(state[key], h)
     return config, state, lambda name: f"tensor {name!r} in {path}"
+
+
+def _header(path: Path, head: bytes, size: int) -> tuple[LlamaConfig, int, bool]:
+    """(config, offset of the first weight, legacy?) from the header, every field checked."""
+    fix = "it is not a llama2.c checkpoint or it is corrupt. Re-export or re-download it."
+    (magic,) = struct.unpack_from("I", head, 0) if len(head) >= 4 else (None,)
+    legacy = magic != MAGIC
+    if len(head) < (28 if legacy else 256):
+        raise ModelError(f"{path} is {size} bytes, too short for a llama2.c header. "
+                         f"Re-export or re-download it.")
+    if not legacy:
+        (version,) = struct.unpack_from("i", head, 4)
+        if version != 1:
+            raise ModelError(f"{path} is llama2.c format version {version}; only the float32 "
+                             f"formats (legacy and version 1) are supported. Re-export it with "
+                             f"export.py --version 1.")
+    ints = struct.unpack_from("7i", head, 0 if legacy else 8)
+    fields = dict(zip(FIELDS, ints))
+    shared = fields["vocab_size"] > 0 if legacy else bool(head[36])  # legacy: < 0 means untied
+    fields["vocab_size"] = abs(fields["vocab_size"])
+    for name, value in fields.items():
+        if value <= 0:
+            raise ModelError(f"{path}: header field {name} is {value}, expected a positive "
+                             f"integer; {fix}")
+    dim, heads, kv = fields["dim"], fields["n_heads"], fields["n_kv_heads"]
+    if dim % heads or (dim // heads) % 2 or heads % kv:
+        raise ModelError(f"{path}: header fields dim={dim}, n_heads={heads}, n_kv_heads={kv} "
+                         f"are impossible (dim must be n_heads times an even head size, and "
+                         f"n_heads a multiple of n_kv_heads); {fix}")
+    config = LlamaConfig(**{FIELDS[k]: v for k, v in fields.items()}, tie_embeddings=shared,
+                         bos_id=None, eos_ids=(), pad_id=None)
+    return config, 28 if legacy else 256, legacy
+
+
+def _file_bytes(c: LlamaConfig, offset: int, legacy: bool) -> int:
+    """The size a file with this header has: header, float32 weights (+ legacy RoPE tables)."""
+    rope = 2 * c.max_seq_len * (c.head_dim // 2) if legacy else 0
+    return offset + 4 * (c.n_params + rope)
+
+
+def _check_size(path: Path, size: int, config: LlamaConfig, offset: int, legacy: bool) -> None:
+    """The header's sizes must add up to the file's size; when one field alone is off, name it."""
+    need = _file_bytes(config, offset, legacy)
+    if need == size:
+        return
+    for name, attr in FIELDS.items():
+        fits = _fitting_value(config, attr, size, offset, legacy)
+        if fits is not None:
+            raise ModelError(
+                f"{path}: its header claims {name}={getattr(config, attr)}, which needs a file "
+                f"of {need} bytes, but the file is {size} bytes, which holds {name}={fits} (the "
+                f"other header fields as claimed). The header is corrupt: re-export or "
+                f"re-download the file.")
+    raise ModelError(f"{path} is {size} bytes but its header (dim={config.dim}, n_layers="
+                     f"{config.n_layers}, vocab_size={config.vocab_size}, seq_len="
+                     f"{config.max_seq_len}) implies {need}: the file is truncated or corrupt. "
+                     f"Re-export or re-download it.")
+
+
+def _fitting_value(config: LlamaConfig, attr: str, size: int, offset: int, legacy: bool):
+    """The value of `attr` (others kept) that makes the file exactly `size` bytes, if any.
+
+    The size grows with each field but n_heads, so a bisection finds the largest value
+    that fits; it explains the file only when it fits exactly.
+    """
+    if attr == "n_heads" or (attr == "max_seq_len" and not legacy):
+        return None  # n_heads shrinks the size; seq_len is not stored in version 1
+    bytes_at = lambda v: _file_bytes(replace(config, **{attr: v}), offset, legacy)  # noqa: E731
+    lo, hi = 0, getattr(config, attr)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if bytes_at(mid) <= size else (lo, mid - 1)
+    return lo if lo > 0 and bytes_at(lo) == size else None
 
 
 def _order(c: LlamaConfig, legacy: bool) -> list[str]:

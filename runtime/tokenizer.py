@@ -5,10 +5,10 @@ add_bos_token=True), `decode` skips special tokens (skip_special_tokens=True).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import ModelError
+from .schema import TOKENIZER_CONFIG, read_json
 
 
 class SentencePieceTokenizer:
@@ -100,10 +100,9 @@ def _or_none(i: int) -> int | None:
 
 
 def _special_names(config: Path) -> dict:
+    """{"bos_token": "<s>", ...} from tokenizer_config.json (absent file: {})."""
     if not config.exists():
         return {}
-    names = {}
-    for key, val in json.loads(config.read_text()).items():
-        if key in ("bos_token", "eos_token", "pad_token") and val is not None:
-            names[key] = val["content"] if isinstance(val, dict) else val
-    return names
+    doc = read_json(config, TOKENIZER_CONFIG)
+    return {key: val["content"] if isinstance(val, dict) else val
+            for key, val in ((k, doc.get(k)) for k in TOKENIZER_CONFIG) if val is not None}
