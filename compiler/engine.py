@@ -18,6 +18,7 @@ from decode.compiler import jsonl
 from decode.compiler.context import StepContext
 from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.plugins import checked_step
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
 from decode.compiler.stops import StopStrings
@@ -252,6 +253,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len)
+    if compiled:  # plugin code runs one eager step first, so that its errors read plainly
+        step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len),
+                            [search, *(kernel for _, kernel, _ in kernels)])
     stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
