@@ -281,7 +281,8 @@ def test_a_plugin_calling_sys_exit_is_an_error_not_a_silent_exit(tmp_path, wide,
     loading.write_text("import sys\n\nsys.exit(3)\n")
     with pytest.raises(decode.PluginError) as err:
         decode.load_stages(loading)
-    assert str(err.value) == f"plugin {loading}:3 called sys.exit(3); a plugin must raise an exception instead"
+    assert str(err.value) == (f"plugin {loading}:3 called sys.exit(3); a plugin must raise an exception "
+                              "instead")
     assert main(["check", "--stage", str(loading), "greedy"]) == 1
     assert capsys.readouterr().err == f"decode: {err.value}\n"
 

@@ -14,14 +14,15 @@
     $ decode run --stage topbeam.py "mysearch 4 | max 32" --prompt "ROMEO:"
 
 The same mechanism as user stages (compiler/plugins.py): `decode.Arg` declares the
-arguments, the catalogue gets a search clause whose `impl` is the class, `--stage FILE`
-(or `decode.load_stages`) runs the file, and reloading a file re-declares its clauses.
+arguments, the catalogue gets a search clause whose `impl` is the class (checked, see
+below), `--stage FILE` (or `decode.load_stages`) runs the file, and reloading a file
+re-declares its clauses.
 The built-in searches (greedy, beam, diverse, sbeam, siblings, iterative) implement the
 same interface, compiler/search/base.py; recipes/plugins/mirostat.py is a whole example.
 
-The catalogue holds a checked subclass of the class (`checked`): what a method raises,
-a step result of the wrong kind, shape or dtype, and token ids outside the vocabulary
-become one PluginError naming the search and its file and line.
+Precisely, `impl` is a checked subclass of the class (`checked`): what a method raises
+(or a sys.exit), a step result of the wrong kind, shape or dtype, and token ids outside
+the vocabulary become one PluginError naming the search and its file and line.
 """
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def checked(cls: type, name: str) -> type:
         def step(self, t, scores, process, noise, seq, lim, hp, state):
             out = guarded(super().step, label, t, scores, process, noise, seq, lim, hp, state)
             tokens, parents, new, info = _step_result(out, scores, at)
-            tokens, parents, bad = _in_range(t, tokens, parents, scores.shape[-1], state.get(BAD), self.cfg.pad)
+            vocab = scores.shape[-1]
+            tokens, parents, bad = _in_range(t, tokens, parents, vocab, state.get(BAD), self.cfg.pad)
             return tokens, parents, {**new, BAD: bad}, info
 
         def done(self, state):
@@ -133,8 +135,8 @@ def checked(cls: type, name: str) -> type:
                                       f"{kind}s in 0..{bound - 1}")
             return guarded(super().finalize, label, state, seq, lim)
 
-    Checked.__name__, Checked.__qualname__, Checked.__module__ = cls.__name__, cls.__qualname__, cls.__module__
-    Checked.__doc__ = cls.__doc__
+    for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(Checked, attr, getattr(cls, attr))
     Checked.decode_plugin = (label, source_file(cls.step))  # for checked_step
     return Checked
 
