@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from decode.compiler import jsonl
+from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
 from decode.compiler.context import StepContext
 from decode.compiler.kernel_cache import first_call
 from decode.compiler.noise import row_keys, uniform
-from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.plan import Plan
+from decode.compiler.plugins import checked_step
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
 from decode.compiler.stops import StopStrings
@@ -59,7 +61,8 @@ class Completion:
 
 # ----------------------------------------------------------------------------- binding
 
-def _eos_ids(model) -> tuple[int, ...]:
+def eos_ids(model) -> tuple[int, ...]:
+    """The model's end-of-sequence ids (its config may give one, a list or None)."""
     eos = model.config.eos_ids
     return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None)
 
@@ -71,13 +74,13 @@ def _pad_id(model, eos) -> int:
 
 def _encode(model, prompts) -> tuple[list[str | None], list[list[int]]]:
     texts, ids = [], []
-    for p in prompts:
+    for p in prompt_list(prompts):
         if isinstance(p, str):
             texts.append(p)
             ids.append(list(require_tokenizer(model).encode(p)))
         else:
             texts.append(None)
-            ids.append([int(x) for x in p])
+            ids.append(p)
     vocab = model.config.vocab_size
     for n, i in enumerate(ids):
         if not i:
@@ -237,7 +240,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
     the candidates the search considered (see `search.base.candidates`).
     """
-    eos = _eos_ids(model)
+    check_model(model)
+    seed = seed_value(seed)
+    seeds = None if seeds is None else [seed_value(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+    eos = eos_ids(model)
     pad_id = _pad_id(model, eos)
     texts, ids = _encode(model, prompts)
     b = len(ids)
@@ -261,6 +267,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len)
+    if compiled:  # plugin code runs one eager step first, so that its errors read plainly
+        step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len),
+                            [search, *(kernel for _, kernel, _ in kernels)])
     stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
@@ -321,5 +330,4 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 def generate(model, recipe, prompts, seed: int | None = None, compile: bool = True,  # noqa: A002
              **kw) -> list[Completion]:
     """Decode a list of prompts (texts or token-id lists) with a recipe (text or Recipe)."""
-    plan = recipe if isinstance(recipe, Plan) else lower(recipe)
-    return run(plan, model, prompts, seed=seed, compiled=compile, **kw)
+    return run(recipe_plan(recipe), model, prompts, seed=seed, compiled=compile, **kw)

@@ -21,6 +21,10 @@ its arguments; numbers arrive as 0-d tensors unless listed `static`. It runs ins
 compiled step, so it must be tensor code without host syncs (no `.item()`, no `if` on
 tensor values); removed tokens become -inf.
 
+A plugin that raises, calls sys.exit, returns anything but scores of its input's shape
+and dtype, or cannot be compiled is one PluginError naming it and its file and line: a
+compiled run makes its first step eagerly to check plugin code (`checked_step`).
+
 This module imports no torch: `decode check --stage f.py` costs what f.py imports.
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import traceback
@@ -77,25 +82,136 @@ class Arg(Param):
 
 @dataclass(frozen=True, eq=False)
 class Kernel:
-    """A user stage as the compiler sees a stage module: `apply`, `STATIC`, `prepare`."""
+    """A user stage as the compiler sees a stage module: `apply`, `STATIC`, `prepare`.
 
-    apply: Callable
+    Every call is checked: what the user's function raises, or a result that is not
+    scores shaped like its input, becomes one PluginError naming the stage and its line.
+    """
+
+    name: str
+    fn: Callable
     STATIC: frozenset = frozenset()
-    prepare: Callable | None = None  # prepare(params, tokenizer) -> params, on the host, once
+    setup: Callable | None = None  # the user's prepare(params, tokenizer) -> params
+
+    def apply(self, logits, ctx, **params):
+        """The user's function on `logits`, its result checked (shape and dtype are static,
+        so under torch.compile the check costs nothing at run time)."""
+        out = guarded(self.fn, self.label, logits, ctx, **params)
+        problem = _scores_problem(out, logits)
+        if problem:
+            raise PluginError(f"{self.label} ({defined_at(self.fn)}) returned {problem}; a stage must "
+                              f"return scores of the input's shape {list(logits.shape)} and dtype "
+                              f"{_dtype(logits)}")
+        return out
+
+    def prepare(self, params: dict, tokenizer) -> dict:
+        """The user's prepare (once, on the host), or `params` unchanged without one."""
+        if self.setup is None:
+            return params
+        out = guarded(self.setup, self.label, params, tokenizer)
+        if not isinstance(out, dict):
+            raise PluginError(f"{self.label} ({defined_at(self.setup)}): prepare returned {kind_of(out)}; "
+                              "it must return a dict of the arguments the stage function takes")
+        return out
+
+    @property
+    def label(self) -> str:
+        """The stage for messages: "plugin stage 'edt'"."""
+        return f"plugin stage {self.name!r}"
+
+    @property
+    def decode_plugin(self) -> tuple[str, str]:
+        """(label, file) of the plugin, as user searches have it too (`checked_step`)."""
+        return self.label, source_file(self.fn)
 
     @property
     def origin(self) -> str:
         """Who declares the stage, 'module:name': the same in a reloaded file or a re-run
         notebook cell, different for another file."""
-        name = getattr(self.apply, "__qualname__", type(self.apply).__name__)
-        return f"{getattr(self.apply, '__module__', '?')}:{name}"
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        return f"{getattr(self.fn, '__module__', '?')}:{name}"
 
     @property
     def where(self) -> str:
         """Where the function is defined, for messages: 'file.py:name'."""
-        code = getattr(self.apply, "__code__", None)
-        name = getattr(self.apply, "__qualname__", type(self.apply).__name__)
+        code = getattr(self.fn, "__code__", None)
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
         return f"{code.co_filename if code else '?'}:{name}"
+
+
+def _dtype(x) -> str:
+    return str(x.dtype).removeprefix("torch.")
+
+
+def kind_of(x) -> str:
+    return "None" if x is None else f"a {type(x).__name__}"
+
+
+def _scores_problem(out, logits) -> str | None:
+    """What is wrong with `out` as the scores of a stage given `logits`, or None."""
+    import torch  # the caller holds tensors, so torch is loaded; this module stays torch-free
+
+    if not isinstance(out, torch.Tensor):
+        return kind_of(out)
+    if out.shape != logits.shape:
+        return f"a tensor of shape {list(out.shape)}"
+    if out.dtype != logits.dtype:
+        return f"a tensor of dtype {_dtype(out)}"
+    if out.device != logits.device:
+        return f"a tensor on {out.device} (the input is on {logits.device})"
+    return None
+
+
+def source_file(fn: Callable) -> str | None:
+    """The file a function's code comes from, as its frames name it (None if unknown)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    return code.co_filename if code is not None else None
+
+
+def defined_at(fn: Callable) -> str:
+    """'file.py:line' of a function's definition, for messages."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return getattr(fn, "__qualname__", repr(fn))
+    return f"{shown(code.co_filename)}:{code.co_firstlineno}"
+
+
+def shown(file: str) -> str:
+    """`file` as the user would write it: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(file)
+    except ValueError:  # another drive (Windows)
+        return file
+    return file if rel.startswith("..") else rel
+
+
+def guarded(fn: Callable, label: str, *args, **kwargs):
+    """`fn(*args, **kwargs)` where fn is plugin code: an exception it raises becomes one
+    PluginError naming the plugin (`label`, "plugin stage 'edt'") and its line that raised;
+    sys.exit() one too, since a plugin must not end the process (a batch would end silently)."""
+    try:
+        return fn(*args, **kwargs)
+    except PluginError:
+        raise
+    except SystemExit as err:
+        raise PluginError(exit_message(err, _raised_at(err, fn))) from None
+    except Exception as err:  # the user's code: say where, without our frames
+        raise PluginError(f"{label} ({_raised_at(err, fn)}) raised {type(err).__name__}: {err}; "
+                          "fix the plugin") from err
+
+
+def exit_message(err: SystemExit, where: str) -> str:
+    """The message for plugin code at `where` ('file.py:line') calling sys.exit."""
+    code = "" if err.code is None else repr(err.code)
+    return f"plugin {where} called sys.exit({code}); a plugin must raise an exception instead"
+
+
+def _raised_at(err: BaseException, fn: Callable) -> str:
+    """'file.py:line' of the last frame of the traceback in fn's file (the plugin's line
+    that raised, or that called what raised); fn's definition if none is."""
+    home = source_file(fn)
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == home]
+    return f"{shown(home)}:{frames[-1].lineno}" if frames else defined_at(fn)
 
 
 def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str | None = None,
@@ -117,7 +233,7 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     def declare(fn: Callable) -> Callable:
         text = (doc or (inspect.getdoc(fn) or "").split("\n")[0]).strip().rstrip(".")
         _check_declaration(name, args, text, fn, prepared=prepare is not None)
-        kernel = Kernel(fn, frozenset(a.name for a in args if a.static), prepare)
+        kernel = Kernel(name, fn, frozenset(a.name for a in args if a.static), prepare)
         try:
             spec = ClauseSpec(name, "logit", text,
                               positional=tuple(a for a in args if not a.keyword),
@@ -171,6 +287,45 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared:
                           f"it takes {sig}")
 
 
+def checked_step(compiled: Callable, eager: Callable[[], Callable], parts: Iterable) -> Callable:
+    """The compiled step, checked for the plugins among `parts` (the search, the stages).
+
+    Its first call runs `eager()` (the same step, not compiled): plugin code then runs once
+    as plain Python, so what it raises or returns wrong reaches the user as the PluginError
+    its check raised, where torch.compile's tracing would wrap it in a dynamo exception.
+    Shapes and dtypes do not change between calls, so one checked call covers them all.
+    Code that runs eagerly but cannot be compiled (a host sync) is named too.
+    """
+    found = [p.decode_plugin for p in parts if getattr(p, "decode_plugin", None)]
+    if not found:
+        return compiled
+    calls = iter([eager()])
+
+    def step(*args):
+        try:
+            return next(calls, compiled)(*args)
+        except Exception as err:
+            named = _uncompilable(err, found)
+            if named is None:
+                raise
+            raise named from err
+
+    return step
+
+
+def _uncompilable(err: Exception, found: list[tuple[str, str]]) -> PluginError | None:
+    """A PluginError naming the plugin line that torch.compile stopped at, if it did."""
+    for frame in reversed(list(getattr(err, "real_stack", None) or [])):  # dynamo's view of the user's stack
+        for label, file in found:
+            if frame.filename == file:
+                why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                return PluginError(f"{label} ({shown(file)}:{frame.lineno}) cannot run in the compiled step "
+                                   f"({why}); a plugin must be tensor code without host syncs (no "
+                                   ".item(), no `if` on a tensor's value), or decode without compiling "
+                                   "(--no-compile, compile=False)")
+    return None
+
+
 _loading: list[str] | None = None
 
 
@@ -201,6 +356,9 @@ def load_stages(*paths: str | Path) -> list[str]:
             spec.loader.exec_module(module)
         except PluginError as err:
             raise PluginError(f"{path}: {err}") from None
+        except SystemExit as err:
+            line = _line(err, path)
+            raise PluginError(exit_message(err, f"{path}:{line}" if line else str(path))) from None
         except Exception as err:  # the user's code: say where, without our frames
             raise PluginError(f"cannot load stage file {path}: {_where(err, path)}") from err
         finally:
@@ -212,6 +370,12 @@ def load_stages(*paths: str | Path) -> list[str]:
 def _where(err: Exception, path: Path) -> str:
     if isinstance(err, SyntaxError):
         return f"line {err.lineno}: {err.msg}"
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == path]
-    line = f"line {frames[-1].lineno}: " if frames else ""
-    return f"{line}{type(err).__name__}: {err}"
+    line = _line(err, path)
+    return f"{'line ' + str(line) + ': ' if line else ''}{type(err).__name__}: {err}"
+
+
+def _line(err: BaseException, path: Path) -> int | None:
+    """The line of `path` that raised `err` (or called what raised it)."""
+    home = path.resolve()
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == home]
+    return frames[-1].lineno if frames else None

@@ -17,8 +17,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from decode.compiler.engine import Completion, run
-from decode.compiler.plan import Plan, compile as lower
+from decode.compiler.arguments import check_model, one_prompt, recipe_plan, seed_value
+from decode.compiler.engine import Completion, eos_ids, run
+from decode.compiler.plan import Plan
 from decode.compiler.trace import IMPOSSIBLE, token_text
 
 FIELDS = ("token", "logp", "parent", "kept", "finished", "group", "penalty")
@@ -115,8 +116,14 @@ class _Stopped(Exception):
 
 
 def steps(model, recipe, prompt: str | list[int], seed: int | None = None) -> Iterator[Step]:
-    """Decode one prompt eagerly, yielding a `Step` per step; see the module docstring."""
-    plan = recipe if isinstance(recipe, Plan) else lower(recipe)
+    """Decode one prompt eagerly, yielding a `Step` per step; see the module docstring.
+
+    The arguments are checked on the call, not on the first step."""
+    check_model(model)
+    return _steps(recipe_plan(recipe), model, one_prompt(prompt), seed_value(seed))
+
+
+def _steps(plan: Plan, model, prompt: str | list[int], seed: int | None) -> Iterator[Step]:
     handoff: queue.Queue = queue.Queue(maxsize=1)
     closed = threading.Event()
 
@@ -172,8 +179,7 @@ class _Builder:
     def __init__(self, plan: Plan, model, prompt):
         self.recipe = plan.recipe.canonical
         self.tok = getattr(model, "tokenizer", None)
-        eos = model.config.eos_ids
-        self.eos = {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+        self.eos = set(eos_ids(model))
         self.in_place = not plan.search.logprobs  # greedy/sample: per-token log-probs, rows in place
         self.rows: list[Row] | None = None
         self.finished: list[Hypothesis] = []

@@ -29,7 +29,8 @@ def load(path=None, device=None, dtype=None):
 
 
 def generate(model, recipe, prompts, seed=None, **kw):
-    """Decode `prompts` (list of str or list of token-id lists) with `recipe`.
+    """Decode `prompts` (list of str or list of token-id lists) with `recipe`; a wrong
+    argument is a TypeError or ValueError saying how to fix it.
 
         >>> outs = decode.generate(m, "beam 4 | max 16", ["ROMEO:"])
         >>> outs[0].sequences[0].text
@@ -39,14 +40,16 @@ def generate(model, recipe, prompts, seed=None, **kw):
     return _generate(model, recipe, prompts, seed=seed, **kw)
 
 
-def transform(recipe, logits, input_ids):
-    """Apply the recipe's logit stages, in written order, to one step's logits.
+def transform(recipe, logits, input_ids, model=None, *, tokenizer=None, eos=None):
+    """Apply the recipe's logit stages, in written order, to one step's logits [R, V] given
+    the token history input_ids [R, T]. `model` gives the EOS ids (`minlen`) and the
+    tokenizer (`ban`, `bias`); `eos=` and `tokenizer=` give them without one.
 
-        >>> decode.transform("topk 5 | temp 0.7", logits, input_ids)
+        >>> decode.transform("topk 5 | minlen 3 | temp 0.7", logits, input_ids, model=m)
     """
     from decode.compiler.transform import transform as _transform
 
-    return _transform(recipe, logits, input_ids)
+    return _transform(recipe, logits, input_ids, model, tokenizer=tokenizer, eos=eos)
 
 
 def steps(model, recipe, prompt, seed=None):

@@ -17,6 +17,7 @@ import sys
 import warnings
 from typing import Callable
 
+from decode.compiler.plugins import PluginError
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
 from decode.dsl.ir import Recipe
 
@@ -34,7 +35,7 @@ def _load(arg: str) -> tuple[str, Recipe]:
 
 def _load_stage_files(args: argparse.Namespace) -> int:
     """Run each --stage FILE (user-defined clauses) before any recipe is parsed; 1 if one fails."""
-    from decode.compiler.plugins import PluginError, load_stages
+    from decode.compiler.plugins import load_stages
 
     try:
         load_stages(*args.stage)
@@ -743,6 +744,9 @@ def _main(argv: list[str] | None) -> int:
     except RecipeError as err:
         print(format_error(err.text or "", err, source=_source(getattr(args, "recipe", "") or "")),
               file=sys.stderr)
+        return 1
+    except PluginError as err:  # a user stage or search went wrong while decoding
+        print(f"decode: {err}", file=sys.stderr)
         return 1
     except OSError as err:
         print(f"decode: {err.strerror or err}{': ' + str(err.filename) if err.filename else ''}",

@@ -209,6 +209,100 @@ def test_generate_uses_a_redeclared_stage(tmp_path, table):
     assert decode.generate(table, "greedy | pick 3 | max 1", [[0]], compile=False)[0].sequences[0].ids != [3]
 
 
+# -- a stage that goes wrong: one PluginError naming its file and line ---------------------
+
+def wrong_stage(tmp_path: Path, body: str) -> Path:
+    """A stage file declaring 'wrong' (decorator on line 5) whose function body is `body` (line 7)."""
+    path = tmp_path / "wrong.py"
+    path.write_text("import sys\nimport torch\nimport decode\n\n"
+                    "@decode.stage('wrong', doc='misbehave')\ndef wrong(logits, ctx):\n"
+                    f"    {body}\n")
+    decode.load_stages(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """A table model with 32 tokens, so that a 10-column slice is not the whole vocabulary."""
+    return TableModel(torch.randn(32, 32, generator=torch.Generator().manual_seed(1)), eos=31)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("body, returned", [
+    ("return None", "None"),
+    ("return logits[0]", "a tensor of shape [32]"),
+    ("return logits.long()", "a tensor of dtype int64"),
+    ("return logits[:, :10]", "a tensor of shape [2, 10]"),
+    ("return logits.tolist()", "a list"),
+])
+def test_a_stage_returning_anything_but_scores_of_its_input_shape_is_named(tmp_path, wide, body, returned,
+                                                                           compiled):
+    path = wrong_stage(tmp_path, body)
+    message = (f"plugin stage 'wrong' ({path}:5) returned {returned}; a stage must return scores of the "
+               "input's shape [2, 32] and dtype float32")
+    with pytest.raises(decode.PluginError) as err:  # compiled: the eager first step finds it, no dynamo
+        decode.generate(wide, "beam 2 | wrong | max 3", [[0]], compile=compiled)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_stage_that_raises_names_the_line_that_raised(tmp_path, wide, compiled):
+    path = wrong_stage(tmp_path, "raise ValueError('no scores today')")
+    with pytest.raises(decode.PluginError) as err:
+        decode.generate(wide, "greedy | wrong | max 3", [[0]], compile=compiled)
+    assert str(err.value) == (f"plugin stage 'wrong' ({path}:7) raised ValueError: no scores today; "
+                              "fix the plugin")
+
+
+def test_transform_and_prepare_check_a_stage_too(tmp_path):
+    path = wrong_stage(tmp_path, "return logits[:, :1]")
+    with pytest.raises(decode.PluginError, match=r"returned a tensor of shape \[1, 1\]; .* shape \[1, 4\]"):
+        decode.transform("wrong", torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long))
+
+    @decode.stage("unprepared", doc="a prepare that returns nothing", prepare=lambda params, tok: None)
+    def unprepared(logits, ctx, **kw):
+        return logits
+
+    with pytest.raises(decode.PluginError, match="prepare returned None; it must return a dict"):
+        decode.transform("unprepared", torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_a_stage_that_cannot_be_compiled_is_named_with_its_line(tmp_path, wide):
+    path = wrong_stage(tmp_path, "return logits * 2 if logits.max().item() > 0 else logits")
+    assert decode.generate(wide, "greedy | wrong | max 2", [[0]], compile=False)  # fine eagerly
+    with pytest.raises(decode.PluginError) as err:
+        decode.generate(wide, "greedy | wrong | max 2", [[0]], compile=True)
+    assert str(err.value).startswith(f"plugin stage 'wrong' ({path}:7) cannot run in the compiled step (")
+    assert "no .item()" in str(err.value) and "--no-compile" in str(err.value)
+
+
+def test_a_plugin_calling_sys_exit_is_an_error_not_a_silent_exit(tmp_path, wide, capsys):
+    loading = tmp_path / "quits.py"
+    loading.write_text("import sys\n\nsys.exit(3)\n")
+    with pytest.raises(decode.PluginError) as err:
+        decode.load_stages(loading)
+    assert str(err.value) == (f"plugin {loading}:3 called sys.exit(3); a plugin must raise an exception "
+                              "instead")
+    assert main(["check", "--stage", str(loading), "greedy"]) == 1
+    assert capsys.readouterr().err == f"decode: {err.value}\n"
+
+    path = wrong_stage(tmp_path, "sys.exit(3)")
+    with pytest.raises(decode.PluginError) as err:
+        decode.generate(wide, "greedy | wrong | max 3", [[0]], compile=False)
+    assert str(err.value) == f"plugin {path}:7 called sys.exit(3); a plugin must raise an exception instead"
+
+
+def test_run_reports_a_broken_stage_in_one_line_with_exit_1(tmp_path, tiny, capsys):
+    path = tmp_path / "half.py"
+    path.write_text("import decode\n\n@decode.stage('half', doc='keep ten logits')\n"
+                    "def half(logits, ctx):\n    return logits[:, :10]\n")
+    assert main(["run", "--stage", str(path), "greedy | half | max 3", "--prompt-ids", "1,5",
+                 "--model", str(tiny)]) == 1  # compiled (the default)
+    err = capsys.readouterr().err
+    assert err == (f"decode: plugin stage 'half' ({path}:3) returned a tensor of shape [1, 10]; a stage "
+                   "must return scores of the input's shape [1, 61] and dtype float32\n")
+
+
 # -- the EDT example -------------------------------------------------------------------------
 
 def edt_reference(logits: torch.Tensor, t0: float, theta: float, n: float) -> torch.Tensor:

@@ -157,3 +157,68 @@ def test_two_files_cannot_declare_the_same_search(tmp_path):
     decode.load_stages(MIROSTAT)
     with pytest.raises(decode.PluginError, match="already taken"):
         decode.load_stages(tmp_path / "copy.py")
+
+
+# -- a search that goes wrong: one PluginError naming its file and line -----------------------
+
+WILD = """import torch
+import decode
+
+
+@decode.search("wild", doc="greedy, with a step that goes wrong at t = 2")
+class Wild(decode.Search):
+    logprobs = False
+
+    def init(self, device, seq_len):
+        return {"n": torch.zeros((), device=device)}
+
+    def step(self, t, scores, process, noise, seq, lim, hp, state):
+        tok = process(scores, None).argmax(-1)
+        return WRONG, None, {"n": state["n"] + 1}, {}
+
+    def done(self, state):
+        return state["n"] < 0
+
+    def finalize(self, state, seq, lim):
+        p = int(lim["prompt"])
+        return [[(row[p:], 0.0, "max")] for row in seq.tolist()]
+"""
+
+
+def wild(tmp_path, wrong: str) -> Path:
+    path = tmp_path / "wild.py"
+    path.write_text(WILD.replace("WRONG", wrong))
+    decode.load_stages(path)
+    return path
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_search_returning_ids_outside_the_vocabulary_is_named_not_decoded(tmp_path, table, compiled):
+    path = wild(tmp_path, "torch.where(t == 2, 100, tok)")
+    with pytest.raises(decode.PluginError) as err:  # compiled: found in the graph, reported without a sync
+        decode.generate(table, "wild | max 5", [[0], [1]], compile=compiled)
+    assert str(err.value) == (f"plugin search 'wild' ({path}:12) returned token id 100 for row 0 at "
+                              "step 2, outside the model's vocabulary (0..7); a search's step must return "
+                              "token ids in 0..7")
+
+
+@pytest.mark.parametrize("wrong, returned", [
+    ("tok.float()", "tokens of shape [1] and dtype float32"),
+    ("tok[:, None]", "tokens of shape [1, 1] and dtype int64"),
+    ("None", "tokens as None"),
+])
+def test_a_search_step_returning_the_wrong_shape_or_dtype_is_named(tmp_path, table, wrong, returned):
+    path = wild(tmp_path, wrong)
+    with pytest.raises(decode.PluginError) as err:
+        decode.generate(table, "wild | max 5", [[0]], compile=False)
+    assert str(err.value) == (f"plugin search 'wild' ({path}:12): step returned {returned}; step must return "
+                              "(tokens [1] int64, parents [1] int64 or None, state dict, info dict)")
+
+
+def test_a_search_that_raises_names_the_line_that_raised(tmp_path, table):
+    path = wild(tmp_path, "tok if t.dim() else tok")
+    path.write_text(path.read_text().replace("return state[\"n\"] < 0", "raise KeyError('n')"))
+    decode.load_stages(path)
+    with pytest.raises(decode.PluginError) as err:
+        decode.generate(table, "wild | max 8", [[0]], compile=False)
+    assert str(err.value) == f"plugin search 'wild' ({path}:17) raised KeyError: 'n'; fix the plugin"

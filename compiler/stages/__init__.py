@@ -5,6 +5,7 @@ Every module `decode.compiler.stages.<name>` defines
     apply(logits [R, V], ctx: StepContext, **params) -> logits [R, V]
     STATIC: frozenset[str]      params passed as Python values (a change recompiles)
     prepare(params, tokenizer) -> params     optional, run once on the host
+    NEEDS: frozenset[str]       optional: "eos", "tokenizer" if the stage cannot work without
 
 Numeric params not in STATIC arrive as 0-d tensors on the logits' device, so that a
 parameter sweep reuses the compiled step. Removed tokens become -inf.

@@ -14,6 +14,7 @@ from decode.compiler.stages._common import (
 )
 
 STATIC = frozenset({"ids"})
+NEEDS = frozenset({"tokenizer", "eos"})  # text -> ids; a text that is EOS is ignored (transform checks)
 
 
 def prepare(params: dict, tokenizer) -> dict:

@@ -12,6 +12,7 @@ import torch
 from decode.compiler.stages._common import check_ids, encode_all, prefix_matches
 
 STATIC = frozenset({"ids"})
+NEEDS = frozenset({"tokenizer"})  # its text becomes token ids (decode.transform checks)
 
 
 def prepare(params: dict, tokenizer) -> dict:

@@ -6,6 +6,7 @@ import torch
 from decode.compiler.stages._common import NEG_INF, eos_mask
 
 STATIC = frozenset()
+NEEDS = frozenset({"eos"})  # without EOS ids it would do nothing (decode.transform checks)
 
 
 def apply(logits: torch.Tensor, ctx, n) -> torch.Tensor:
