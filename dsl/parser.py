@@ -39,8 +39,9 @@ def _lark() -> Lark:
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
 
 
-def unescape(token: Token) -> str:
-    """The value of a STRING token; a bad escape is a RecipeError at the escape."""
+def unescape(token: str, start: int) -> str:
+    """The value of the string literal `token` found at offset `start`; a bad escape is a
+    RecipeError at the escape."""
     body, out, i = token[1:-1], [], 0
     if "\\" not in body:  # the common case, kept cheap: a `ban` may hold 100k strings
         return body
@@ -51,7 +52,7 @@ def unescape(token: Token) -> str:
             i += 1
             continue
         esc = body[i + 1]
-        at = token.start_pos + 1 + i
+        at = start + 1 + i
         if esc in _SIMPLE_ESCAPES:
             out.append(_SIMPLE_ESCAPES[esc])
             i += 2
@@ -61,7 +62,7 @@ def unescape(token: Token) -> str:
         else:
             end = at + (2 + len(re.match(r"[0-9a-fA-F]{0,4}", body[i + 2:]).group()) if esc == "u" else 2)
             raise RecipeError(
-                f"bad escape '{token[at - token.start_pos:end - token.start_pos]}' in a string: "
+                f"bad escape '{token[at - start:end - start]}' in a string: "
                 "use \\n, \\t, \\r, \\\\, \\\" or \\uXXXX",
                 Span(at, end))
     return "".join(out)
@@ -98,10 +99,22 @@ def _tok_span(token: Token) -> Span:
     return Span(token.start_pos, token.end_pos)
 
 
+_ONE_STRING = re.compile(r'"(\\[^\n]|[^"\\\n])*"')
+
+
 def _value(token: Token) -> Arg:
     """A NUMBER or STRING token as a positional Arg."""
-    value = _number(token) if token.type == "NUMBER" else unescape(token)
+    value = _number(token) if token.type == "NUMBER" else unescape(token, token.start_pos)
     return Arg(None, value, _tok_span(token))
+
+
+def _values(token: Token) -> list[Arg]:
+    """The positional Args of a NUMBER, STRING or STRINGS (a run of strings) token."""
+    if token.type != "STRINGS":
+        return [_value(token)]
+    at = token.start_pos
+    return [Arg(None, unescape(m.group(), at + m.start()), Span(at + m.start(), at + m.end()))
+            for m in _ONE_STRING.finditer(token)]
 
 
 class _ToRaw(Transformer):
@@ -122,8 +135,13 @@ class _ToRaw(Transformer):
         return Arg(str(key), value.value, Span(key.start_pos, value.span.end))
 
     def clause(self, items: list[Any]) -> RawClause:
-        name = items[0]
-        args = tuple(_value(x) if isinstance(x, Token) else x for x in items[1:])
+        name, args = items[0], []
+        for x in items[1:]:
+            if isinstance(x, Token):
+                args += _values(x)
+            else:
+                args.append(x)
+        args = tuple(args)
         end = max((a.span.end for a in args), default=name.end_pos)  # one Span, not one per arg
         return RawClause(str(name), _tok_span(name), args, Span(name.start_pos, end))
 
@@ -164,13 +182,17 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
         return _bad_character(text, err.pos_in_stream)
     assert isinstance(err, UnexpectedToken)
     tok = err.token
+    if tok.type == "STRINGS":  # a run of strings where none may stand: point at the first
+        first = _ONE_STRING.match(tok)
+        tok = Token("STRING", first.group(), start_pos=tok.start_pos,
+                    end_pos=tok.start_pos + first.end())
     start = tok.start_pos if tok.start_pos is not None else len(text)
     if tok.type == "$END":
         start = len(text)
     end = start if tok.type == "$END" else (tok.end_pos if tok.end_pos is not None else start + 1)
     span = Span(start, end)
     prev = _previous_token(text, start)
-    expected = set(err.expected)
+    expected = set(err.expected) - {"STRINGS"}
     if tok.type in ("VBAR", "$END") and prev == "=":
         return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
     if tok.type == "EQUAL":

@@ -528,11 +528,15 @@ def reference_markdown() -> str:
         "  distribution, then sharpens it.",
         "- Selection samples iff some clause samples: " + sampling_clause_names() + ".",
         "  Otherwise it is argmax. `temp 0` means argmax, whatever else the recipe says.",
-        "- Strings use the escapes `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"` and `\\uXXXX`.",
+        "- Strings use the escapes `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"` and `\\uXXXX` (XXXX not a",
+        "  surrogate, D800-DFFF: write a character above U+FFFF itself). A string is never empty.",
         "- Numbers: `4`, `-1`, `0.9`, `.5`, `1e-3`. A float argument accepts an integer.",
+        "  `nan` and `inf` are not numbers; a whole number is at most 2147483647 unless its",
+        "  range says otherwise.",
         "- `decode fmt` prints the canonical form: one line `a | b | c`, the search clause",
         "  first, then modifiers, logit stages in written order, `max`, `stop`, `seed`;",
-        "  arguments equal to their default are left out.",
+        "  arguments equal to their default are left out. `decode fmt --write` rewrites files",
+        "  in this form and keeps every comment (then one clause per line, each with its own).",
         "",
     ]
     for kind in KINDS:
