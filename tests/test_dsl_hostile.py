@@ -277,3 +277,15 @@ def test_check_and_fmt_run_without_importing_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_diverse_ngram_longer_than_the_sequence_penalises_nothing():
+    # `n=` takes any whole number up to the limit; one longer than the sequence crashed unfold
+    import torch
+
+    from decode.compiler.search.diverse import ngram_counts
+
+    own = torch.zeros(1, 2, 8, dtype=torch.long)
+    counts = ngram_counts(2_147_483_647, 3, own, [(own, None)], torch.zeros(1, 1, dtype=torch.long),
+                          torch.tensor(2), 10)
+    assert counts.shape[-1] == 10 and not counts.any()
