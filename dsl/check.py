@@ -13,7 +13,8 @@ from typing import Any, Iterable
 
 from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_problem
 from decode.dsl.ir import Arg, Clause, Recipe, Span
-from decode.dsl.parser import NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw
+from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
+                               string_pattern)
 from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, lookup, spell_value
 
 # Names people bring from other libraries; difflib alone would not find these.
@@ -48,8 +49,6 @@ def parse(text: "str | Recipe") -> Recipe:
         raise
 
 
-# Strings and comments may hold anything, a '/' or '.dec' included.
-_STRINGS_AND_COMMENTS = re.compile(r'"(\\[^\n]|[^"\\\n])*("|$)|(^|[ \t])#.*$', re.MULTILINE)
 
 
 def names_file(arg: str) -> bool:
@@ -59,7 +58,8 @@ def names_file(arg: str) -> bool:
         >>> names_file("recipes/beam.dec"), names_file('stop "</s>"')
         (True, False)
     """
-    code = _STRINGS_AND_COMMENTS.sub("", arg).strip()
+    # strings (closed or not) and comments may hold anything, a '/' or '.dec' included
+    code = re.sub(f'{string_pattern()}|"[^\\n]*|(^|[ \t])#.*', "", arg, flags=re.MULTILINE).strip()
     if "\n" in arg or "|" in code:
         return False
     return code.endswith(".dec") or "/" in code or os.sep in code
@@ -214,16 +214,18 @@ INT_LIMIT = 2**31 - 1
 def _number_value(where: str, p: Param, arg: Arg) -> int | float:
     value, span = arg.value, arg.span
     whole = p.type == "int"
-    if isinstance(value, str) or isinstance(value, bool):
+    if isinstance(value, (str, bool)):
         if isinstance(value, Symbol) and value.lower() in NONFINITE:
             raise nonfinite_error(str(value), span)
         raise RecipeError(f"wrong type: {where} must be {'a whole' if whole else 'a'} number, "
                           f"found {_spelled(value)}", span)
-    _check_range(where, p, value, span)
     if whole and isinstance(value, float):
+        if value.is_integer():  # `topk 1e26` is out of range, not "did you mean 1000...0"
+            _check_range(where, p, value, span)
         hint = str(int(value)) if value.is_integer() else None
         raise RecipeError(f"wrong type: {where} must be a whole number, found {_spelled(value)}",
                           span, hint)
+    _check_range(where, p, value, span)
     return value if whole else float(value) + 0.0
 
 
@@ -249,8 +251,8 @@ def _string_value(where: str, arg: Arg) -> str:
         raise RecipeError(f"wrong type: {where} must be a \"string\", found {found}", span,
                           suggestion=spell_value(found))
     if not value:
-        raise RecipeError(f"empty string: {where} must not be empty; write some text between the quotes",
-                          span)
+        raise RecipeError(f"empty string: {where} must not be empty; write some text between "
+                          "the quotes", span)
     return value
 
 

@@ -5,20 +5,18 @@
 """
 from __future__ import annotations
 
+import bisect
 import re
 
 from decode.dsl.check import parse
 from decode.dsl.ir import Recipe
+from decode.dsl.parser import string_pattern
 
 
 def fmt(recipe: "Recipe | str") -> str:
     """Canonical form: search first (explicit `greedy`), modifiers, logit stages in written
     order, then `max`, `stop`, `seed`; defaults left out; canonical number spelling."""
     return parse(recipe).canonical
-
-
-# A string may hold '#', so strings are matched (and skipped) too.
-_STRING_OR_COMMENT = re.compile(r'"(\\[^\n]|[^"\\\n])*"|#[^\n]*')
 
 
 def fmt_file(text: str) -> str:
@@ -54,21 +52,22 @@ def _attach(text: str, recipe: Recipe, first: int
             ) -> tuple[dict[int, list[str]], dict[int, list[str]], list[str]]:
     """Each comment after the top block, as (above clause, after clause, at the end), keyed by id."""
     clauses = recipe.clauses
+    starts = [c.span.start for c in clauses]  # written order: increasing
     above: dict[int, list[str]] = {id(c): [] for c in clauses}
     after: dict[int, list[str]] = {id(c): [] for c in clauses}
     tail: list[str] = []
-    for m in _STRING_OR_COMMENT.finditer(text, first):
+    # a string may hold '#', so strings are matched (and skipped) too
+    for m in re.compile(f"{string_pattern()}|#[^\n]*").finditer(text, first):
         if not m.group().startswith("#"):
             continue
         pos, comment = m.start(), m.group().rstrip()
-        before = [c for c in clauses if c.span.start < pos]
-        inside = before and before[-1].span.end > pos  # between a clause's own lines
+        i = bisect.bisect_left(starts, pos)  # clauses[:i] start before the comment
+        inside = clauses[i - 1].span.end > pos  # between a clause's own lines
         on_code_line = text[text.rfind("\n", 0, pos) + 1:pos].strip() != ""
-        following = next((c for c in clauses if c.span.start > pos), None)
         if inside or on_code_line:
-            after[id(before[-1])].append(comment)
-        elif following is not None:
-            above[id(following)].append(comment)
+            after[id(clauses[i - 1])].append(comment)
+        elif i < len(clauses):
+            above[id(clauses[i])].append(comment)
         else:
             tail.append(comment)
     _move_dropped(recipe, above, after, tail)

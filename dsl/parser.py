@@ -99,7 +99,10 @@ def _tok_span(token: Token) -> Span:
     return Span(token.start_pos, token.end_pos)
 
 
-_ONE_STRING = re.compile(r'"(\\[^\n]|[^"\\\n])*"')
+@lru_cache(maxsize=1)
+def string_pattern() -> str:
+    """The grammar's STRING terminal (one string literal) as a regular expression."""
+    return _lark().get_terminal("STRING").pattern.to_regexp()
 
 
 def _value(token: Token) -> Arg:
@@ -114,7 +117,7 @@ def _values(token: Token) -> list[Arg]:
         return [_value(token)]
     at = token.start_pos
     return [Arg(None, unescape(m.group(), at + m.start()), Span(at + m.start(), at + m.end()))
-            for m in _ONE_STRING.finditer(token)]
+            for m in re.finditer(string_pattern(), token)]
 
 
 class _ToRaw(Transformer):
@@ -183,7 +186,7 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     if tok.type == "STRINGS":  # a run of strings where none may stand: point at the first
-        first = _ONE_STRING.match(tok)
+        first = re.match(string_pattern(), tok)
         tok = Token("STRING", first.group(), start_pos=tok.start_pos,
                     end_pos=tok.start_pos + first.end())
     start = tok.start_pos if tok.start_pos is not None else len(text)
