@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from decode.compiler import jsonl
+from decode.dsl.errors import unicode_problem
 
 DEFAULT_BATCH = 8
 
@@ -63,8 +64,10 @@ def read_prompts(path: str) -> tuple[list[Item], list[LineError]]:
         for n, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append(LineError(n, None, "not UTF-8 text"))
+            except UnicodeDecodeError as e:
+                errors.append(LineError(n, None, f"not valid Unicode at column {e.start + 1}: byte "
+                                                 f"0x{raw[e.start]:02x} is not UTF-8 text; save the "
+                                                 "file as UTF-8"))
                 continue
             if not line.strip():
                 continue
@@ -95,6 +98,9 @@ def _parse_line(n: int, line: str) -> Item | LineError:
     id_ = obj["id"]
     if isinstance(id_, bool) or not isinstance(id_, (str, int)):
         return LineError(n, None, f'"id" must be a string or an integer, not {json.dumps(id_)}')
+    bad = unicode_problem(id_) if isinstance(id_, str) else None  # JSON allows "\ud800"
+    if bad is not None:
+        return LineError(n, None, f'"id" is {bad[1]}')
     has_text, has_ids = "prompt" in obj, "prompt_ids" in obj
     if has_text == has_ids:
         return LineError(n, id_, 'give exactly one of "prompt" (text) or "prompt_ids" (a list of '
@@ -106,6 +112,9 @@ def _parse_line(n: int, line: str) -> Item | LineError:
                                      f'in "prompt_ids"')
         if not p:
             return LineError(n, id_, '"prompt" is empty')
+        bad = unicode_problem(p)
+        if bad is not None:
+            return LineError(n, id_, f'"prompt" is {bad[1]}')
         return Item(n, id_, p)
     ids = obj["prompt_ids"]
     if not isinstance(ids, list) or not ids or \

@@ -13,18 +13,23 @@ import argparse
 import contextlib
 import math
 import os
+import stat
 import sys
+import tempfile
 import warnings
 from typing import Callable
 
 from decode.compiler.plugins import PluginError
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
+from decode.dsl.check import names_file
+from decode.dsl.errors import printable, unicode_problem
+from decode.dsl.format import fmt_file
 from decode.dsl.ir import Recipe
 
 
 def _source(arg: str) -> str | None:
     """The file name to show in messages, or None for inline text."""
-    return arg if arg.endswith(".dec") and os.path.exists(arg) else None
+    return arg if names_file(arg) and os.path.exists(arg) else None
 
 
 def _load(arg: str) -> tuple[str, Recipe]:
@@ -70,11 +75,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 1
             continue
         except OSError as err:
-            print(f"decode: cannot read {arg}: {err.strerror or err}", file=sys.stderr)
+            print(f"decode: cannot read {printable(arg)}: {err.strerror or err}", file=sys.stderr)
             status = 1
             continue
         _show_warnings(text, recipe, source)
-        print(f"ok  {recipe.fingerprint}  {source or recipe.canonical}")
+        print(f"ok  {recipe.fingerprint}  {printable(source) if source else recipe.canonical}")
     return status
 
 
@@ -89,38 +94,63 @@ def add_check(sub: argparse._SubParsersAction) -> None:
 
 # -- fmt ---------------------------------------------------------------------------------
 
-def _header(text: str) -> str:
-    """The leading comment block of a recipe file (its citation), kept by --write."""
-    lines = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            break
-        lines.append(line)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return "".join(line + "\n" for line in lines)
-
-
 def cmd_fmt(args: argparse.Namespace) -> int:
-    for arg in args.recipes:
-        text, recipe = _load(arg)
-        if args.write:
-            if _source(arg) is None:
-                raise OSError(f"--write needs a .dec file, not inline text: {arg!r}")
-            new = _header(text) + recipe.canonical + "\n"
-            if new != text:
-                with open(arg, "w", encoding="utf-8") as f:
-                    f.write(new)
-                print(f"rewrote {arg}")
-        else:
-            print(recipe.canonical)
-    return 0
+    inline = [a for a in args.recipes if not names_file(a)] if args.write else []
+    if inline:  # refused before any file is touched
+        return _usage_error(f"--write rewrites .dec files; {inline[0]!r} is recipe text")
+    status = 0
+    for arg in args.recipes:  # a bad file is named and skipped; the others are still done
+        try:
+            if args.write:
+                _fmt_write(arg)
+            else:
+                print(_load(arg)[1].canonical)
+        except RecipeError as err:
+            print(format_error(err.text or "", err, source=_source(arg)), file=sys.stderr)
+            status = 1
+        except OSError as err:
+            verb = "rewrite" if args.write else "read"
+            print(f"decode: cannot {verb} {printable(arg)}: {err.strerror or err}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _fmt_write(path: str) -> None:
+    """Rewrite one .dec file in canonical form, comments kept; left alone if already canonical."""
+    text = read_recipe(path)
+    new = fmt_file(text)
+    if new != text:
+        _replace_file(path, new)
+        print(f"rewrote {printable(path)}")
+
+
+def _replace_file(path: str, text: str) -> None:
+    """Write `text` over `path` atomically: a temporary file beside it, then os.replace, so a
+    crash leaves the old file or the new one, never half of one. The mode is kept; a symlink
+    is followed (its target is rewritten, the link stays)."""
+    target = os.path.realpath(path)
+    mode = stat.S_IMODE(os.stat(target).st_mode)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def add_fmt(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fmt", help="print the canonical one-line form",
                        description="Print each RECIPE in canonical form. --write rewrites .dec "
-                                   "files in place, keeping their leading comment block.")
+                                   "files in place (atomically), keeping every comment; a file "
+                                   "that does not parse is named, left as it is, and the others "
+                                   "are still rewritten (exit 1).")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     p.add_argument("--write", action="store_true", help="rewrite .dec files in place")
     p.set_defaults(func=cmd_fmt)
@@ -250,6 +280,9 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
                 f"{args.prompt_ids!r} (e.g. --prompt-ids 1,2,3)")
     if args.prompt == "":
         return "--prompt is empty: give some text to continue"
+    bad = unicode_problem(args.prompt or "")  # undecodable bytes in argv arrive as surrogates
+    if bad is not None:
+        return f"--prompt is {bad[1]}, or give token ids with --prompt-ids"
     if args.prompts is not None and args.trace is not None:
         return "--trace records a single run: use it with --prompt or --prompt-ids, not --prompts"
     if args.batch_size < 1:

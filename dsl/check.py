@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+from dataclasses import replace
 from typing import Any, Iterable
 
-from decode.dsl.errors import RecipeError, RecipeWarning
+from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_problem
 from decode.dsl.ir import Arg, Clause, Recipe, Span
-from decode.dsl.parser import RawClause, Symbol, parse_raw
+from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
+                               string_pattern)
 from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, lookup, spell_value
 
 # Names people bring from other libraries; difflib alone would not find these.
@@ -37,21 +40,49 @@ def parse(text: "str | Recipe") -> Recipe:
     if not isinstance(text, str):
         raise TypeError(f"parse() takes the recipe text, not {type(text).__name__}")
     try:
+        bad = unicode_problem(text)
+        if bad is not None:
+            raise RecipeError(bad[1], Span(bad[0], bad[0] + 1))
         return _check(text, parse_raw(text))
     except RecipeError as err:
         err.text = text
         raise
 
 
+
+
+def names_file(arg: str) -> bool:
+    """Whether a RECIPE argument is a path rather than recipe text: it ends in `.dec` or holds a
+    path separator, outside strings and comments, on one line without '|'.
+
+        >>> names_file("recipes/beam.dec"), names_file('stop "</s>"')
+        (True, False)
+    """
+    # strings (closed or not) and comments may hold anything, a '/' or '.dec' included
+    code = re.sub(f'{string_pattern()}|"[^\\n]*|(^|[ \t])#.*', "", arg, flags=re.MULTILINE).strip()
+    if "\n" in arg or "|" in code:
+        return False
+    return code.endswith(".dec") or "/" in code or os.sep in code
+
+
 def read_recipe(arg: str) -> str:
-    """The recipe text of `arg`: the file's contents if `arg` names a .dec file, else `arg`."""
-    if arg.endswith(".dec") and (os.path.exists(arg) or not any(c in arg for c in " |\"\n")):
-        try:
-            with open(arg, encoding="utf-8") as f:
-                return f.read()
-        except UnicodeDecodeError as err:
-            raise OSError(f"{arg} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    return arg
+    """The recipe text of `arg`: the contents of the file it names (see `names_file`), else `arg`.
+
+    A leading byte order mark is dropped; undecodable bytes are kept (as surrogates) so that
+    `parse` points at them. A path that names no file is a RecipeError over the argument.
+
+        >>> read_recipe("beam 4 | topp 0.9")
+        'beam 4 | topp 0.9'
+    """
+    if not names_file(arg):
+        return arg
+    if not os.path.exists(arg):
+        err = RecipeError(f"no such recipe file '{printable(arg)}': give the path of an existing "
+                          ".dec file, or the recipe text itself", Span(0, len(arg)))
+        err.text = arg
+        raise err
+    with open(arg, encoding="utf-8-sig", errors="surrogateescape") as f:
+        return f.read()
 
 
 def suggest(word: str, choices: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
@@ -67,6 +98,9 @@ def _check(text: str, raw: list[RawClause]) -> Recipe:
     if not raw:
         raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
                           Span(0, len(text)), suggestion="greedy")
+    for rc in raw:  # `temp nan` reads as two clauses, and `nan` would only be "unknown"
+        if rc.name.lower() in NONFINITE and lookup(rc.name) is None:
+            raise nonfinite_error(rc.name, rc.name_span)
     clauses = []
     for i, rc in enumerate(raw):
         try:
@@ -119,6 +153,7 @@ def _what(p: Param) -> str:
 def _positionals(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
     given = [a for a in rc.args if a.key is None]
     slots = spec.positional
+    collected: list[Any] = []  # a variadic's values; a tuple grown one by one would be quadratic
     for i, arg in enumerate(given):
         if i >= len(slots) and not (slots and slots[-1].variadic):
             if not slots:
@@ -130,9 +165,11 @@ def _positionals(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> Non
         p = slots[min(i, len(slots) - 1)]
         value = _convert(spec, p, arg)
         if p.variadic:
-            values[p.name] = values.get(p.name, ()) + (value,)
+            collected.append(value)
         else:
             values[p.name] = value
+    if collected:
+        values[slots[-1].name] = tuple(collected)
 
 
 def _keywords(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
@@ -161,38 +198,74 @@ def _keywords(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
 
 def _convert(spec: ClauseSpec, p: Param, arg: Arg) -> Any:
     """Check one written value against its Param: type, choices, range."""
-    value, span = arg.value, arg.span
     where = f"'{spec.name}' {p.name}"
-    found = _spelled(value)
+    if p.type in ("int", "float"):
+        return _number_value(where, p, arg)
+    if p.type == "str":
+        return _string_value(where, arg)
+    return _choice_value(where, p, arg)
+
+
+# Whole numbers count tokens, rows or n-gram sizes and reach torch as int64; nothing a llama
+# model holds comes near 2**31. A bound here is a caret at `check`, not an overflow at run time.
+INT_LIMIT = 2**31 - 1
+
+
+def _number_value(where: str, p: Param, arg: Arg) -> int | float:
+    value, span = arg.value, arg.span
+    whole = p.type == "int"
+    if isinstance(value, (str, bool)):
+        if isinstance(value, Symbol) and value.lower() in NONFINITE:
+            raise nonfinite_error(str(value), span)
+        raise RecipeError(f"wrong type: {where} must be {'a whole' if whole else 'a'} number, "
+                          f"found {_spelled(value)}", span)
+    if whole and isinstance(value, float):
+        if value.is_integer():  # `topk 1e26` is out of range, not "did you mean 1000...0"
+            _check_range(where, p, value, span)
+        hint = str(int(value)) if value.is_integer() else None
+        raise RecipeError(f"wrong type: {where} must be a whole number, found {_spelled(value)}",
+                          span, hint)
+    _check_range(where, p, value, span)
+    return value if whole else float(value) + 0.0
+
+
+def _check_range(where: str, p: Param, value: float, span: Span) -> None:
+    """The catalogue's range, then (for whole numbers it leaves unbounded) +-INT_LIMIT."""
+    limited = p
     if p.type == "int":
-        if isinstance(value, float) and not isinstance(value, Symbol):
-            hint = str(int(value)) if value.is_integer() else None
-            raise RecipeError(f"wrong type: {where} must be a whole number, found {found}", span, hint)
-        if not isinstance(value, int):
-            raise RecipeError(f"wrong type: {where} must be a whole number, found {found}", span)
-    elif p.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"wrong type: {where} must be a number, found {found}", span)
-        value = float(value) + 0.0
-    elif p.type == "str":
-        if isinstance(value, Symbol):
-            raise RecipeError(f"wrong type: {where} must be a \"string\", found the name {value}",
-                              span, suggestion=spell_value(str(value)))
-        if not isinstance(value, str):
-            raise RecipeError(f"wrong type: {where} must be a \"string\", found {found}", span,
-                              suggestion=spell_value(found))
-    elif p.type in ("bool", "enum"):
-        choices = (False, True) if p.type == "bool" else p.choices
-        value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
-        if isinstance(value, (int, float)) and not isinstance(value, bool) or value not in choices:
-            spelled = [p.spell(c) for c in choices]
-            raise RecipeError(f"wrong value: {where} must be one of {', '.join(spelled)}; found {found}",
-                              span, suggestion=suggest(str(arg.value), spelled))
-        return str(value) if isinstance(value, str) else value
-    if p.type in ("int", "float") and not p.in_range(value):
-        raise RecipeError(f"out of range: {where} must satisfy {p.describe_range()}, found {found}",
-                          span)
+        limited = replace(p, lo=-INT_LIMIT - 1 if p.lo is None else p.lo,
+                          hi=INT_LIMIT if p.hi is None else p.hi)
+    for rng in (p, limited):
+        if not rng.in_range(value):
+            raise RecipeError(f"out of range: {where} must satisfy {rng.describe_range()}, "
+                              f"found {_spelled(value)}", span)
+
+
+def _string_value(where: str, arg: Arg) -> str:
+    value, span = arg.value, arg.span
+    if isinstance(value, Symbol):
+        raise RecipeError(f"wrong type: {where} must be a \"string\", found the name {value}",
+                          span, suggestion=spell_value(str(value)))
+    if not isinstance(value, str):
+        found = _spelled(value)
+        raise RecipeError(f"wrong type: {where} must be a \"string\", found {found}", span,
+                          suggestion=spell_value(found))
+    if not value:
+        raise RecipeError(f"empty string: {where} must not be empty; write some text between "
+                          "the quotes", span)
     return value
+
+
+def _choice_value(where: str, p: Param, arg: Arg) -> Any:
+    value = arg.value
+    choices = (False, True) if p.type == "bool" else p.choices
+    value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) or value not in choices:
+        spelled = [p.spell(c) for c in choices]
+        raise RecipeError(f"wrong value: {where} must be one of {', '.join(spelled)}; "
+                          f"found {_spelled(arg.value)}", arg.span,
+                          suggestion=suggest(str(arg.value), spelled))
+    return str(value) if isinstance(value, str) else value
 
 
 def _spelled(value: Any) -> str:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,34 @@ class RecipeWarning:
         return self.message
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> tuple[int, str] | None:
+    """(position, message) of the first character of `text` that is not valid Unicode, or None.
+
+    Python keeps undecodable bytes (argv, `errors="surrogateescape"`) and JSON keeps `\\ud800`
+    as lone surrogates, which cannot be encoded, tokenized or written back.
+
+        >>> unicode_problem("ab\\udcff")
+        (2, 'not valid Unicode at position 2: byte 0xff is not UTF-8 text; use UTF-8')
+    """
+    m = _SURROGATE.search(text)
+    if m is None:
+        return None
+    code, at = ord(m.group()), m.start()
+    if 0xDC80 <= code <= 0xDCFF:  # what surrogateescape made of an undecodable byte
+        return at, (f"not valid Unicode at position {at}: byte 0x{code - 0xDC00:02x} is not UTF-8 "
+                    "text; use UTF-8")
+    return at, (f"not valid Unicode at position {at}: \\u{code:04x} is a lone surrogate (half of a "
+                "UTF-16 pair); write the character itself")
+
+
+def printable(text: str) -> str:
+    """`text` with each lone surrogate shown as U+FFFD, one character for one (carets stay aligned)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def line_col(text: str, offset: int) -> tuple[int, int]:
     """1-based (line, column) of a character offset."""
     line = text.count("\n", 0, offset) + 1
@@ -64,10 +93,10 @@ def format_error(text: str, err: Any, *, label: str = "error", source: str | Non
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", start)
     line_end = len(text) if line_end == -1 else line_end
-    source_line = text[line_start:line_end].expandtabs(1)
+    source_line = printable(text[line_start:line_end].expandtabs(1))
     width = max(1, min(end, line_end) - start)
     gutter = f"  {line_no} | "
-    where = f"{source}:{line_no}:{col}: " if source else ""
+    where = f"{printable(source)}:{line_no}:{col}: " if source else ""
     out = [f"{where}{label}: {err.message}",
            gutter + source_line,
            " " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^" * width]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterator
 
 from decode.dsl.errors import RecipeWarning, line_col
@@ -226,7 +227,7 @@ class Recipe:
                 if not (c.name == "max" and c.canonical == "max")]
         return (self.search,) + self.modifiers + self.stages + tuple(tail)
 
-    @property
+    @cached_property  # fingerprint and fmt both need it, and a `ban` may hold 100k strings
     def canonical(self) -> str:
         """The `decode fmt` form: 'beam 4 | topp 0.9 | max 32'."""
         return " | ".join(c.canonical for c in self.canonical_clauses)

@@ -39,9 +39,12 @@ def _lark() -> Lark:
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
 
 
-def unescape(token: Token) -> str:
-    """The value of a STRING token; a bad escape is a RecipeError at the escape."""
+def unescape(token: str, start: int) -> str:
+    """The value of the string literal `token` found at offset `start`; a bad escape is a
+    RecipeError at the escape."""
     body, out, i = token[1:-1], [], 0
+    if "\\" not in body:  # the common case, kept cheap: a `ban` may hold 100k strings
+        return body
     while i < len(body):
         ch = body[i]
         if ch != "\\":
@@ -49,20 +52,38 @@ def unescape(token: Token) -> str:
             i += 1
             continue
         esc = body[i + 1]
-        at = token.start_pos + 1 + i
+        at = start + 1 + i
         if esc in _SIMPLE_ESCAPES:
             out.append(_SIMPLE_ESCAPES[esc])
             i += 2
         elif esc == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6]):
-            out.append(chr(int(body[i + 2:i + 6], 16)))
+            out.append(_code_point(body[i + 2:i + 6], at))
             i += 6
         else:
             end = at + (2 + len(re.match(r"[0-9a-fA-F]{0,4}", body[i + 2:]).group()) if esc == "u" else 2)
             raise RecipeError(
-                f"bad escape '{token[at - token.start_pos:end - token.start_pos]}' in a string: "
+                f"bad escape '{token[at - start:end - start]}' in a string: "
                 "use \\n, \\t, \\r, \\\\, \\\" or \\uXXXX",
                 Span(at, end))
     return "".join(out)
+
+
+def _code_point(hex4: str, at: int) -> str:
+    """The character of a \\uXXXX escape at offset `at`; a lone surrogate is refused, since no
+    text holds one (the tokenizer could not encode it)."""
+    code = int(hex4, 16)
+    if 0xD800 <= code <= 0xDFFF:
+        raise RecipeError(f"not valid Unicode at position {at}: \\u{hex4} is a lone surrogate "
+                          "(half of a UTF-16 pair); write the character itself", Span(at, at + 6))
+    return chr(code)
+
+
+def nonfinite_error(word: str, span: Span) -> RecipeError:
+    """`temp nan`, `keep=inf`, `-inf`: the language has no such numbers."""
+    return RecipeError(f"{word} is not a number decode accepts; give a finite number", span)
+
+
+NONFINITE = ("nan", "inf", "infinity")
 
 
 def _number(token: Token) -> int | float:
@@ -78,15 +99,36 @@ def _tok_span(token: Token) -> Span:
     return Span(token.start_pos, token.end_pos)
 
 
+@lru_cache(maxsize=1)
+def string_pattern() -> str:
+    """The grammar's STRING terminal (one string literal) as a regular expression."""
+    return _lark().get_terminal("STRING").pattern.to_regexp()
+
+
+def _value(token: Token) -> Arg:
+    """A NUMBER or STRING token as a positional Arg."""
+    value = _number(token) if token.type == "NUMBER" else unescape(token, token.start_pos)
+    return Arg(None, value, _tok_span(token))
+
+
+def _values(token: Token) -> list[Arg]:
+    """The positional Args of a NUMBER, STRING or STRINGS (a run of strings) token."""
+    if token.type != "STRINGS":
+        return [_value(token)]
+    at = token.start_pos
+    return [Arg(None, unescape(m.group(), at + m.start()), Span(at + m.start(), at + m.end()))
+            for m in re.finditer(string_pattern(), token)]
+
+
 class _ToRaw(Transformer):
     def start(self, clauses: list[RawClause]) -> list[RawClause]:
         return clauses
 
     def number(self, items: list[Token]) -> Arg:
-        return Arg(None, _number(items[0]), _tok_span(items[0]))
+        return _value(items[0])
 
     def string(self, items: list[Token]) -> Arg:
-        return Arg(None, unescape(items[0]), _tok_span(items[0]))
+        return _value(items[0])
 
     def symbol(self, items: list[Token]) -> Arg:
         return Arg(None, Symbol(items[0]), _tok_span(items[0]))
@@ -96,11 +138,15 @@ class _ToRaw(Transformer):
         return Arg(str(key), value.value, Span(key.start_pos, value.span.end))
 
     def clause(self, items: list[Any]) -> RawClause:
-        name, args = items[0], tuple(items[1:])
-        span = _tok_span(name)
-        for arg in args:
-            span = span.cover(arg.span)
-        return RawClause(str(name), _tok_span(name), args, span)
+        name, args = items[0], []
+        for x in items[1:]:
+            if isinstance(x, Token):
+                args += _values(x)
+            else:
+                args.append(x)
+        args = tuple(args)
+        end = max((a.span.end for a in args), default=name.end_pos)  # one Span, not one per arg
+        return RawClause(str(name), _tok_span(name), args, Span(name.start_pos, end))
 
 
 def parse_raw(text: str) -> list[RawClause]:
@@ -139,13 +185,17 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
         return _bad_character(text, err.pos_in_stream)
     assert isinstance(err, UnexpectedToken)
     tok = err.token
+    if tok.type == "STRINGS":  # a run of strings where none may stand: point at the first
+        first = re.match(string_pattern(), tok)
+        tok = Token("STRING", first.group(), start_pos=tok.start_pos,
+                    end_pos=tok.start_pos + first.end())
     start = tok.start_pos if tok.start_pos is not None else len(text)
     if tok.type == "$END":
         start = len(text)
     end = start if tok.type == "$END" else (tok.end_pos if tok.end_pos is not None else start + 1)
     span = Span(start, end)
     prev = _previous_token(text, start)
-    expected = set(err.expected)
+    expected = set(err.expected) - {"STRINGS"}
     if tok.type in ("VBAR", "$END") and prev == "=":
         return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
     if tok.type == "EQUAL":
@@ -183,6 +233,9 @@ def _key_before(text: str, pos: int) -> str:
 
 def _bad_character(text: str, pos: int) -> RecipeError:
     ch = text[pos]
+    word = re.match(r"[+-]?(nan|inf(inity)?)\b", text[pos:pos + 10], re.IGNORECASE)
+    if word:
+        return nonfinite_error(word.group(), Span(pos, pos + len(word.group())))
     if ch == '"':
         line_end = text.find("\n", pos)
         line_end = len(text) if line_end == -1 else line_end

@@ -113,7 +113,7 @@ def test_compiled_run_equals_the_eager_run(model, capsys):
     (["greedy", "--prompt", ""], 2, "--prompt is empty"),
     (["greedy", "--prompts", "p.jsonl", "--trace", "t.jsonl"], 2, "--trace records a single run"),
     (["greedy", "--prompts", "p.jsonl", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
-    (["no/such/recipe.dec", "--prompt", "a"], 1, "No such file or directory: no/such/recipe.dec"),
+    (["no/such/recipe.dec", "--prompt", "a"], 1, "no such recipe file 'no/such/recipe.dec'"),
     (["topq 0.9", "--prompt", "a"], 1, "did you mean 'topp'"),
 ])
 def test_usage_mistakes(argv, code, words, capsys):

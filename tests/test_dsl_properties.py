@@ -46,7 +46,7 @@ def random_float(rng: random.Random, p: Param) -> float:
 
 def random_text(rng: random.Random) -> str:
     alphabet = rng.choice(['ab "\\\n\t|#=', "xyz 0.9", "é\u0001\x7f\n\r\t\"\\|", "é中😀"])
-    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))  # "" is refused
 
 
 def random_value(rng: random.Random, p: Param) -> str:

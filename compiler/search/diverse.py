@@ -242,8 +242,8 @@ def ngram_counts(n: int, t, own, earlier, until, prompt, v: int) -> torch.Tensor
     """[B, R, V]: for each row of `own` [B, R, S] and token x, how often the n-gram (the row's
     last n-1 new tokens, x) occurs among the new tokens of the `earlier` groups' rows, leaving
     out what a group wrote after it finished (`until`). Zero while t < n - 1."""
-    b, r, _ = own.shape
-    if not earlier:
+    b, r, slots = own.shape
+    if not earlier or n > slots:  # no n-gram fits in the sequence (`n=` may be any size)
         return torch.zeros(b, 1, v, device=own.device)
     rows = torch.cat([x for x, _ in earlier], 1)                             # [B, E, S]
     e = rows.shape[1]
