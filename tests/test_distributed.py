@@ -3,6 +3,7 @@ write exactly the lines one process writes, a malformed line is reported once, a
 dies loses nothing it finished, and a rerun with any number of processes completes the file."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,7 @@ def test_two_processes_write_exactly_the_single_process_lines(recipe, model, tmp
     proc = torchrun(2, *run_args(recipe, model, prompts, out, "--batch-size", "4"))
     assert out.read_text() == ref.read_text()  # line for line, byte for byte
     assert len(results(out)) == 20 and not distributed.part_files(str(out))
+    assert not Path(f"{out}.lock").exists()  # rank 0 held it for the job and let go
     assert proc.stderr.count(f"{prompts}:6: ") == 1, proc.stderr           # reported by rank 0 only
     assert proc.stderr.count("20 prompts decoded") == 1 and "1 malformed" in proc.stderr
     assert proc.returncode == 1  # as for one process: a skipped line is a failure to report
@@ -119,6 +121,17 @@ def test_a_killed_rank_loses_nothing_and_a_rerun_finishes(processes, model, tmp_
     assert {k: final[k] for k in parts} == parts  # what was finished is kept, not redone
     same_results(final, results(ref))
     assert not distributed.part_files(str(out))
+
+
+def test_a_locked_out_stops_every_process_with_one_message(model, tmp_path):
+    prompts, out = write_prompts(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
+    held = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "2025-01-01 10:00:00"})
+    Path(f"{out}.lock").write_text(held)  # this test process plays the run that writes out.jsonl
+    proc = torchrun(2, *run_args(GREEDY, model, prompts, out))
+    assert proc.returncode != 0
+    assert proc.stderr.count(f"{out} is being written by decode (pid {os.getpid()}") == 1, proc.stderr
+    assert not out.exists() and not distributed.part_files(str(out))
+    assert Path(f"{out}.lock").read_text() == held
 
 
 # -- the pieces --------------------------------------------------------------------------
