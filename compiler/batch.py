@@ -193,7 +193,7 @@ def read_results(path: str, fingerprint: str) -> Results:
     with f:
         for n, raw in _lines(f, path):
             if not raw.endswith(b"\n"):
-                if not _starts_a_result(raw):
+                if not _torn_result(raw, fingerprint):
                     raise BatchError(_not_results(path, n, done, "not a result line"))
                 return Results(done, whole, whole + len(raw))
             whole += len(raw)
@@ -212,12 +212,29 @@ def _open_regular(path: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _starts_a_result(raw: bytes) -> bool:
-    """A line that a crash cut short: the start of what `result_line` writes."""
-    return raw.startswith(_RESULT_START) or _RESULT_START.startswith(raw)
+def _torn_result(raw: bytes, fingerprint: str) -> bool:
+    """Whether a last line without a newline is what a crash leaves of a `result_line` of
+    this recipe: its start, or all of it but the newline (either way, decoded again)."""
+    if not (raw.startswith(_RESULT_START) or _RESULT_START.startswith(raw)):
+        return False
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):  # cut short: what is there must fit
+        return _fingerprint_fits(raw, fingerprint)
+    return isinstance(obj, dict) and _is_result(obj) and obj["fingerprint"] == fingerprint
 
 
 _RESULT_START = b'{"id": '
+_FINGERPRINT = b'"fingerprint": "'  # unescaped quotes: only the key itself, never text in a value
+
+
+def _fingerprint_fits(raw: bytes, fingerprint: str) -> bool:
+    """A cut-short line agrees with `fingerprint` as far as it goes."""
+    at = raw.find(_FINGERPRINT)
+    if at < 0:
+        return True
+    have, want = raw[at + len(_FINGERPRINT):], fingerprint.encode() + b'"'
+    return have[:len(want)] == want[:len(have)]
 
 
 def _result_id(path: str, n: int, raw: bytes, fingerprint: str, done: set[str]) -> str:

@@ -69,6 +69,8 @@ NOT_RESULTS = {
     "notes": b"shopping list\neggs\nmilk",  # the issue's notes.txt: no final newline
     "one line": b"hello",
     "json lines": b'{"id": 1, "prompt": "a prompt, not a result"}\n{"id": 2',
+    "one json object": b'{"id": 7, "prompt": "whole, but not a result"}',
+    "another recipe, torn": b'{"id": 7, "prompt": null, "prompt_ids": [1], "recipe": "beam 2", "fingerprint": "zz',
     "results then notes": None,  # filled in by the test: a result line, then a line of notes
 }
 
