@@ -204,7 +204,7 @@ def read_results(path: str, fingerprint: str) -> Results:
 
 def _open_regular(path: str) -> BinaryIO:
     # O_NONBLOCK: a FIFO swapped in after check_target must not hang the open
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

@@ -38,8 +38,8 @@ class Owner:
 
     def is_gone(self) -> bool:
         """True when this owner was on this host and its process no longer runs."""
-        if self.host != socket.gethostname():
-            return False  # cannot tell from here
+        if self.host != socket.gethostname() or os.name == "nt":
+            return False  # cannot tell from here; on Windows os.kill(pid, 0) would end it
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:

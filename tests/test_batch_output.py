@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 
 from decode.cli import main
 from decode.compiler import batch, engine, lock
-from test_batch import model, results, run_batch, write_prompts  # noqa: F401
+from test_batch import results, run_batch, write_prompts
+from test_cli_run import make_tiny_model
 
 GREEDY = "greedy | max 4"
 
@@ -35,7 +37,12 @@ def prompts_without_final_newline(path: Path, n: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(model, tmp_path_factory):  # noqa: F811
+def model(tmp_path_factory, sp_tokenizer_dir):
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), sp_tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def reference(model, tmp_path_factory):
     """The prompts and the output of one clean run: what every resumed run must equal."""
     folder = tmp_path_factory.mktemp("ref")
     prompts, out = write_prompts(folder / "in.jsonl", 6), folder / "ref.jsonl"
@@ -45,10 +52,16 @@ def reference(model, tmp_path_factory):  # noqa: F811
     return prompts, out.read_bytes()
 
 
+def inputs(tmp_path: Path, reference) -> tuple[Path, bytes]:
+    """The reference prompts, copied into the test's folder so that `hashes` covers them too."""
+    src, ref = reference
+    return Path(shutil.copy(src, tmp_path / "in.jsonl")), ref
+
+
 # -- 1. --prompts and --out the same file ------------------------------------------------
 
 @pytest.mark.parametrize("link", ["same path", "symlink", "hard link"])
-def test_prompts_and_out_the_same_file_is_refused_untouched(link, model, capsys, tmp_path):  # noqa: F811
+def test_prompts_and_out_the_same_file_is_refused_untouched(link, model, capsys, tmp_path):
     prompts = prompts_without_final_newline(tmp_path / "same.jsonl", 4)
     out = {"same path": prompts, "symlink": tmp_path / "link.jsonl", "hard link": tmp_path / "hard.jsonl"}[link]
     if link == "symlink":
@@ -70,15 +83,16 @@ NOT_RESULTS = {
     "one line": b"hello",
     "json lines": b'{"id": 1, "prompt": "a prompt, not a result"}\n{"id": 2',
     "one json object": b'{"id": 7, "prompt": "whole, but not a result"}',
-    "another recipe, torn": b'{"id": 7, "prompt": null, "prompt_ids": [1], "recipe": "beam 2", "fingerprint": "zz',
+    "another recipe, torn": b'{"id": 7, "prompt": null, "prompt_ids": [1], "recipe": "beam 2", '
+                            b'"fingerprint": "zz',
     "results then notes": None,  # filled in by the test: a result line, then a line of notes
 }
 
 
 @pytest.mark.parametrize("kind", list(NOT_RESULTS))
-def test_an_out_file_that_is_not_a_result_file_is_refused_untouched(kind, model, capsys, tmp_path,  # noqa: F811
+def test_an_out_file_that_is_not_a_result_file_is_refused_untouched(kind, model, capsys, tmp_path,
                                                                     reference):
-    prompts, ref = reference
+    prompts, ref = inputs(tmp_path, reference)
     out = tmp_path / "notes.txt"
     out.write_bytes(NOT_RESULTS[kind] or ref.splitlines(keepends=True)[0] + b"notes\nmore notes")
     before = hashes(tmp_path)
@@ -91,9 +105,9 @@ def test_an_out_file_that_is_not_a_result_file_is_refused_untouched(kind, model,
         assert "choose another --out or remove it" in err
 
 
-def test_a_result_file_of_another_recipe_with_a_torn_line_is_untouched(model, capsys, tmp_path,  # noqa: F811
+def test_a_result_file_of_another_recipe_with_a_torn_line_is_untouched(model, capsys, tmp_path,
                                                                        reference):
-    prompts, ref = reference
+    prompts, ref = inputs(tmp_path, reference)
     out = tmp_path / "out.jsonl"
     out.write_bytes(ref[:-10])  # a run of greedy, killed mid-write
     before = hashes(tmp_path)
@@ -105,8 +119,8 @@ def test_a_result_file_of_another_recipe_with_a_torn_line_is_untouched(model, ca
 # -- 3. --out a device, a pipe, a directory; endless lines -------------------------------
 
 @pytest.mark.parametrize("kind", ["/dev/full", "fifo", "directory"])
-def test_an_out_that_is_not_a_regular_file_is_refused(kind, model, capsys, tmp_path, reference):  # noqa: F811
-    prompts, _ = reference
+def test_an_out_that_is_not_a_regular_file_is_refused(kind, model, capsys, tmp_path, reference):
+    prompts, _ = inputs(tmp_path, reference)
     out = {"/dev/full": Path("/dev/full"), "fifo": tmp_path / "pipe", "directory": tmp_path / "dir"}[kind]
     if kind == "fifo":
         os.mkfifo(out)
@@ -119,9 +133,9 @@ def test_an_out_that_is_not_a_regular_file_is_refused(kind, model, capsys, tmp_p
     assert hashes(tmp_path) == before and not Path(f"{out}.lock").exists()
 
 
-def test_resume_state_is_read_with_a_bounded_line_length(model, capsys, tmp_path, reference,  # noqa: F811
+def test_resume_state_is_read_with_a_bounded_line_length(model, capsys, tmp_path, reference,
                                                          monkeypatch):
-    prompts, _ = reference
+    prompts, _ = inputs(tmp_path, reference)
     monkeypatch.setattr(batch, "MAX_LINE", 1 << 20)  # 64 MiB in use; 1 MiB keeps the test small
     out = tmp_path / "zeros.jsonl"
     out.write_bytes(b"\0" * (3 << 20))  # what /dev/full or /dev/zero read like: no newline, ever
@@ -133,9 +147,9 @@ def test_resume_state_is_read_with_a_bounded_line_length(model, capsys, tmp_path
 
 # -- 5. two runs on one --out ------------------------------------------------------------
 
-def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(model, capsys, tmp_path,  # noqa: F811
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(model, capsys, tmp_path,
                                                                      reference, monkeypatch):
-    prompts, ref = reference
+    prompts, ref = inputs(tmp_path, reference)
     out = tmp_path / "o.jsonl"
     real, seen = engine.run, {}
 
@@ -162,9 +176,9 @@ def dead_pid() -> int:
     return child.pid
 
 
-def test_a_killed_run_is_resumed_over_its_stale_lock_with_each_id_once(model, capsys, tmp_path,  # noqa: F811
+def test_a_killed_run_is_resumed_over_its_stale_lock_with_each_id_once(model, capsys, tmp_path,
                                                                       reference):
-    prompts, ref = reference
+    prompts, ref = inputs(tmp_path, reference)
     out = tmp_path / "o.jsonl"
     lines = ref.splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:2]) + lines[2][:25])  # SIGKILL'd inside its second batch's write
@@ -195,9 +209,9 @@ def test_a_lock_of_a_live_unknown_or_linked_owner_is_not_taken_over(tmp_path):
     assert not Path(lock.lock_path(out)).exists()
 
 
-def test_the_lock_is_removed_when_the_run_is_interrupted(model, capsys, tmp_path, reference,  # noqa: F811
+def test_the_lock_is_removed_when_the_run_is_interrupted(model, capsys, tmp_path, reference,
                                                          monkeypatch):
-    prompts, _ = reference
+    prompts, _ = inputs(tmp_path, reference)
     out = tmp_path / "o.jsonl"
 
     def interrupted(*args, **kwargs):
@@ -211,9 +225,9 @@ def test_the_lock_is_removed_when_the_run_is_interrupted(model, capsys, tmp_path
 
 # -- 6. a full disk ----------------------------------------------------------------------
 
-def test_a_full_disk_names_the_file_keeps_whole_lines_and_the_rerun_completes(model, capsys, tmp_path,  # noqa: F811
+def test_a_full_disk_names_the_file_keeps_whole_lines_and_the_rerun_completes(model, capsys, tmp_path,
                                                                               reference, monkeypatch):
-    prompts, ref = reference
+    prompts, ref = inputs(tmp_path, reference)
     out = tmp_path / "o.jsonl"
     real, calls = os.write, []
 
