@@ -1,6 +1,7 @@
 """`torchrun -m decode run ... --prompts in.jsonl --out out.jsonl`: two CPU processes (gloo)
 write exactly the lines one process writes, a malformed line is reported once, a rank that
 dies loses nothing it finished, and a rerun with any number of processes completes the file."""
+import errno
 import json
 import os
 import socket
@@ -164,10 +165,27 @@ def test_merge_writes_each_id_once_in_input_order_and_removes_the_parts(tmp_path
     assert out.read_text() == before
 
 
+def test_a_merge_onto_a_full_disk_names_the_file_and_keeps_every_part(tmp_path, monkeypatch):
+    items, _ = batch.read_prompts(str(write_prompts(tmp_path / "in.jsonl", 3)))
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": 1}) + "\n")
+    (tmp_path / "out.jsonl.part-0-of-2").write_text(json.dumps({"id": 2}) + "\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):  # where NFS and others report a full disk: at fsync
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(batch.BatchError, match=rf"cannot write {out}.merging: No space left on device; "
+                                               rf"free space and rerun: finished prompts are kept"):
+        distributed.merge(str(out), items)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_a_part_file_of_another_recipe_is_not_resumed_into(tmp_path):
     out = tmp_path / "out.jsonl"
     (tmp_path / "out.jsonl.part-1-of-2").write_text(
-        json.dumps({"id": 1, "recipe": "beam 2", "fingerprint": "other"}) + "\n")
+        json.dumps({"id": 1, "recipe": "beam 2", "fingerprint": "other", "sequences": []}) + "\n")
     with pytest.raises(batch.BatchError, match=r"part-1-of-2:1 .*would mix two recipes"):
         distributed.finished(str(out), "mine")
 
