@@ -143,6 +143,9 @@ def test_resume_state_is_read_with_a_bounded_line_length(model, capsys, tmp_path
     code, err = run_batch(capsys, GREEDY, model, prompts, out)
     assert code == 1 and f"{out}:1 is longer than 1 MiB without a line break" in err
     assert hashes(tmp_path) == before
+    code, err = run_batch(capsys, GREEDY, model, out, tmp_path / "o.jsonl")  # the same, as prompts
+    assert code == 1 and f"{out}:1 is longer than 1 MiB without a line break" in err
+    assert hashes(tmp_path) == before
 
 
 # -- 5. two runs on one --out ------------------------------------------------------------
