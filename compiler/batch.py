@@ -22,7 +22,7 @@ import errno
 import json
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -134,7 +134,7 @@ def check_target(prompts: str, out: str, what: str = "--out") -> None:
     """
     if _same_file(prompts, out):
         raise BatchError(f"--prompts {prompts} and {what} {out} are the same file, so the results "
-                         f"would be written into the prompts. Choose another {what} file.")
+                         f"would be written into the prompts. Choose another --out file.")
     try:
         mode = os.stat(out).st_mode
     except FileNotFoundError:
@@ -311,10 +311,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _cut_back(fd: int, size: int) -> None:
-    try:
+    with suppress(OSError):  # else the torn line stays; the rerun's read_results cuts it off
         os.ftruncate(fd, size)
-    except OSError:
-        pass  # the torn line stays; the rerun's read_results finds it and cuts it off
 
 
 def write_error(path: str, err: OSError) -> BatchError:
