@@ -4,29 +4,38 @@
 
 Each input line is `{"id": ..., "prompt": "text"}` or `{"id": ..., "prompt_ids": [1, 2]}`
 (other keys are ignored). Each output line is the `--json` object of DESIGN.md with the
-`id` in front, written and flushed as its batch finishes. A rerun skips the ids already
-in the output, after cutting off a last line that a crash left half-written. A bad input
-line is reported with its number and skipped; it never stops the others.
+`id` in front, written straight to the file as its batch finishes, whole or not at all
+(a full disk or Ctrl-C mid-write is cut back to the last whole line). A rerun skips the
+ids already in the output, after checking that every line of it is a result of this
+recipe and only then cutting off a last line that a crash left half-written: a file that
+is not a result file of this recipe is refused byte for byte untouched. So is an output
+that is the prompts file (by any link) or not a regular file. A bad input line is
+reported with its number and skipped; it never stops the others. (The CLI also locks the
+output against a second run: compiler/lock.py.)
 
 Sampling is seeded per prompt from the run seed and the prompt's id, so a result does
 not depend on which batch the prompt fell in, nor on a resume.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-from contextlib import contextmanager
+import stat
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from decode.compiler import jsonl
 from decode.dsl.errors import unicode_problem
 
 DEFAULT_BATCH = 8
+MAX_LINE = 64 << 20  # bytes; a result line is a few KB, so a longer line is not one of ours
 
 
 class BatchError(Exception):
-    """A batch run cannot start (its output file belongs to another run, or is damaged)."""
+    """A batch run cannot start or go on: its output file is the input, not a regular file,
+    not a result file of this recipe, locked by another run, or cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def read_prompts(path: str) -> tuple[list[Item], list[LineError]]:
     """
     items, errors, first = [], [], {}
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        for n, raw in _lines(f, path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -126,77 +135,200 @@ def _parse_line(n: int, line: str) -> Item | LineError:
 
 # ----------------------------------------------------------------------------- output
 
-def repair(path: str) -> None:
-    """Cut off a last line that has no newline: a write that a crash or Ctrl-C interrupted."""
+def check_target(prompts: str, out: str, what: str = "--out") -> None:
+    """Refuse an output path that is the prompts file under any name (the same path, a
+    symlink, a hard link) or that is not a regular file, before anything is written.
+
+        >>> check_target("in.jsonl", "out.jsonl")   # fine; "in.jsonl" twice raises BatchError
+    """
+    if _same_file(prompts, out):
+        raise BatchError(f"--prompts {prompts} and {what} {out} are the same file, so the results "
+                         f"would be written into the prompts. Choose another --out file.")
     try:
-        size = os.path.getsize(path)
+        mode = os.stat(out).st_mode
     except FileNotFoundError:
         return
-    if size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        keep = 0
-        block = 1 << 16
-        pos = size
-        while pos > 0:  # scan back for the last newline
-            start = max(0, pos - block)
-            f.seek(start)
-            chunk = f.read(pos - start)
-            i = chunk.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        f.truncate(keep)
+    if not stat.S_ISREG(mode):
+        raise BatchError(f"{what} {out} is {_kind(mode)}, not a regular file: a batch writes its "
+                         f"results to a file that a rerun resumes from. Give a file path, or leave "
+                         f"out --out to print the results.")
 
 
-def done_ids(path: str, fingerprint: str) -> set[str]:
-    """Ids (as `id_key`) already in an output file, after `repair`. Refuses a file that holds
-    another recipe's results, or a damaged line, rather than mixing runs."""
-    repair(path)
-    done = set()
+def _same_file(a: str, b: str) -> bool:
     try:
-        f = open(path, "rb")
+        return os.path.samefile(a, b)  # same device and inode: links of every kind
+    except OSError:                    # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
+def _lines(f: BinaryIO, path: str) -> Iterator[tuple[int, bytes]]:
+    """(number, raw line) of a binary file, each read with a bounded length: a file of
+    endless bytes without a newline is an error, not all of the machine's memory."""
+    for n, raw in enumerate(iter(lambda: f.readline(MAX_LINE + 1), b""), 1):
+        if len(raw) > MAX_LINE:
+            raise BatchError(f"{path}:{n} is longer than {MAX_LINE >> 20} MiB without a line break, "
+                             f"so {path} is not a JSON lines file of decode. Check the file name.")
+        yield n, raw
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a resume finds in an output file (read, not changed)."""
+    done: set[str]              # ids (as `id_key`) of its whole result lines
+    whole: int                  # bytes up to the end of its last whole line
+    size: int                   # bytes in all: more than `whole` when a crash tore the last line
+
+
+def read_results(path: str, fingerprint: str) -> Results:
+    """The results already in `path` (a missing file has none), without changing a byte.
+    Refuses a file that is not a result file of this recipe: every line but a torn last one
+    must be a result line of `fingerprint`, and a torn one must be the start of one.
+
+        >>> read_results("out.jsonl", recipe.fingerprint).done
+    """
+    try:
+        f = _open_regular(path)
     except FileNotFoundError:
-        return done
+        return Results(set(), 0, 0)
+    done: set[str] = set()
+    whole = 0
     with f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-                key = id_key(obj["id"])
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                raise BatchError(f"{path}:{n} is not a result line of `decode run --prompts`, so the run "
-                                 f"cannot resume into this file. Delete that line (its prompt is then "
-                                 f"decoded again) or choose another --out file.") from None
-            if obj.get("fingerprint") != fingerprint:
-                raise BatchError(f"{path}:{n} holds a result of recipe {obj.get('recipe')!r} (fingerprint "
-                                 f"{obj.get('fingerprint')}), not of this one ({fingerprint}); resuming "
-                                 f"would mix two recipes. Choose another --out file.")
-            done.add(key)
-    return done
+        for n, raw in _lines(f, path):
+            if not raw.endswith(b"\n"):
+                if not _torn_result(raw, fingerprint):
+                    raise BatchError(_not_results(path, n, done, "not a result line"))
+                return Results(done, whole, whole + len(raw))
+            whole += len(raw)
+            if raw.strip():
+                done.add(_result_id(path, n, raw, fingerprint, done))
+    return Results(done, whole, whole)
+
+
+def _open_regular(path: str) -> BinaryIO:
+    # O_NONBLOCK: a FIFO swapped in after check_target must not hang the open
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BatchError(f"{path} is {_kind(mode)}, not a regular file of results; give a file path.")
+    return os.fdopen(fd, "rb")
+
+
+def _torn_result(raw: bytes, fingerprint: str) -> bool:
+    """Whether a last line without a newline is what a crash leaves of a `result_line` of
+    this recipe: its start, or all of it but the newline (either way, decoded again)."""
+    if not (raw.startswith(_RESULT_START) or _RESULT_START.startswith(raw)):
+        return False
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):  # cut short: what is there must fit
+        return _fingerprint_fits(raw, fingerprint)
+    return isinstance(obj, dict) and _is_result(obj) and obj["fingerprint"] == fingerprint
+
+
+_RESULT_START = b'{"id": '
+_FINGERPRINT = b'"fingerprint": "'  # unescaped quotes: only the key itself, never text in a value
+
+
+def _fingerprint_fits(raw: bytes, fingerprint: str) -> bool:
+    """A cut-short line agrees with `fingerprint` as far as it goes."""
+    at = raw.find(_FINGERPRINT)
+    if at < 0:
+        return True
+    have, want = raw[at + len(_FINGERPRINT):], fingerprint.encode() + b'"'
+    return have[:len(want)] == want[:len(have)]
+
+
+def _result_id(path: str, n: int, raw: bytes, fingerprint: str, done: set[str]) -> str:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BatchError(_not_results(path, n, done, "not UTF-8 text")) from None
+    except json.JSONDecodeError:
+        raise BatchError(_not_results(path, n, done, "not JSON")) from None
+    if not isinstance(obj, dict) or not _is_result(obj):
+        raise BatchError(_not_results(path, n, done, "not a result object"))
+    if obj["fingerprint"] != fingerprint:
+        raise BatchError(f"{path}:{n} holds a result of recipe {obj.get('recipe')!r} (fingerprint "
+                         f"{obj['fingerprint']}), not of this one ({fingerprint}); resuming "
+                         f"would mix two recipes. Choose another --out file.")
+    return id_key(obj["id"])
+
+
+def _is_result(obj: dict) -> bool:
+    id_ = obj.get("id")
+    return (isinstance(id_, (str, int)) and not isinstance(id_, bool)
+            and isinstance(obj.get("fingerprint"), str) and isinstance(obj.get("sequences"), list))
+
+
+def _not_results(path: str, n: int, done: set[str], why: str) -> str:
+    if not done:  # nothing of ours before it: someone else's file
+        return (f"{path} is not a decode result file (line {n}: {why}); choose another --out "
+                f"or remove it.")
+    return (f"{path}:{n} is not a result line of `decode run --prompts` ({why}), so the run "
+            f"cannot resume into this file. Delete that line (its prompt is then decoded again) "
+            f"or choose another --out file.")
+
+
+def cut_torn(path: str, found: Results) -> None:
+    """Cut off the torn last line that `read_results` found (a write a crash interrupted)."""
+    if found.size > found.whole:
+        os.truncate(path, found.whole)
 
 
 @contextmanager
 def appending(path: str) -> Iterator[Callable[[str], None]]:
-    """A writer that appends to `path` and flushes each call; on the way out (Ctrl-C
-    included) a half-written last line is cut off, so the file stays valid JSONL."""
-    repair(path)
-    f = open(path, "a", encoding="utf-8")
+    """A writer that appends each call's text to `path` whole or not at all: one write,
+    straight to the file; on any failure (a full disk, Ctrl-C) the file is cut back to
+    where the call started, so it stays valid JSON lines, and a write error names the file.
+
+        >>> with appending("out.jsonl") as write:
+        ...     write('{"id": 1, ...}\\n')
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise write_error(path, err) from None
 
     def write(text: str) -> None:
-        f.write(text)
-        f.flush()
+        start = os.fstat(fd).st_size
+        try:
+            _write_all(fd, text.encode("utf-8"))
+        except BaseException as err:
+            _cut_back(fd, start)
+            if isinstance(err, OSError):
+                raise write_error(path, err) from None
+            raise
 
     try:
         yield write
     finally:
-        f.close()
-        repair(path)
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a regular file takes it in one call; the loop covers a short write
+        view = view[os.write(fd, view):]
+
+
+def _cut_back(fd: int, size: int) -> None:
+    with suppress(OSError):  # else the torn line stays; the rerun's read_results cuts it off
+        os.ftruncate(fd, size)
+
+
+def write_error(path: str, err: OSError) -> BatchError:
+    """The error for a failed write to a batch file: names the file, the cause and the fix."""
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return BatchError(f"cannot write {path}: {err.strerror or err}; "
+                      f"{'free space' if full else 'fix that'} and rerun: finished prompts are kept")
 
 
 def result_line(item: Item, completion) -> str:

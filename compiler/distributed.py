@@ -5,6 +5,8 @@
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them the run is one process, as
 before. The plan, by rank:
 
+- rank 0 takes the lock of `out` (`out.jsonl.lock`, compiler/lock.py) for the whole job,
+  so a second job (or a single run) on the same `--out` is refused, not doubled.
 - rank 0 reads what is already done: `out.jsonl` and every part file `out.jsonl.part-R-of-N`
   a stopped run left (any N: a rerun may use another number of processes). It tells the
   other ranks, over torch.distributed, which ids to skip.
@@ -33,7 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from decode.compiler.batch import BatchError, Item, LineError, batches, done_ids, id_key, repair
+from decode.compiler import lock
+from decode.compiler.batch import (BatchError, Item, LineError, batches, check_target, cut_torn, id_key,
+                                   read_results, write_error)
 
 # Ranks finish their shares at different times and then wait for the slowest; that wait
 # is legitimate for as long as a share takes. A dead rank does not leave the others
@@ -205,45 +209,54 @@ def part_files(out: str) -> list[str]:
 
 
 def finished(out: str, fingerprint: str) -> set[str]:
-    """Ids (as `id_key`) in `out` and in its part files; repairs torn last lines."""
-    done: set[str] = set()
-    for path in [out, *part_files(out)]:
-        done |= done_ids(path, fingerprint)
-    return done
+    """Ids (as `id_key`) in `out` and in its part files. Every file is checked to be a
+    result file of this recipe before any torn last line is cut off."""
+    paths = [out, *part_files(out)]
+    found = [read_results(path, fingerprint) for path in paths]
+    for path, f in zip(paths, found):
+        cut_torn(path, f)
+    return set().union(*(f.done for f in found))
 
 
 def merge(out: str, items: list[Item]) -> None:
     """Fold the part files into `out`, one line per id in input order (then ids the input
     no longer has, as found), and delete the parts. Safe to repeat after a crash: `out` is
-    replaced by rename, and an id found twice is kept once."""
+    replaced by rename, and an id found twice is kept once; a torn last line is left out.
+    A failed write (a full disk) leaves `out` and the parts as they were."""
     parts = part_files(out)
     where: dict[str, tuple[int, int, int]] = {}  # id -> (file, offset, length)
     sources = [p for p in [out, *parts] if os.path.exists(p)]
     for n, path in enumerate(sources):
-        repair(path)
         with open(path, "rb") as f:
             offset = 0
             for raw in f:
-                if raw.strip():
+                if raw.strip() and raw.endswith(b"\n"):
                     where.setdefault(id_key(_line_id(raw)), (n, offset, len(raw)))
                 offset += len(raw)
     order = [id_key(it.id) for it in items]
     known = set(order)
     order += [k for k in where if k not in known]
     tmp = out + ".merging"
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(p, "rb")) for p in sources]
-        with open(tmp, "wb") as dst:
-            for key in order:
-                if key in where:
-                    n, offset, length = where[key]
-                    files[n].seek(offset)
-                    dst.write(files[n].read(length))
-            dst.flush()
-            os.fsync(dst.fileno())
+    try:
+        _write_merged(tmp, sources, [where[k] for k in order if k in where])
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise write_error(tmp, err) from None
     os.replace(tmp, out)
     for p in parts:
         os.remove(p)
+
+
+def _write_merged(tmp: str, sources: list[str], lines: list[tuple[int, int, int]]) -> None:
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(p, "rb")) for p in sources]
+        with open(tmp, "wb") as dst:
+            for n, offset, length in lines:
+                files[n].seek(offset)
+                dst.write(files[n].read(length))
+            dst.flush()
+            os.fsync(dst.fileno())
 
 
 def _line_id(raw: bytes):
@@ -253,6 +266,29 @@ def _line_id(raw: bytes):
 
 
 # ----------------------------------------------------------------------------- the run
+
+@contextlib.contextmanager
+def owning(out: str | None, prompts: str, world: World) -> Iterator[str | None]:
+    """Own `out` for the run: refuse it when it is the prompts file or not a regular file,
+    then hold its lock (compiler/lock.py) until the `with` ends, on every path. Under
+    torchrun rank 0 holds it for the whole job: the parts are written only by the job that
+    owns `out`. Yields a note when a stale lock was taken over."""
+    if out is None:
+        yield None
+        return
+
+    def claim() -> str | None:
+        for path, what in [(out, "--out"), *((p, "part file") for p in part_files(out))]:
+            check_target(prompts, path, what)
+        return lock.acquire(out)
+
+    note = claim() if world.size == 1 else _from_rank0(claim, world)
+    try:
+        yield note
+    finally:
+        if world.rank == 0:
+            lock.release(out)
+
 
 def share(out: str | None, fingerprint: str, items: list[Item], world: World,
           batch_size: int) -> tuple[list[Item], int, str | None]:
@@ -289,6 +325,8 @@ def _from_rank0(compute, world: World):
             box = [("ok", compute())]
         except BatchError as err:
             box = [("error", str(err))]
+        except OSError as err:  # the others must not wait for an answer that never comes
+            box = [("error", f"{err.strerror or err}: {err.filename}")]
     dist.broadcast_object_list(box, src=0, group=_group)
     kind, value = box[0]
     if kind == "ok":

@@ -468,12 +468,15 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
         return _usage_error(str(err))
     items, errors = batch.read_prompts(args.prompts)
     loud = world.rank == 0  # one process reports for all
-    with distributed.joined(world, args.device, wait) as device:
+    with distributed.joined(world, args.device, wait) as device, contextlib.ExitStack() as owned:
         try:
+            note = owned.enter_context(distributed.owning(args.out, args.prompts, world))
             todo, skipped, target = distributed.share(args.out, recipe.fingerprint, items, world,
                                                       args.batch_size)
         except distributed.PeerFailed:
             return 1
+        if note and loud:
+            print(f"decode: {note}", file=sys.stderr)
         for e in errors if loud else ():  # bad lines first, so they show before a long run
             print(f"decode: skipped {e.describe(args.prompts)}", file=sys.stderr)
         if skipped and loud:

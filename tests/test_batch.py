@@ -94,26 +94,40 @@ def test_each_malformed_line_is_reported_with_its_number(tmp_path):
     assert "duplicate id (first used on line 1)" in text[15] and "not UTF-8" in text[17]
 
 
-def test_repair_cuts_only_a_half_written_last_line(tmp_path):
+def result(id_, fingerprint="fp") -> str:
+    return json.dumps({"id": id_, "recipe": "greedy", "fingerprint": fingerprint, "sequences": []}) + "\n"
+
+
+def resume(path) -> set[str]:
+    found = batch.read_results(str(path), "fp")
+    batch.cut_torn(str(path), found)
+    return found.done
+
+
+def test_resume_cuts_only_a_half_written_last_line(tmp_path):
     f = tmp_path / "out.jsonl"
-    f.write_text('{"id": 1}\n{"id": 2}\n{"id": 3, "prom')
-    batch.repair(str(f))
-    assert f.read_text() == '{"id": 1}\n{"id": 2}\n'
-    batch.repair(str(f))
-    assert f.read_text() == '{"id": 1}\n{"id": 2}\n'
+    f.write_text(result(1) + result(2) + result(3)[:20])
+    assert resume(f) == {"1", "2"} and f.read_text() == result(1) + result(2)
+    assert resume(f) == {"1", "2"} and f.read_text() == result(1) + result(2)
     f.write_text('{"id": 1, "text": "no newline at all')
-    batch.repair(str(f))
-    assert f.read_text() == ""
+    assert resume(f) == set() and f.read_text() == ""
 
 
-def test_an_interrupted_write_leaves_a_valid_file(tmp_path):
+def test_an_interrupted_write_is_cut_back_to_the_last_whole_line(tmp_path, monkeypatch):
     f = tmp_path / "out.jsonl"
+    real = os.write
+
+    def interrupted(fd, data):  # Ctrl-C lands after half of the second call's bytes are out
+        real(fd, bytes(data)[:len(data) // 2])
+        raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         with batch.appending(str(f)) as write:
             write('{"id": 1}\n')
-            write('{"id": 2}\n{"id": 3, "sequ')  # the interrupt lands inside this write
-            raise KeyboardInterrupt
-    assert f.read_text() == '{"id": 1}\n{"id": 2}\n'
+            with monkeypatch.context() as m:
+                m.setattr(os, "write", interrupted)
+                write('{"id": 2}\n{"id": 3}\n')
+    assert f.read_text() == '{"id": 1}\n'
 
 
 # -- decoding ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """`torchrun -m decode run ... --prompts in.jsonl --out out.jsonl`: two CPU processes (gloo)
 write exactly the lines one process writes, a malformed line is reported once, a rank that
 dies loses nothing it finished, and a rerun with any number of processes completes the file."""
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +66,7 @@ def test_two_processes_write_exactly_the_single_process_lines(recipe, model, tmp
     proc = torchrun(2, *run_args(recipe, model, prompts, out, "--batch-size", "4"))
     assert out.read_text() == ref.read_text()  # line for line, byte for byte
     assert len(results(out)) == 20 and not distributed.part_files(str(out))
+    assert not Path(f"{out}.lock").exists()  # rank 0 held it for the job and let go
     assert proc.stderr.count(f"{prompts}:6: ") == 1, proc.stderr           # reported by rank 0 only
     assert proc.stderr.count("20 prompts decoded") == 1 and "1 malformed" in proc.stderr
     assert proc.returncode == 1  # as for one process: a skipped line is a failure to report
@@ -121,6 +124,17 @@ def test_a_killed_rank_loses_nothing_and_a_rerun_finishes(processes, model, tmp_
     assert not distributed.part_files(str(out))
 
 
+def test_a_locked_out_stops_every_process_with_one_message(model, tmp_path):
+    prompts, out = write_prompts(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
+    held = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "2025-01-01 10:00:00"})
+    Path(f"{out}.lock").write_text(held)  # this test process plays the run that writes out.jsonl
+    proc = torchrun(2, *run_args(GREEDY, model, prompts, out))
+    assert proc.returncode != 0
+    assert proc.stderr.count(f"{out} is being written by decode (pid {os.getpid()}") == 1, proc.stderr
+    assert not out.exists() and not distributed.part_files(str(out))
+    assert Path(f"{out}.lock").read_text() == held
+
+
 # -- the pieces --------------------------------------------------------------------------
 
 def test_batches_are_dealt_round_robin_and_each_prompt_goes_to_one_rank(tmp_path):
@@ -151,10 +165,27 @@ def test_merge_writes_each_id_once_in_input_order_and_removes_the_parts(tmp_path
     assert out.read_text() == before
 
 
+def test_a_merge_onto_a_full_disk_names_the_file_and_keeps_every_part(tmp_path, monkeypatch):
+    items, _ = batch.read_prompts(str(write_prompts(tmp_path / "in.jsonl", 3)))
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": 1}) + "\n")
+    (tmp_path / "out.jsonl.part-0-of-2").write_text(json.dumps({"id": 2}) + "\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):  # where NFS and others report a full disk: at fsync
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(batch.BatchError, match=rf"cannot write {out}.merging: No space left on device; "
+                                               rf"free space and rerun: finished prompts are kept"):
+        distributed.merge(str(out), items)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_a_part_file_of_another_recipe_is_not_resumed_into(tmp_path):
     out = tmp_path / "out.jsonl"
     (tmp_path / "out.jsonl.part-1-of-2").write_text(
-        json.dumps({"id": 1, "recipe": "beam 2", "fingerprint": "other"}) + "\n")
+        json.dumps({"id": 1, "recipe": "beam 2", "fingerprint": "other", "sequences": []}) + "\n")
     with pytest.raises(batch.BatchError, match=r"part-1-of-2:1 .*would mix two recipes"):
         distributed.finished(str(out), "mine")
 
