@@ -190,7 +190,9 @@ def _convert(spec: ClauseSpec, p: Param, arg: Arg) -> Any:
                               span, suggestion=suggest(str(arg.value), spelled))
         return str(value) if isinstance(value, str) else value
     if p.type in ("int", "float") and not p.in_range(value):
-        raise RecipeError(f"out of range: {where} must satisfy {p.describe_range()}, found {found}",
+        why = p.lo_why if p.lo is not None and value < p.lo else p.hi_why
+        why = f": {why}" if why else ""
+        raise RecipeError(f"out of range: {where} must satisfy {p.describe_range()}, found {found}{why}",
                           span)
     return value
 
