@@ -323,7 +323,10 @@ for _spec in (
                 "sampling, one uniform per draw); "
                 "those ending in EOS among the first K drawn become finished hypotheses, and the K "
                 "best-scoring drawn ones that do not end continue. Truncation stages then keep at "
-                "least 1 + (number of EOS ids) tokens, as in transformers."),
+                "least 1 + (number of EOS ids) tokens, as in transformers. Where transformers "
+                "scores a beam that cannot continue -1e9, it scores -inf here, so a real score "
+                "below -1e9 (a cold temp, a large penalty) still ranks above it; if fewer than "
+                "RETURN hypotheses survive the logit stages, fewer are returned."),
     ClauseSpec(
         "sbeam", "search",
         "stochastic beam search: K samples without replacement from the sequence tree (Gumbel-top-k)",
@@ -442,7 +445,10 @@ for _spec in (
                           lo_why="a smaller P is 0 to float32 sums; any P below 6e-8 already "
                                  "keeps only the most likely token"),),
         keywords=(_keep(),), sampling=True, reference="top_p=P",
-        cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp"),
+        cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp",
+        details="A token stays unless the tokens less likely than it, it included, hold at most "
+                "1 - P of the mass (transformers' definition). P = 1 keeps every token, as "
+                "transformers' generate does for top_p=1.0."),
     ClauseSpec(
         "minp", "logit", "keep tokens whose probability is at least P times the top token's",
         positional=(Param("p", "float", lo=0.0, hi=1.0, doc="fraction of the top probability"),),
@@ -567,6 +573,9 @@ def reference_markdown() -> str:
         "  Otherwise it is argmax. `temp 0` means argmax, whatever else the recipe says.",
         "- Strings use the escapes `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"` and `\\uXXXX`.",
         "- Numbers: `4`, `-1`, `0.9`, `.5`, `1e-3`. A float argument accepts an integer.",
+        "- Scores are float32. Each float argument's range keeps them finite on its own; if the",
+        "  clauses together still leave a row nothing to choose (every score -inf, or NaN), the",
+        "  run stops with the step, the prompt and the clause to blame. Results never hold NaN.",
         "- `decode fmt` prints the canonical form: one line `a | b | c`, the search clause",
         "  first, then modifiers, logit stages in written order, `max`, `stop`, `seed`;",
         "  arguments equal to their default are left out.",
