@@ -8,6 +8,7 @@ reuses the compiled graph.
 """
 from __future__ import annotations
 
+import math
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,10 @@ from decode.runtime.memory import check_decode
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
+# What the step notes about a row whose scores cannot be decoded: the first (step, row,
+# code) where it happened; code MODEL: the model's logits were not finite; code
+# STAGE + 2*i (+1 for NaN/inf rather than all -inf): the i-th logit stage broke the row
+MODEL, STAGE = 1, 2
 
 torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
 torch._dynamo.config.accumulated_cache_size_limit = max(
@@ -122,7 +127,7 @@ def _build_step(model, search, kernels):
     """The step function for one structure. `kernels`: [(name, module, static params)]."""
     eos = torch.tensor(search.cfg.eos, dtype=torch.long)
 
-    def process_fn(seq, pad, lim, t, sp):
+    def process_fn(seq, pad, lim, t, sp, marks):
         s = seq.shape[1]
         slots = torch.arange(s, device=seq.device)
         length = lim["prompt"] + t
@@ -140,17 +145,22 @@ def _build_step(model, search, kernels):
                 new_len=t,
                 eos=eos.to(seq.device),
             )
-            for (name, kernel, static), dyn in zip(kernels, sp):
+            code = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+            for i, ((name, kernel, static), dyn) in enumerate(zip(kernels, sp)):
                 scores = kernel.apply(scores, ctx, **static, **dyn)
+                code = torch.where(code == 0, _broken(scores, STAGE + 2 * i), code)
+            marks.append((rows, code))
             return scores
 
         return process
 
-    def step(cache, t, logits, keys, seq, pad, lim, hp, sp, state):
+    def step(cache, t, logits, keys, seq, pad, lim, hp, sp, state, health):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
         noise = None if keys is None else uniform(keys, t, logits.shape[-1])
-        process = process_fn(seq, pad, lim, t, sp)
+        marks = []  # (rows, code) of each `process` call
+        process = process_fn(seq, pad, lim, t, sp, marks)
         tokens, parents, state, info = search.step(t, scores, process, noise, seq, lim, hp, state)
+        health = _note(health, t, _broken(logits, MODEL, MODEL), marks)
         if search.cfg.trace:
             info = {**info, "from": parents if parents is not None
                     else torch.arange(tokens.shape[0], device=tokens.device)}
@@ -160,9 +170,34 @@ def _build_step(model, search, kernels):
         slot = lim["prompt"] + t
         seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
         logits = model.decode(cache, tokens, slot, pad)
-        return logits, seq, state, tokens, info
+        return logits, seq, state, tokens, info, health
 
     return step
+
+
+def _broken(scores: torch.Tensor, code: int, nan_code: int | None = None) -> torch.Tensor:
+    """[R] long: `code` where a row leaves nothing to choose (every score -inf), `nan_code`
+    (default code + 1) where it holds NaN or +inf, else 0. One max per row: it is NaN if
+    any score is, +inf if any is, -inf only if all are."""
+    top = scores.amax(-1)
+    nan_code = code + 1 if nan_code is None else nan_code
+    return torch.where(torch.isfinite(top), 0, torch.where(top == float("-inf"), code, nan_code))
+
+
+def _note(health: torch.Tensor, t, model_code: torch.Tensor, marks) -> torch.Tensor:
+    """`health` ([3] long: step, row, code; step -1 while all is well) with the first broken
+    row of this step noted, if it is the first; on the device, no host sync."""
+    code = model_code
+    for rows, c in marks:
+        if rows is None:
+            code = torch.where(code == 0, c, code)
+        else:
+            now = code[rows]
+            code = code.index_copy(0, rows, torch.where(now == 0, c, now))
+    bad = code > 0
+    row = torch.argmax(bad.to(torch.int32)).view(1)
+    first = torch.cat([t.view(1), row, code.gather(0, row)])
+    return torch.where((health[0] < 0) & bad.any(), first, health)
 
 
 def _get_step(model, search, kernels, compiled: bool, s_len: int):
@@ -291,19 +326,26 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
         state = search.init(device, s_len)
         t = torch.zeros((), dtype=torch.long, device=device)
+        health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, tokens, info = step(cache, t, logits, keys, seq, pad, lim, hp, sp, state)
+            logits, seq, state, tokens, info, health = step(cache, t, logits, keys, seq, pad, lim, hp,
+                                                            sp, state, health)
             t = t + 1
-            if on_step is not None:
+            if on_step is not None:  # it reads the tokens anyway: never show a broken step
+                _check_health(health.tolist(), plan, model, k)
                 on_step(steps - 1, tokens, info)
             if steps % CHECK_EVERY == 0:
                 if stops.strings:
                     new = seq[:, p_len:p_len + steps].tolist()
                     hit = torch.tensor([stops.hit(r) for r in new], device=device)
                     state = search.stop_rows(state, hit)
-                if bool(search.done(state)):
+                done = torch.as_tensor(search.done(state), device=device).reshape(1).long()
+                flags = torch.cat([done, health]).tolist()  # one host sync for both
+                _check_health(flags[1:], plan, model, k)
+                if flags[0]:
                     break
+        _check_health(health.tolist(), plan, model, k)
         if timings is not None:
             if logits.is_cuda:
                 torch.cuda.synchronize()
@@ -322,9 +364,55 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                 new_ids, finish = new_ids[:cut], "stop"
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
             seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish))
+        _check_result(i, seqs, recipe)
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
                               fingerprint=recipe.fingerprint, sequences=seqs))
     return out
+
+
+def _check_health(health: list[int], plan: Plan, model, k: int) -> None:
+    """Raise if the step noted a broken row: ModelError when the model's logits were not
+    finite, ValueError naming the logit stage that removed every token (or made NaN)."""
+    t, row, code = health
+    if t < 0:
+        return
+    where = f"step {t}, prompt {row // k}"
+    if code == MODEL:
+        raise ModelError(f"the model's logits are NaN or infinite at {where}: {_weights_problem(model)}")
+    clause = plan.recipe.stages[(code - STAGE) // 2]
+    kernel = plan.stages[(code - STAGE) // 2].kernel
+    who = f"'{clause.canonical}'"
+    if getattr(kernel, "where", None):  # a user stage: say where its code is
+        who += f" (the user stage {kernel.where})"
+    if (code - STAGE) % 2 == 0:
+        raise ValueError(f"{where}: every token was removed by {who}: its scores were all -inf; "
+                         "loosen it (or the clauses before it) so that at least one token stays")
+    raise ValueError(f"{where}: every token was removed by {who}: it made the scores NaN or "
+                     "infinite; its numbers (or the scores the clauses before it gave it) "
+                     "overflow float32: use smaller values")
+
+
+def _weights_problem(model) -> str:
+    """Why a model's logits are not finite: NaN/Inf weights (named), else the activations."""
+    source = getattr(model, "source", None) or "the checkpoint"
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            return (f"the checkpoint's weights contain NaN/Inf ({name} in {source}); "
+                    "re-download or re-convert it")
+    return ("its weights are finite, so the activations overflowed; load the model in float32 "
+            "(--dtype float32)")
+
+
+def _check_result(i: int, seqs: list[Sequence], recipe) -> None:
+    """Every prompt gets at least one sequence, and every score is a finite number."""
+    search = f"'{recipe.search.canonical}'"
+    if not seqs:
+        raise ValueError(f"prompt {i}: {search} found no sequence: the logit stages removed "
+                         "every continuation; loosen them")
+    for j, s in enumerate(seqs):
+        if not math.isfinite(s.score):
+            raise ValueError(f"prompt {i}: {search} gave sequence {j} the score {s.score}: the "
+                             "scores overflowed float32; use smaller penalties, biases or lenpen")
 
 
 def generate(model, recipe, prompts, seed: int | None = None, compile: bool = True,  # noqa: A002

@@ -24,6 +24,20 @@ class _Required:
 REQUIRED: Any = _Required()
 
 TYPES = ("int", "float", "str", "bool", "enum")
+
+# Limits that keep float32 scores finite (the largest float32 is 3.4e38; past it a score is
+# inf, and inf - inf is NaN). What a logit stage is given stays below 1e9 in magnitude: raw
+# logits are far smaller and the searches' fillers are -1e9. A factor (temp, repetition) or
+# a shift (bias, penalties) of at most SCALE leaves that below 1e29, with nine orders of
+# magnitude to spare for the stages after it; a divisor below 1/SCALE, or a value past
+# SCALE, can overflow on its own.
+SCALE = 1e20
+OVERFLOW = "a score can overflow float32, whose largest number is 3.4e38, to inf or NaN"
+BIG_WHY = "beyond 1e20 in magnitude " + OVERFLOW
+DIVISOR_WHY = "below 1e-20 or above 1e20 " + OVERFLOW
+# length ** lenpen for lengths up to 2**20 tokens stays within 2**(+-80) when |lenpen| <= 4,
+# so a sum of log-probs scaled by it stays finite (and non-zero) in float32
+LENPEN = 4.0
 KINDS = ("search", "modifier", "logit", "stop", "limit", "control")
 
 
@@ -49,6 +63,9 @@ class Param:
     variadic: bool = False
     default_from: str | None = None
     doc: str = ""
+    or_zero: bool = False   # 0 is allowed besides the range (temp: 0 means argmax)
+    lo_why: str = ""        # why the range stops at lo (for the docs and range errors)
+    hi_why: str = ""        # why it stops at hi
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -61,6 +78,8 @@ class Param:
         return self.default is REQUIRED and self.default_from is None
 
     def in_range(self, value: float) -> bool:
+        if self.or_zero and value == 0:
+            return True
         if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
             return False
         if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
@@ -70,11 +89,13 @@ class Param:
     def describe_range(self) -> str:
         """The allowed range in words, e.g. '0 < p <= 1', '' when unbounded."""
         def num(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else repr(x)
+            return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
 
         lo = "" if self.lo is None else f"{num(self.lo)} {'<' if self.lo_open else '<='} "
         hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {num(self.hi)}"
-        return f"{lo}{self.name}{hi}" if lo or hi else ""
+        if not (lo or hi):
+            return ""
+        return f"{self.name} = 0 or " * self.or_zero + f"{lo}{self.name}{hi}"
 
     def describe_default(self) -> str:
         if self.default_from:
@@ -203,6 +224,10 @@ def lookup(name: str) -> ClauseSpec | None:
     return CATALOGUE.get(name)
 
 
+_LENPEN_WHY = ("for lengths up to 2**20 tokens length**lenpen then stays within 2**-80..2**80, "
+               "so the scores stay finite float32 numbers")
+
+
 def _keep() -> Param:
     return Param("keep", "int", 1, lo=1,
                  doc="always keep at least this many tokens (transformers' min_tokens_to_keep)")
@@ -282,7 +307,7 @@ for _spec in (
         "beam", "search", "beam search keeping the K best partial sequences",
         positional=(Param("k", "int", lo=1, doc="beam width"),),
         keywords=(
-            Param("lenpen", "float", 1.0,
+            Param("lenpen", "float", 1.0, lo=-LENPEN, hi=LENPEN, lo_why=_LENPEN_WHY, hi_why=_LENPEN_WHY,
                   doc="length penalty: final score = logprob / length**lenpen"),
             Param("early", "enum", False, choices=(False, True, "never"),
                   doc="stop when K hypotheses are done (true), on a heuristic (false), or never"),
@@ -297,7 +322,10 @@ for _spec in (
                 "sampling, one uniform per draw); "
                 "those ending in EOS among the first K drawn become finished hypotheses, and the K "
                 "best-scoring drawn ones that do not end continue. Truncation stages then keep at "
-                "least 1 + (number of EOS ids) tokens, as in transformers."),
+                "least 1 + (number of EOS ids) tokens, as in transformers. Where transformers "
+                "scores a beam that cannot continue -1e9, it scores -inf here, so a real score "
+                "below -1e9 (a cold temp, a large penalty) still ranks above it; if fewer than "
+                "RETURN hypotheses survive the logit stages, fewer are returned."),
     ClauseSpec(
         "sbeam", "search",
         "stochastic beam search: K samples without replacement from the sequence tree (Gumbel-top-k)",
@@ -316,7 +344,8 @@ for _spec in (
         "diverse", "modifier", "split the beams into groups penalised for choosing what earlier groups chose",
         keywords=(
             Param("groups", "int", lo=1, doc="number of beam groups; must divide K"),
-            Param("penalty", "float", 0.0, lo=0.0, doc="subtracted per earlier group's choice (see kind)"),
+            Param("penalty", "float", 0.0, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                  doc="subtracted per earlier group's choice (see kind)"),
             Param("kind", "enum", "hamming", choices=("hamming", "cumulative", "ngram"),
                   doc="what counts as the same choice: the token at this step (hamming), the "
                       "token at any step so far (cumulative), the n-gram it completes (ngram)"),
@@ -354,7 +383,8 @@ for _spec in (
     ClauseSpec(
         "siblings", "modifier",
         "penalise each beam's continuations by their rank among the continuations of the same beam",
-        positional=(Param("gamma", "float", lo=0.0, doc="penalty per rank below the best sibling"),),
+        positional=(Param("gamma", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                                  doc="penalty per rank below the best sibling"),),
         cite="Li, Monroe & Jurafsky 2016, A Simple, Fast Diverse Decoding Algorithm for Neural "
              "Generation (arXiv:1611.08562); cf. fairseq's DiverseSiblingsSearch",
         impl=_S + "siblings",
@@ -398,7 +428,9 @@ for _spec in (
                 "closer than DISTANCE), and it needs no penalty scale to tune."),
     ClauseSpec(
         "temp", "logit", "divide the logits by T (T=0 means argmax)",
-        positional=(Param("t", "float", lo=0.0, doc="temperature"),),
+        positional=(Param("t", "float", lo=1 / SCALE, hi=SCALE, or_zero=True, doc="temperature",
+                          lo_why=DIVISOR_WHY + "; for argmax write temp 0",
+                          hi_why=DIVISOR_WHY),),
         sampling=_t_positive, sampling_doc="when t > 0",
         reference="temperature=T", cite="Ackley, Hinton & Sejnowski 1985", impl=_L + "temp"),
     ClauseSpec(
@@ -408,9 +440,14 @@ for _spec in (
         cite="Fan, Lewis & Dauphin 2018, Hierarchical Neural Story Generation", impl=_L + "topk"),
     ClauseSpec(
         "topp", "logit", "nucleus: keep the smallest set of tokens whose probability reaches P",
-        positional=(Param("p", "float", lo=0.0, hi=1.0, lo_open=True, doc="nucleus mass"),),
+        positional=(Param("p", "float", lo=1 / SCALE, hi=1.0, doc="nucleus mass",
+                          lo_why="a smaller P is 0 to float32 sums; any P below 6e-8 already "
+                                 "keeps only the most likely token"),),
         keywords=(_keep(),), sampling=True, reference="top_p=P",
-        cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp"),
+        cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp",
+        details="A token stays unless the tokens less likely than it, it included, hold at most "
+                "1 - P of the mass (transformers' definition). P = 1 keeps every token, as "
+                "transformers' generate does for top_p=1.0."),
     ClauseSpec(
         "minp", "logit", "keep tokens whose probability is at least P times the top token's",
         positional=(Param("p", "float", lo=0.0, hi=1.0, doc="fraction of the top probability"),),
@@ -442,16 +479,19 @@ for _spec in (
         cite="Tang et al. 2024, Top-nσ: Not All Logits Are You Need", impl=_L + "topnsigma"),
     ClauseSpec(
         "repetition", "logit", "CTRL repetition penalty: shrink the logits of tokens already seen by R",
-        positional=(Param("r", "float", lo=0.0, lo_open=True, doc="penalty (1 = none)"),),
+        positional=(Param("r", "float", lo=1 / SCALE, hi=SCALE, doc="penalty (1 = none)",
+                          lo_why=DIVISOR_WHY, hi_why=DIVISOR_WHY),),
         reference="repetition_penalty=R",
         cite="Keskar et al. 2019, CTRL", impl=_L + "repetition"),
     ClauseSpec(
         "presence", "logit", "subtract P from the logit of every token already seen",
-        positional=(Param("p", "float", doc="additive penalty"),),
+        positional=(Param("p", "float", lo=-SCALE, hi=SCALE, doc="additive penalty",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY),),
         reference=None, cite="OpenAI API presence_penalty (also vLLM)", impl=_L + "presence"),
     ClauseSpec(
         "frequency", "logit", "subtract F times its count from the logit of every token seen",
-        positional=(Param("f", "float", doc="additive penalty per occurrence"),),
+        positional=(Param("f", "float", lo=-SCALE, hi=SCALE, doc="additive penalty per occurrence",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY),),
         reference=None, cite="OpenAI API frequency_penalty (also vLLM)", impl=_L + "frequency"),
     ClauseSpec(
         "norepeat", "logit", "forbid any n-gram of size N from appearing twice",
@@ -468,7 +508,9 @@ for _spec in (
         reference="bad_words_ids=[ids(WORDS)...]", impl=_L + "ban"),
     ClauseSpec(
         "bias", "logit", "add B to the logit that completes the token sequence of TEXT",
-        positional=(Param("text", "str", doc="the biased string"), Param("b", "float", doc="bias added")),
+        positional=(Param("text", "str", doc="the biased string"),
+                    Param("b", "float", lo=-SCALE, hi=SCALE, doc="bias added",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY)),
         repeatable=True, reference="sequence_bias={ids(TEXT): B}", impl=_L + "bias"),
     ClauseSpec(
         "max", "limit", "stop after at most N new tokens",
@@ -533,6 +575,9 @@ def reference_markdown() -> str:
         "- Numbers: `4`, `-1`, `0.9`, `.5`, `1e-3`. A float argument accepts an integer.",
         "  `nan` and `inf` are not numbers; a whole number is at most 2147483647 unless its",
         "  range says otherwise.",
+        "- Scores are float32. Each float argument's range keeps them finite on its own; if the",
+        "  clauses together still leave a row nothing to choose (every score -inf, or NaN), the",
+        "  run stops with the step, the prompt and the clause to blame. Results never hold NaN.",
         "- `decode fmt` prints the canonical form: one line `a | b | c`, the search clause",
         "  first, then modifiers, logit stages in written order, `max`, `stop`, `seed`;",
         "  arguments equal to their default are left out. `decode fmt --write` rewrites files",
@@ -553,8 +598,11 @@ def reference_markdown() -> str:
                     extra.append("one of " + ", ".join(p.spell(c) for c in p.choices))
                 if rng:
                     extra.append(rng)
+                whys = [w for w in (p.lo_why, p.hi_why) if w]
+                whys = list(dict.fromkeys(w for w in whys if not any(w != o and w in o for o in whys)))
+                why = f" (limits: {'; '.join(whys)})" if whys else ""
                 lines.append(f"- `{p.name}` ({p.type}{'...' if p.variadic else ''}; "
-                             f"{'; '.join(extra)}): {p.doc}")
+                             f"{'; '.join(extra)}): {p.doc}{why}")
             facts = []
             if spec.sampling:
                 facts.append("samples" + (f" {spec.sampling_doc}" if spec.sampling_doc else ""))

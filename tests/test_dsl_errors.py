@@ -25,7 +25,7 @@ MISTAKES = [
     ("wrong enum value", "beam 4 early=nevr",
      "wrong value: 'beam' early must be one of false, true, never; found nevr", (7, 17), "never"),
     ("out of range (open bound)", "topp 1.5",
-     "out of range: 'topp' p must satisfy 0 < p <= 1, found 1.5", (5, 8), None),
+     "out of range: 'topp' p must satisfy 1e-20 <= p <= 1, found 1.5", (5, 8), None),
     ("out of range (int)", "max 0", "out of range: 'max' n must satisfy 1 <= n, found 0", (4, 5), None),
     ("missing argument", "beam",
      "missing argument: 'beam' needs K (beam width); write 'beam K [lenpen=1.0] [early=false] "

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import decode
-from decode.compiler.search.base import NEG, SearchConfig
+from decode.compiler.search.base import SearchConfig
 from decode.compiler.search.diverse import Diverse
 
 DIVERSE = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7 | max 10"
@@ -106,4 +106,4 @@ def test_a_sampled_group_is_not_done_while_a_drawn_continuation_can_beat_its_wor
     tokens, _, new, _ = search.step(torch.tensor(0), scores, lambda x, rows: x, noise, seq, lim, hp, state)
     assert tokens.tolist() == [1, 0]                       # draw order: token 1, then token 0
     assert not bool(new["done"].any()), "token 0 (-0.2) can still beat the worst hypothesis (-2)"
-    assert state["run"][0, 0, 1] == NEG
+    assert state["run"][0, 0, 1] == float("-inf")  # the second beam is not live yet

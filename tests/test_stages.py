@@ -62,9 +62,11 @@ WARPERS = [
     ],
     *[
         ("topp", {"p": p, "keep": keep}, hf.TopPLogitsWarper(p, min_tokens_to_keep=keep))
-        for p in (0.05, 0.5, 0.9, 0.95, 1.0)
+        for p in (0.05, 0.5, 0.9, 0.95)
         for keep in (1, 3)
     ],
+    # top_p=1.0: generate adds no warper (the warper alone drops underflowed tokens)
+    *[("topp", {"p": 1.0, "keep": keep}, lambda ids, x: x) for keep in (1, 3)],
     *[
         ("minp", {"p": p, "keep": keep}, hf.MinPLogitsWarper(p, min_tokens_to_keep=keep))
         for p in (0.0, 0.05, 0.2, 0.9, 1.0)
@@ -391,6 +393,34 @@ def test_topp_fast_path_equals_the_reference_without_sorting(p, monkeypatch):
         same(topp.apply(x, None, torch.tensor(p)), ref)
         fast_batches += len(calls) == before
     assert fast_batches >= 2, "the fast path was hardly taken: the test no longer tests it"
+
+
+def test_compiled_topp_near_one_keeps_what_eager_keeps_even_when_a_later_stage_flattens():
+    """`topp P | temp 5`, compiled as the step compiles it, against eager (the reference's
+    cut): topp 1 keeps every token, and a P near 1 drops only what eager drops. The
+    compiled radix cut used to drop thousands of near-zero tokens (about 1e-7 of the mass),
+    which temp 5 then turns into a large share of the distribution."""
+    from decode.compiler.stages import temp, topp
+
+    def stages(x, p, t):
+        return temp.apply(topp.apply(x, None, p), None, t)
+
+    torch._dynamo.reset()
+    step = torch.compile(stages, fullgraph=True, dynamic=False)  # one graph for every case
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32000, generator=g) * 2.5
+    x[torch.arange(4), torch.tensor([3, 99, 512, 31999])] += torch.tensor([14.0, 18.0, 22.0, 30.0])
+    t = torch.tensor(5.0)
+    for p in (1.0, 0.9999999, 0.99999, 0.999, 0.9):
+        ours, ref = step(x, torch.tensor(p), t), stages(x, torch.tensor(p), t)
+        kept, kept_ref = ours.isfinite(), ref.isfinite()
+        assert torch.equal(kept, kept_ref), f"p={p}: compiled keeps {kept.sum(-1).tolist()}, " \
+                                            f"eager {kept_ref.sum(-1).tolist()}"
+        assert torch.equal(ours[kept], ref[kept])
+        if p == 1.0:
+            assert bool(kept.all()), "topp 1 dropped tokens"
+        else:
+            assert bool((kept.sum(-1) < 32000).all()), f"p={p}: nothing dropped: the case tests nothing"
 
 
 def test_compiled_topp_differs_from_the_reference_only_at_ties_and_rounding():

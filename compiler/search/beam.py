@@ -9,12 +9,19 @@ current length, cannot beat the worst finished one), never (the same bound taken
 longest possible length when lenpen > 0). With sampling, the 2K continuations are drawn
 without replacement from softmax(accumulated scores), in draw order (`base.draw`: successive
 sampling, as the reference's `multinomial`).
+
+Where the reference marks an impossible beam or hypothesis with the score -1e9, this uses
+-inf: a real score can fall below -1e9 (a cold temperature, a large sibling penalty), and
+then the reference returns its filler beams as sequences. Both agree whenever every real
+score is above -1e9; a hypothesis still at -inf at the end is not returned.
 """
 from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, candidates, draw
+from decode.compiler.search.base import Search, candidates, draw
+
+INF = float("inf")
 
 
 class Beam(Search):
@@ -35,11 +42,11 @@ class Beam(Search):
     def init(self, device, seq_len):
         b, k = self.cfg.batch, self.rows
         run = torch.zeros(b, k, device=device)
-        run[:, 1:] = NEG  # only beam 0 is live at first, so the K beams do not start equal
+        run[:, 1:] = -INF  # only beam 0 is live at first, so the K beams do not start equal
         return {
             "run": run,
             "fin_seq": torch.full((b, k, seq_len), self.cfg.pad, dtype=torch.long, device=device),
-            "fin_score": torch.full((b, k), NEG, device=device),
+            "fin_score": torch.full((b, k), -INF, device=device),
             "fin_len": torch.zeros(b, k, dtype=torch.long, device=device),
             "fin": torch.zeros(b, k, dtype=torch.bool, device=device),
             "open": torch.ones(b, 1, dtype=torch.bool, device=device),
@@ -50,8 +57,9 @@ class Beam(Search):
         b, k, n = self.cfg.batch, self.rows, self.keep
         v = scores.shape[-1]
         lenpen = hp["lenpen"]
-        acc = (process(scores, None).view(b, k, v) + state["run"][..., None]).view(b, k * v)
-        acc, penalty = self.rescore(acc, hp)
+        logp = process(scores, None).view(b, k, v)
+        acc = (logp + state["run"][..., None]).view(b, k * v)
+        acc, penalty = self.rescore(acc, logp, hp)
         if self.cfg.sampling:
             idx = draw(acc, noise.view(b, k * v)[:, :n])  # the prompt's first n draws
             top = acc.gather(1, idx)
@@ -64,19 +72,20 @@ class Beam(Search):
         hits = self.is_eos(tok) | (t + 1 >= lim["max_new"])
 
         # continue the best k continuations that did not end
-        live = top + hits.float() * NEG
+        live = torch.where(hits, -INF, top)
         nxt = torch.topk(live, k).indices
         run = live.gather(1, nxt)
         tokens = tok.gather(1, nxt).reshape(-1)
         parents = parent.gather(1, nxt).reshape(-1)
 
         # offer the ended ones among the top k to the finished pool
-        just = hits & (torch.arange(n, device=acc.device) < k)
+        just = hits & (torch.arange(n, device=acc.device) < k) & (top > -INF)
         glen = (t + 1).to(acc.dtype)
         fscore = top / glen**lenpen
+        offered = state["open"] & just
         if self.early is True:
-            fscore = fscore + (state["fin"].all(-1, keepdim=True)).float() * NEG
-        fscore = fscore + (~state["open"]).float() * NEG + (~just).float() * NEG
+            offered = offered & ~state["fin"].all(-1, keepdim=True)
+        fscore = torch.where(offered, fscore, -INF)
         m_score = torch.cat([state["fin_score"], fscore], 1)
         sel = torch.topk(m_score, k).indices
         fin_score = m_score.gather(1, sel)
@@ -90,7 +99,7 @@ class Beam(Search):
         else:
             best_len = glen
         best = run[:, :1] / best_len**lenpen
-        worst = torch.where(fin, fin_score.min(1, keepdim=True).values, torch.full_like(fin_score, NEG))
+        worst = torch.where(fin, fin_score.min(1, keepdim=True).values, torch.full_like(fin_score, -INF))
         open_ = state["open"] & (best > worst).any(-1, keepdim=True)
         full = fin.all() if self.early is True else torch.zeros((), dtype=torch.bool, device=acc.device)
         stop = state["stop"] | ~(open_.any() & ~full & ~hits.all())
@@ -104,9 +113,10 @@ class Beam(Search):
                               penalty=None if penalty is None else penalty.gather(1, idx))
         return tokens, parents, new, info
 
-    def rescore(self, acc, hp):
-        """The scores [B, K·V] (beam score + processed log-prob) that selection ranks, and the
-        penalty [B, K·V] subtracted to get them (None: none). A variant overrides this."""
+    def rescore(self, acc, logp, hp):
+        """The scores [B, K·V] (beam score + processed log-prob `logp` [B, K, V]) that
+        selection ranks, and the penalty [B, K·V] subtracted to get them (None: none). A
+        variant overrides this."""
         return acc, None
 
     def done(self, state):
@@ -121,6 +131,8 @@ class Beam(Search):
         for b in range(self.cfg.batch):
             rows = []
             for j in range(self.returns):
+                if scores[b][j] == -INF:  # never filled: fewer hypotheses survived the stages
+                    continue
                 ids = seqs[b][j][p : p + lens[b][j]]
                 why = "eos" if ids and ids[-1] in self.cfg.eos else "max"
                 rows.append((ids, scores[b][j], why))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import NEG, Search, candidates, draw
+from decode.compiler.search.base import Search, candidates, draw
 
 
 class Diverse(Search):
@@ -52,7 +52,7 @@ class Diverse(Search):
 
     def init(self, device, seq_len):
         b, g, s = self.cfg.batch, self.groups, self.size
-        run = torch.full((b, g, s), NEG, device=device)
+        run = torch.full((b, g, s), float("-inf"), device=device)  # -inf: see beam.py
         run[:, :, 0] = 0.0
         state = {
             "run": run,
@@ -121,7 +121,7 @@ class Diverse(Search):
             gdone = done[:, g]
 
             # EOS among the group's top s: offer to the pool (keeps the best s ever offered)
-            add = eos & (rank < s) & ~gdone[:, None]
+            add = eos & (rank < s) & ~gdone[:, None] & (top > float("-inf"))
             cand = seq[parent].scatter(2, slot, tok[..., None])
             offer = torch.where(add, top / cur_len**lenpen, torch.full_like(top, float("-inf")))
             m_score = torch.cat([hyp_score[:, g], offer], 1)
@@ -214,7 +214,8 @@ class Diverse(Search):
                     for j in range(s):
                         ids = rows[b * self.rows + g * s + j][prompt : prompt + steps]
                         score = run[b][g][j] / float(steps) ** lenpen
-                        hyps = _offer(hyps, score, ids, s)
+                        if score > float("-inf"):  # a beam that never lived is no hypothesis
+                            hyps = _offer(hyps, score, ids, s)
                 pool.extend(hyps)
             pool.sort(key=lambda x: x[0])  # stable; the reference pops from the end
             best = [pool.pop() for _ in range(min(self.returns, len(pool)))]

@@ -18,9 +18,11 @@ class Siblings(Beam):
     def hyper(self):
         return {**super().hyper(), "gamma": float(self.cfg.modifiers["siblings"]["gamma"])}
 
-    def rescore(self, acc, hp):
+    def rescore(self, acc, logp, hp):
         b, k = self.cfg.batch, self.rows
-        per_beam = acc.view(b * k, -1)
+        # ranked by the log-prob itself: in beam score + log-prob a large penalty carried
+        # from earlier steps would round the log-probs away, and tie every sibling
+        per_beam = logp.reshape(b * k, -1)
         order = torch.argsort(per_beam, dim=-1, descending=True, stable=True)
         ranks = torch.arange(per_beam.shape[-1], device=acc.device).expand_as(order)
         rank = torch.empty_like(order).scatter_(-1, order, ranks)  # 0 = best sibling

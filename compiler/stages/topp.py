@@ -1,8 +1,9 @@
 """`topp P`: nucleus sampling (transformers' TopPLogitsWarper).
 
 The reference's definition: sort ascending, drop every token whose cumulative
-probability is <= 1 - P, never the `keep` most likely ones. Equivalently a token stays
-iff the probability mass of the tokens above it is < P.
+probability is <= 1 - P, never the `keep` most likely ones. P = 1 keeps every token, as
+transformers' `generate` does (it adds no top-p warper for top_p=1.0; the warper alone
+would drop the tokens whose probability underflows to 0).
 
 The sort costs more than the rest of a small model's step, so on CPU with keep=1 the
 cut is found by a radix search instead: 30 masked sums over the row, bit by bit through
@@ -11,13 +12,15 @@ one array holds both the keys and the masses).
 
 - Eager, the stage equals the processor bit for bit: a row whose cut splits tied tokens
   (the reference keeps them in its sort's order, which on CPU is not index order), or
-  whose cut's mass lies within 2e-6 of P (where the reference's own float32 softmax and
-  cumulative sum decide), goes through the reference's sort.
+  whose cut's mass lies within 2e-6 of 1 - P (where the reference's own float32 softmax
+  and cumulative sum decide), goes through the reference's sort.
 - Compiled, the step has no branch and no sort: the radix cut is the answer, and every
   token tied with the cut token stays. It differs from the reference only where the
   reference splits a tie (arbitrarily) or where rounding decides (its masses differ from
   exact sums by up to 7e-7, measured), in the tokens at the cut, which a draw picks with
-  their probability (~3e-5 each on a flat 32k vocabulary).
+  their probability (~3e-5 each on a flat 32k vocabulary). The mass a cut drops is
+  summed from the small end, as the reference's ascending sum does, so a P near 1 never
+  drops tokens whose mass only rounding hides.
 
 On CUDA the sort is cheap and a data-dependent branch would break CUDA graphs, so the
 reference's sort is used throughout. `keep` is static: a sweep over P reuses the
@@ -50,13 +53,13 @@ def _mass(e3: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, e3, 0).sum(-1).sum(-1, keepdim=True)[:, :, None]
 
 
-def _search(e3: torch.Tensor, target: torch.Tensor, cut: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+def _search(e3: torch.Tensor, budget: torch.Tensor, cut: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Radix passes over `bits` ([PASSES] int32, one bit each, high to low): each keeps the
-    bit in `cut` [R, 1, 1] if at least `target` of the mass lies at or above the result."""
+    bit in `cut` [R, 1, 1] if the mass strictly below the result is at most `budget`."""
     k3 = e3.view(torch.int32)
     for j in range(bits.shape[0]):
         cand = cut | bits[j]
-        cut = torch.where(_mass(e3, k3 >= cand) >= target, cand, cut)
+        cut = torch.where(_mass(e3, k3 < cand) <= budget, cand, cut)
     return cut
 
 
@@ -65,11 +68,12 @@ def _search(e3: torch.Tensor, target: torch.Tensor, cut: torch.Tensor, bits: tor
 # less time per call (torch >= 2.8)
 _region = getattr(torch.compiler, "nested_compile_region", None)
 _passes = _search if _region is None else _region(_search)
+ONE = 0x3F800000  # the bits of 1.0, the largest e: the most likely token always stays
 
 
 def _radix(logits: torch.Tensor, p: torch.Tensor):
     """(logits with the tokens below the cut dropped, the cut splits a tie, the cut's mass
-    is within MARGIN of P), the last two per row."""
+    is within MARGIN of 1 - P), the last two per row."""
     r, v = logits.shape
     x = logits.float()
     e = torch.exp(x - x.max(dim=-1, keepdim=True).values)  # mass, up to the row's constant
@@ -80,32 +84,40 @@ def _radix(logits: torch.Tensor, p: torch.Tensor):
     e3 = e.view(r, chunks, -1)
     k3 = e3.view(torch.int32)
 
-    target = p * e3.sum(-1).sum(-1, keepdim=True)[:, :, None]
-    # the largest cut c with at least P of the mass at or above it: tokens at or above c
-    # have less than P above them (stay), tokens below have at least P above them (go)
+    total = e3.sum(-1).sum(-1, keepdim=True)[:, :, None]
+    budget = (1 - p) * total
+    # the largest cut c with at most 1 - P of the mass strictly below it: the reference
+    # drops tokens from the least likely up while their running sum stays <= 1 - P. The
+    # mass below the cut is summed on its own, as the reference's ascending sum does: next
+    # to the large masses the near-zero ones would round away, and a cut by the mass at or
+    # above c dropped thousands of them at P = 1
     cut = torch.zeros(r, 1, 1, dtype=torch.int32, device=x.device)
     bits = torch.bitwise_left_shift(torch.ones(30, dtype=torch.int32, device=x.device),
                                     torch.arange(29, -1, -1, dtype=torch.int32, device=x.device))
     for j in range(0, 30, PASSES):
-        cut = _passes(e3, target, cut, bits[j:j + PASSES])
+        cut = _passes(e3, budget, cut, bits[j:j + PASSES])
+    cut = torch.clamp(cut, max=ONE)
     kept = logits.masked_fill((k3 < cut).view(r, v), NEG_INF)
     if torch.compiler.is_compiling():
         return kept, None, None
-    at_cut = k3 == cut
-    n_cut = at_cut.sum((1, 2), keepdim=True)
+    n_cut = (k3 == cut).sum((1, 2), keepdim=True)
     e_cut = cut.view(torch.float32)
-    at_or_above = _mass(e3, k3 >= cut)
-    above = at_or_above - n_cut * e_cut
-    split = (n_cut > 1) & (at_or_above - e_cut >= target)
-    margin = MARGIN * target / p
-    close = ((at_or_above - target).abs() < margin) | ((above - target).abs() < margin)
+    below = _mass(e3, k3 < cut)
+    # the reference drops tied tokens one by one: it splits a tie if one more fits the budget
+    split = (n_cut > 1) & (below + e_cut <= budget)
+    margin = MARGIN * total
+    close = ((below - budget).abs() < margin) | ((below + n_cut * e_cut - budget).abs() < margin)
     return kept, split.view(r, 1), close.view(r, 1)
 
 
 def apply(logits: torch.Tensor, ctx, p, keep=1) -> torch.Tensor:
     p = torch.as_tensor(p, device=logits.device, dtype=torch.float32)
-    if int(keep) != 1 or logits.device.type == "cuda":
-        return _by_sort(logits, p, int(keep))
+    return torch.where(p >= 1, logits, _nucleus(logits, p, int(keep)))
+
+
+def _nucleus(logits: torch.Tensor, p: torch.Tensor, keep: int) -> torch.Tensor:
+    if keep != 1 or logits.device.type == "cuda":
+        return _by_sort(logits, p, keep)
     if torch.compiler.is_compiling():
         return _radix(logits, p)[0]
     fast, split, close = _radix(logits, p)
