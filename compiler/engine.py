@@ -395,7 +395,7 @@ def _check_health(health: list[int], plan: Plan, model, k: int) -> None:
 def _weights_problem(model) -> str:
     """Why a model's logits are not finite: NaN/Inf weights (named), else the activations."""
     source = getattr(model, "source", None) or "the checkpoint"
-    for name, p in model.named_parameters():
+    for name, p in getattr(model, "named_parameters", lambda: ())():
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             return (f"the checkpoint's weights contain NaN/Inf ({name} in {source}); "
                     "re-download or re-convert it")

@@ -24,10 +24,11 @@ class _Required:
 REQUIRED: Any = _Required()
 
 TYPES = ("int", "float", "str", "bool", "enum")
+KINDS = ("search", "modifier", "logit", "stop", "limit", "control")
 
 # Limits that keep float32 scores finite (the largest float32 is 3.4e38; past it a score is
 # inf, and inf - inf is NaN). What a logit stage is given stays below 1e9 in magnitude: raw
-# logits are far smaller and the searches' fillers are -1e9. A factor (temp, repetition) or
+# logits are far smaller and iterative's filler is -1e9. A factor (temp, repetition) or
 # a shift (bias, penalties) of at most SCALE leaves that below 1e29, with nine orders of
 # magnitude to spare for the stages after it; a divisor below 1/SCALE, or a value past
 # SCALE, can overflow on its own.
@@ -38,7 +39,6 @@ DIVISOR_WHY = "below 1e-20 or above 1e20 " + OVERFLOW
 # length ** lenpen for lengths up to 2**20 tokens stays within 2**(+-80) when |lenpen| <= 4,
 # so a sum of log-probs scaled by it stays finite (and non-zero) in float32
 LENPEN = 4.0
-KINDS = ("search", "modifier", "logit", "stop", "limit", "control")
 
 
 @dataclass(frozen=True)
@@ -384,7 +384,7 @@ for _spec in (
         "siblings", "modifier",
         "penalise each beam's continuations by their rank among the continuations of the same beam",
         positional=(Param("gamma", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
-                                  doc="penalty per rank below the best sibling"),),
+                          doc="penalty per rank below the best sibling"),),
         cite="Li, Monroe & Jurafsky 2016, A Simple, Fast Diverse Decoding Algorithm for Neural "
              "Generation (arXiv:1611.08562); cf. fairseq's DiverseSiblingsSearch",
         impl=_S + "siblings",

@@ -170,3 +170,17 @@ def test_the_json_writer_refuses_nan_and_infinity(bad):
     with pytest.raises(ValueError):
         jsonl.dumps({"score": bad})
     assert json.loads(jsonl.dumps({"score": -1e9})) == {"score": -1e9}
+
+
+@pytest.mark.parametrize("result, problem", [([], "found no sequence"),
+                                             ([([5], float("nan"), "max")], "gave sequence 0 the score nan")])
+def test_a_search_that_returns_nothing_or_a_nan_score_is_an_error(model, result, problem):
+    from decode.compiler.search.greedy import Greedy
+
+    @decode.search("broken", doc="greedy, but its results are broken")
+    class Broken(Greedy):
+        def finalize(self, state, seq, lim):
+            return [list(result) for _ in range(self.cfg.batch)]
+
+    with pytest.raises(ValueError, match=f"prompt 0: 'broken' {problem}"):
+        decode.generate(model, "broken | max 3", ["ROMEO:"], compile=False)

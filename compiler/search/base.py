@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-NEG = -1.0e9  # the reference's "very large negative" score for impossible beams
+NEG = -1.0e9  # the reference's "very large negative" score; iterative's filler (beam, diverse: -inf)
 
 # process(scores [r, V], rows: LongTensor [r] | None) -> scores: the recipe's logit stages,
 # in written order, applied to the given rows (None = all rows).
