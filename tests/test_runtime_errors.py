@@ -24,10 +24,14 @@ def copy(hf_dir, tmp_path):
     return shutil.copytree(hf_dir, tmp_path / "ckpt")
 
 
+def edit_json(path, **changes):
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    path.write_text(json.dumps(doc))
+
+
 def edit_config(folder, **changes):
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(changes)
-    (folder / "config.json").write_text(json.dumps(cfg))
+    edit_json(folder / "config.json", **changes)
 
 
 def raises(match, path, **kw):
@@ -231,9 +235,7 @@ def meta(meta_dir, tmp_path):
 
 
 def edit_params(folder, **changes):
-    params = json.loads((folder / "params.json").read_text())
-    params.update(changes)
-    (folder / "params.json").write_text(json.dumps(params))
+    edit_json(folder / "params.json", **changes)
 
 
 def test_meta_params_claiming_2_to_the_30_layers_says_how_many_the_weights_hold(meta):
