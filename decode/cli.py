@@ -234,16 +234,17 @@ def _usage_error(msg: str) -> int:
     return 2
 
 
-def _whole(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `least` (argparse then says which flag
+def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `least` to `most` (argparse then says which flag
     and exits 2)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < least:
-            raise argparse.ArgumentTypeError(f"takes a whole number of at least {least}, got {text!r}")
+        if value is None or value < least or (most is not None and value > most):
+            bound = f"from {least} to {most}" if most is not None else f"of at least {least}"
+            raise argparse.ArgumentTypeError(f"takes a whole number {bound}, got {text!r}")
         return value
 
     return parse
@@ -574,7 +575,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="append JSON lines to this file (with --prompts: one per id, resumable)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="prompts decoded together with --prompts (default 8)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=_whole(0, 2**64 - 1), default=None,
                    help="RNG seed for sampling recipes (with --prompts, default: the recipe's seed "
                         "or 0; each prompt's seed derives from it and the prompt's id)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")

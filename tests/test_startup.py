@@ -25,6 +25,14 @@ def test_bench_numbers_out_of_range_are_usage_errors_naming_the_flag(flag, value
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("value", ["-1", "1.5", "x", "18446744073709551616"])
+def test_a_run_seed_outside_the_seed_clause_range_is_a_usage_error_naming_the_flag(value, capsys):
+    assert main(["run", "sample | max 2", "--prompt-ids", "1,2", "--seed", value]) == 2
+    err = capsys.readouterr().err
+    assert f"argument --seed: takes a whole number from 0 to {2**64 - 1}, got {value!r}" in err
+    assert "Traceback" not in err
+
+
 def test_bench_table_shows_a_recipe_holding_brackets_as_text(capsys, monkeypatch):
     from decode.compiler import bench
 
