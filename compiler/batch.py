@@ -154,6 +154,38 @@ def check_target(prompts: str, out: str, what: str = "--out") -> None:
                          f"out --out to print the results.")
 
 
+def check_single_out(out: str) -> None:
+    """Refuse a `--out` for one prompt's result that is not a regular file, or that exists and
+    is not a file of decode's JSON lines (each a `--json` object), before anything is written:
+    results are appended only to a file of results.
+
+        >>> check_single_out("results.jsonl")   # new, or decode's results: fine
+    """
+    try:
+        mode = os.stat(out).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise BatchError(f"--out {out} is {_kind(mode)}, not a regular file: give a file path")
+    with _open_regular(out) as f:
+        for n, raw in _lines(f, out):
+            why = None
+            if not raw.endswith(b"\n"):
+                why = "its last line is incomplete"
+            else:
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    obj = None
+                if not (isinstance(obj, dict) and isinstance(obj.get("fingerprint"), str)
+                        and isinstance(obj.get("sequences"), list)):
+                    why = "it is not a decode result"
+            if why:
+                raise BatchError(f"--out {out} is not a file of decode results (line {n}: {why}); "
+                                 f"results are only appended to such a file, so it is left as it "
+                                 f"is: choose another --out or remove it")
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)  # same device and inode: links of every kind

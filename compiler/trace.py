@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from typing import IO
 
 from decode.compiler import jsonl
@@ -240,6 +242,34 @@ def token_text(tok, token: int) -> str | None:
 
 
 # ----------------------------------------------------------------------------- the shape
+
+
+def target_problem(path: str, others: dict[str, str]) -> str | None:
+    """Why `--trace PATH` may not be written, or None. A trace is rewritten on every run, so
+    an existing file is replaced only if it is a trace (its first line a trace header) and
+    none of the run's other files (`others`: flag -> path) under another name.
+
+        >>> target_problem("notes.txt", {}) is None   # True unless notes.txt exists
+    """
+    for flag, other in others.items():
+        if other and os.path.exists(other) and os.path.exists(path) and os.path.samefile(path, other):
+            return f"--trace {path} is the {flag} file: writing the trace would destroy it; give another name"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(mode):
+        return f"--trace {path} is not a regular file: give the path of a new .jsonl file"
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    try:
+        header = json.loads(first) if first else None
+    except ValueError:
+        header = None
+    if first and not (isinstance(header, dict) and header.get("type") == "header"):
+        return (f"--trace {path} exists and is not a trace `decode run --trace` wrote; it is left "
+                f"as it is: give another name, or remove it first")
+    return None
 
 # What each kind of line holds, for readers (viz checks every line with `problem`). A key
 # maps to the JSON kinds its value may take; [shape] is a list of values of that shape and

@@ -335,13 +335,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     import decode
-    from decode.compiler.batch import prompt_problem
+    from decode.compiler.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.compiler.plan import compile as lower
-    from decode.compiler.trace import TraceRecorder
+    from decode.compiler.trace import TraceRecorder, target_problem
     from decode.runtime import ModelError
 
     prompt = _prompt_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
-    sink = open(args.out, "a", encoding="utf-8") if args.out else None  # fail before the model loads
+    # refuse a file the user has before the model loads; nothing is opened for writing till then
+    if args.out:
+        check_single_out(args.out)
+    problem = args.trace and target_problem(args.trace, {"--out": args.out, "--model": args.model})
+    if problem:
+        raise BatchError(problem)
+    out = contextlib.ExitStack()
+    sink = out.enter_context(appending(args.out)) if args.out else None
     trace = open(args.trace, "w", encoding="utf-8") if args.trace else None
     try:
         model = decode.load(args.model, device=args.device, dtype=args.dtype)
@@ -362,16 +369,15 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
             recorder.finish(outs)
         for comp in outs:
             if sink is not None:
-                sink.write(comp.dumps() + "\n")
-                sink.flush()
+                sink(comp.dumps() + "\n")
             if args.json:
                 print(comp.dumps(), flush=True)
             else:
                 _show(comp, streamed=stream is not None)
     finally:
-        for f in (sink, trace):
-            if f is not None:
-                f.close()
+        out.close()
+        if trace is not None:
+            trace.close()
     if args.trace and not args.json:
         print(f"trace written to {args.trace}; draw it with `decode viz {args.trace}`", file=sys.stderr)
     return 0

@@ -156,3 +156,29 @@ def test_ctrl_c_during_a_run_exits_130_without_a_traceback(model, capsys, monkey
     monkeypatch.setattr(decode, "generate", interrupted)
     code, _, err = run(capsys, "greedy", "--model", model, "--prompt", "a", "--no-compile")
     assert code == 130 and "interrupted" in err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--trace"])
+def test_a_single_run_leaves_a_file_that_is_not_its_own_untouched(model, capsys, tmp_path, flag):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\nlast line without newline")
+    code, _, err = run(capsys, "greedy | max 2", "--model", model, "--prompt-ids", "1,2",
+                       "--no-compile", flag, str(notes))
+    assert code == 1 and str(notes) in err and "left as it is" in err
+    assert notes.read_bytes() == b"my notes\nlast line without newline"
+
+
+def test_a_single_run_refuses_an_out_that_is_not_a_regular_file(model, capsys):
+    code, _, err = run(capsys, "greedy | max 2", "--model", model, "--prompt-ids", "1,2",
+                       "--no-compile", "--out", "/dev/full")
+    assert code == 1 and "/dev/full" in err and "not a regular file" in err
+
+
+def test_a_single_run_appends_to_its_results_and_rewrites_its_trace(model, capsys, tmp_path):
+    out, trace = tmp_path / "out.jsonl", tmp_path / "t.jsonl"
+    argv = ("greedy | max 2", "--model", model, "--prompt-ids", "1,2", "--no-compile", "--json",
+            "--out", str(out), "--trace", str(trace))
+    assert run(capsys, *argv)[0] == 0
+    first = trace.read_bytes()
+    assert run(capsys, *argv)[0] == 0
+    assert len(out.read_text().splitlines()) == 2 and trace.read_bytes() == first
