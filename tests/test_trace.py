@@ -133,7 +133,7 @@ def test_the_recorded_tree_matches_the_searchs_true_parents(model, name):
     import decode
     from decode.compiler.engine import run
     from decode.compiler.plan import compile as lower
-    from decode.compiler.trace import TraceRecorder
+    from decode.traces.record import TraceRecorder
 
     m = decode.load(model)
     prompts = ["ROMEO:", [1, 40, 41, 42]]  # two prompts: rows of one never leak into the other
@@ -261,7 +261,7 @@ def test_viz_draws_a_trace_cut_short_by_an_interrupt(traces, tmp_path, capsys):
 
 def test_a_line_break_inside_a_token_stays_inside_its_json_line():
     """Text is written unescaped, but U+2028/U+2029/U+0085 end a line for str.splitlines."""
-    from decode.compiler import jsonl
+    from decode import jsonl
 
     obj = {"piece": "a\u2028b\u2029c\x85d\ne"}
     line = jsonl.dumps(obj)

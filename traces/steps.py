@@ -20,7 +20,7 @@ from typing import Iterator
 from decode.compiler.arguments import check_model, one_prompt, recipe_plan, seed_value
 from decode.compiler.engine import Completion, eos_ids, run
 from decode.compiler.plan import Plan
-from decode.compiler.trace import IMPOSSIBLE, token_text
+from decode.traces.record import IMPOSSIBLE, token_text
 
 FIELDS = ("token", "logp", "parent", "kept", "finished", "group", "penalty")
 

@@ -27,7 +27,7 @@ import json
 import math
 from typing import IO
 
-from decode.compiler import jsonl
+from decode import jsonl
 
 VERSION = 1
 IMPOSSIBLE = -1.0e8      # scores at or below this are the searches' "never" filler

@@ -19,7 +19,7 @@ import stat
 from collections import deque
 from dataclasses import dataclass, field
 
-from decode.compiler.trace import VERSION, brief, problem
+from decode.traces.record import VERSION, brief, problem
 
 GROUP_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 # (fill, stroke) per group on the page
