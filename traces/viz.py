@@ -1,4 +1,4 @@
-"""Draw a search trace (see `trace.py`) as a tree: in the terminal, or as one HTML page.
+"""Draw a search trace (see `record.py`) as a tree: in the terminal, or as one HTML page.
 
     $ decode viz trace.jsonl                  # rich Tree on stdout
     $ decode viz trace.jsonl --html tree.html # one self-contained page, inline SVG
