@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from decode.compiler.bench import SHAPES, bench, random_model
+from decode.perf.bench import SHAPES, bench, random_model
 from decode.compiler.engine import generate
 from standard import emit
 
@@ -35,7 +35,7 @@ def check_correct(dev) -> list[str]:
                    for a, b in zip(eager, comp) for i in range(len(a.sequences)))
         lines.append(f"| compiled == eager | {recipe} | {'yes' if same else 'NO'} |")
     try:
-        from decode.compiler.bench import to_hf
+        from decode.perf.bench import to_hf
 
         hf = to_hf(m)
         for recipe, kw in (("greedy | max 24", {}), ("beam 4 | max 24", {"num_beams": 4, "num_return_sequences": 4})):

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from decode.compiler.bench import Case, bandwidth, floor_ms, random_model
+from decode.perf.bench import Case, bandwidth, floor_ms, random_model
 
 STANDARD = {
     "greedy": "greedy",

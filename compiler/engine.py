@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from decode.compiler import jsonl
+from decode import jsonl
 from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
 from decode.compiler.context import StepContext
 from decode.compiler.kernel_cache import first_call

@@ -61,7 +61,7 @@ def steps(model, recipe, prompt, seed=None):
         >>> for st in decode.steps(m, "beam 4 | max 8", "ROMEO:"):
         ...     print(st)
     """
-    from decode.compiler.steps import steps as _steps
+    from decode.traces.steps import steps as _steps
 
     return _steps(model, recipe, prompt, seed=seed)
 

@@ -315,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _check_run_args(args)
     if problem:
         return _usage_error(problem)
-    from decode.compiler.batch import BatchError
+    from decode.jobs.batch import BatchError
     from decode.runtime import ModelError
 
     try:
@@ -335,10 +335,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     import decode
-    from decode.compiler.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.compiler.plan import compile as lower
-    from decode.compiler.trace import TraceRecorder, target_problem
+    from decode.jobs.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.runtime import ModelError
+    from decode.traces.record import TraceRecorder, target_problem
 
     prompt = _prompt_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
     # refuse a file the user has before the model loads; nothing is opened for writing till then
@@ -461,10 +461,10 @@ def _show(comp, streamed: bool) -> None:
 
 def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
     """--prompts FILE: decode every valid line, write as batches finish, resume on rerun.
-    Under torchrun each process decodes a share (see compiler/distributed.py)."""
+    Under torchrun each process decodes a share (see jobs/distributed.py)."""
     import decode
-    from decode.compiler import batch, distributed
     from decode.compiler.plan import compile as lower
+    from decode.jobs import batch, distributed
 
     world = distributed.World.from_env()
     if world.size > 1 and not args.out:
@@ -601,8 +601,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 def cmd_viz(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from decode.compiler.viz import (TraceError, page_problem, read_trace, render_html, render_terminal,
-                                     write_page)
+    from decode.traces.viz import (TraceError, page_problem, read_trace, render_html, render_terminal,
+                                   write_page)
 
     problem = page_problem(args.html, args.trace) if args.html else None
     if problem:
@@ -650,7 +650,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     text, recipe = _load(args.recipe)
     import torch
 
-    from decode.compiler.bench import SHAPES, bench, random_model
+    from decode.perf.bench import SHAPES, bench, random_model
     from decode.runtime import ModelError
 
     if args.threads:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from decode.cli import main
-from decode.compiler import batch
+from decode.jobs import batch
 from test_cli_run import JSON_KEYS, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from decode.cli import main
-from decode.compiler import batch, engine, lock
+from decode.compiler import engine
+from decode.jobs import batch, lock
 from test_batch import results, run_batch, write_prompts
 from test_cli_run import make_tiny_model
 

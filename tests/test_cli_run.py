@@ -1,5 +1,5 @@
-"""`decode run` on one prompt: streaming, the table, --json exactly as DESIGN.md, --out,
-and a plain one-paragraph error (never a traceback) for every user mistake."""
+"""`decode run` on one prompt: streaming, the table, --json exactly as the README's JSON
+contract, --out, and a plain one-paragraph error (never a traceback) for every user mistake."""
 import json
 import shutil
 from pathlib import Path

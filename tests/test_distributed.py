@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from decode.cli import main
-from decode.compiler import batch, distributed
-from decode.compiler.distributed import World
+from decode.jobs import batch, distributed
+from decode.jobs.distributed import World
 from test_batch import results, same_results, write_prompts
 from test_cli_run import make_tiny_model
 

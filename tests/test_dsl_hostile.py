@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from decode.cli import main
-from decode.compiler.batch import read_prompts
+from decode.jobs.batch import read_prompts
 from decode.dsl import RecipeError, parse
 from decode.dsl.check import _check
 from decode.dsl.parser import parse_raw

@@ -12,7 +12,7 @@ import torch
 
 import decode
 from decode.cli import main
-from decode.compiler import jsonl
+from decode import jsonl
 from test_cli_run import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("restore_catalogue")  # plugins register clauses

@@ -34,7 +34,7 @@ def test_a_run_seed_outside_the_seed_clause_range_is_a_usage_error_naming_the_fl
 
 
 def test_bench_table_shows_a_recipe_holding_brackets_as_text(capsys, monkeypatch):
-    from decode.compiler import bench
+    from decode.perf import bench
 
     def timed(recipe, **kw):  # the table, not the timing, is under test
         meta = {"recipe": recipe.canonical, "fingerprint": recipe.fingerprint, "shape": "24m", "batch": 1,
@@ -57,10 +57,10 @@ def interrupt(*args, **kwargs):
 
 START_UP = {  # where the Ctrl-C lands -> (module, function), the command
     "parsing the command line": ("decode.cli", "build_parser", ["check", "greedy"]),
-    "building bench's model": ("decode.compiler.bench", "random_model", ["bench", "greedy"]),
+    "building bench's model": ("decode.perf.bench", "random_model", ["bench", "greedy"]),
     "loading --stage files": ("decode.compiler.plugins", "load_stages",
                               ["check", "greedy", "--stage", "mine.py"]),
-    "reading a trace": ("decode.compiler.viz", "read_trace", ["viz", "t.jsonl"]),
+    "reading a trace": ("decode.traces.viz", "read_trace", ["viz", "t.jsonl"]),
     "loading the model to run": ("decode", "load", ["run", "greedy", "--prompt", "a", "--no-compile"]),
 }
 

@@ -109,48 +109,61 @@ def test_diverse_groups_are_recorded(traces):
     assert {c["group"] for c in lines if c["type"] == "cand" and c["kept"]} == {0, 1}
 
 
-def _with_true_parents(plan):
-    """The plan with its search also reporting the rows it continued (info["from"]), the
-    hook TraceRecorder prefers to its own reading of the searches' rules."""
-    import torch
-
-    base = plan.search
-
-    class Reporting(base):
-        def step(self, *args):
-            tokens, parents, state, info = super().step(*args)
-            if info:
-                rows = torch.arange(tokens.shape[0], device=tokens.device)
-                info = {**info, "from": rows if parents is None else parents}
-            return tokens, parents, state, info
-
-    Reporting.__name__ = base.__name__
-    return dataclasses.replace(plan, search=Reporting)
+def _path(nodes: dict, node) -> list[int]:
+    path = []
+    while node is not None:
+        path.append(nodes[node]["token"])
+        node = nodes[node]["parent_node"]
+    return path[::-1]
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_the_recorded_tree_matches_the_searchs_true_parents(model, name):
+def _recorded_against_true_rows(m, plan, prompts):
+    """Record a trace and, beside it, each row's true tokens, rebuilt from the rows the engine
+    says each new row continues. Yields (in place?, a row's node, its node's path, its true
+    tokens up to its first EOS) for every row of every prompt at every step."""
+    from decode.compiler.engine import eos_ids, run
+    from decode.traces.record import DEAD, TraceRecorder, continues_in_place
+
+    buf, seen = io.StringIO(), []
+    rec = TraceRecorder(buf, plan, m, prompts)
+
+    def on_step(t, tokens, info):
+        rec(t, tokens, info)
+        seen.append((tokens.tolist(), info["from"].tolist(), [list(r) for r in rec.rows]))
+
+    rec.finish(run(plan, m, prompts, compiled=False, on_step=on_step, trace=True, seeds=[1, 2]))
+    nodes = kept_nodes([json.loads(x) for x in buf.getvalue().splitlines()])
+    eos, history = set(eos_ids(m)), None
+    for tokens, parents, rows in seen:
+        history = [(history[p] if history else []) + [tok] for p, tok in zip(parents, tokens)]
+        k = len(tokens) // len(prompts)
+        for r, ids in enumerate(history):
+            true = next((ids[:i + 1] for i, tok in enumerate(ids) if tok in eos), ids)
+            node = rows[r // k][r % k]
+            yield continues_in_place(plan.search), node, None if node == DEAD else _path(nodes, node), true
+
+
+@pytest.mark.parametrize("name", [*RECIPES, "user sampler"])
+def test_every_rows_recorded_node_spells_the_tokens_the_engine_gave_that_row(model, name):
+    """The recorder's rows against the engine's own parents: a row's node spells exactly the
+    row's tokens (to its EOS), and a row that goes on in place is never dropped, even for a
+    search the recorder has never heard of (a user's sampler, not named Greedy) drawing a
+    token the step did not list."""
     import decode
-    from decode.compiler.engine import run
     from decode.compiler.plan import compile as lower
-    from decode.compiler.trace import TraceRecorder
 
-    m = decode.load(model)
-    prompts = ["ROMEO:", [1, 40, 41, 42]]  # two prompts: rows of one never leak into the other
-    got = []
-    for plan in (lower(RECIPES[name]), _with_true_parents(lower(RECIPES[name]))):
-        buf = io.StringIO()
-        rec = TraceRecorder(buf, plan, m, prompts)
-        rec.finish(run(plan, m, prompts, compiled=False, on_step=rec, trace=True, seeds=[1, 2]))
-        got.append(buf.getvalue().splitlines())
-    assert got[0] == got[1]
-    lines = [json.loads(x) for x in got[0]]
-    nodes = kept_nodes(lines)
-    assert {c["prompt"] for c in lines if c["type"] == "cand"} == {0, 1}
-    for c in nodes.values():
-        if c["parent_node"] is not None:
-            assert nodes[c["parent_node"]]["prompt"] == c["prompt"]
-    assert all(s["node"] is not None for r in lines[-1]["results"] for s in r["sequences"])
+    plan = lower(RECIPES["sample" if name == "user sampler" else name])
+    if name == "user sampler":
+        plan = dataclasses.replace(plan, search=type("MySampler", (plan.search,), {}))
+    checked = 0
+    for in_place, node, path, true in _recorded_against_true_rows(
+            decode.load(model), plan, ["ROMEO:", [1, 40, 41, 42]]):
+        if in_place:
+            assert path is not None, (name, true)
+        if path is not None:
+            assert path == true, name
+            checked += 1
+    assert checked
 
 
 # -- decode viz --------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def test_viz_draws_a_trace_cut_short_by_an_interrupt(traces, tmp_path, capsys):
 
 def test_a_line_break_inside_a_token_stays_inside_its_json_line():
     """Text is written unescaped, but U+2028/U+2029/U+0085 end a line for str.splitlines."""
-    from decode.compiler import jsonl
+    from decode import jsonl
 
     obj = {"piece": "a\u2028b\u2029c\x85d\ne"}
     line = jsonl.dumps(obj)

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from decode.cli import main
-from decode.compiler.viz import TraceError, read_trace, render_html, render_terminal
+from decode.traces.viz import TraceError, read_trace, render_html, render_terminal
 from test_cli_run import make_tiny_model
 
 FIX = "record it again with `decode run RECIPE --prompt TEXT --trace"
@@ -150,7 +150,7 @@ def test_a_file_that_is_not_a_trace_says_how_to_write_one(tmp_path, capsys):
 
 
 def test_a_line_longer_than_the_bound_is_refused_without_reading_on(tmp_path, monkeypatch, capsys):
-    from decode.compiler import viz as module
+    from decode.traces import viz as module
 
     monkeypatch.setattr(module, "MAX_LINE", 4096)  # /dev/zero would fill memory otherwise
     path = write(tmp_path / "t.jsonl", [HEADER, b"\0" * 10000])

@@ -5,6 +5,6 @@ given one step's log-probabilities, which token each row takes next and which ro
 continues. The engine owns the model, the KV cache and the token history; the strategy owns
 only the choice.
 """
-from decode.compiler.search.base import Search, SearchConfig, load_search
+from decode.compiler.search.base import Search, SearchConfig
 
-__all__ = ["Search", "SearchConfig", "load_search"]
+__all__ = ["Search", "SearchConfig"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -200,13 +199,6 @@ def _draw_step(x3: torch.Tensor, logmass: torch.Tensor, drawn: torch.Tensor, u: 
 # one region, compiled once and called for every draw of every group
 _region = getattr(torch.compiler, "nested_compile_region", None)
 _draw_one = _draw_step if _region is None else _region(_draw_step)
-
-
-def load_search(impl: str | type) -> type[Search]:
-    """The strategy class named by a catalogue entry's `impl` (a module path) or a class."""
-    if isinstance(impl, type):
-        return impl
-    return importlib.import_module(impl).STRATEGY
 
 
 def trim(ids: list[int], eos: tuple[int, ...]) -> tuple[list[int], str]:

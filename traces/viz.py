@@ -1,4 +1,4 @@
-"""Draw a search trace (see `trace.py`) as a tree: in the terminal, or as one HTML page.
+"""Draw a search trace (see `record.py`) as a tree: in the terminal, or as one HTML page.
 
     $ decode viz trace.jsonl                  # rich Tree on stdout
     $ decode viz trace.jsonl --html tree.html # one self-contained page, inline SVG
@@ -19,7 +19,7 @@ import stat
 from collections import deque
 from dataclasses import dataclass, field
 
-from decode.compiler.trace import VERSION, brief, problem
+from decode.traces.record import VERSION, brief, problem
 
 GROUP_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 # (fill, stroke) per group on the page

@@ -5,7 +5,7 @@
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them the run is one process, as
 before. The plan, by rank:
 
-- rank 0 takes the lock of `out` (`out.jsonl.lock`, compiler/lock.py) for the whole job,
+- rank 0 takes the lock of `out` (`out.jsonl.lock`, jobs/lock.py) for the whole job,
   so a second job (or a single run) on the same `--out` is refused, not doubled.
 - rank 0 reads what is already done: `out.jsonl` and every part file `out.jsonl.part-R-of-N`
   a stopped run left (any N: a rerun may use another number of processes). It tells the
@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from decode.compiler import lock
-from decode.compiler.batch import (BatchError, Item, LineError, batches, check_target, cut_torn, id_key,
+from decode.jobs import lock
+from decode.jobs.batch import (BatchError, Item, LineError, batches, check_target, cut_torn, id_key,
                                    read_results, write_error)
 
 # Ranks finish their shares at different times and then wait for the slowest; that wait
@@ -270,7 +270,7 @@ def _line_id(raw: bytes):
 @contextlib.contextmanager
 def owning(out: str | None, prompts: str, world: World) -> Iterator[str | None]:
     """Own `out` for the run: refuse it when it is the prompts file or not a regular file,
-    then hold its lock (compiler/lock.py) until the `with` ends, on every path. Under
+    then hold its lock (jobs/lock.py) until the `with` ends, on every path. Under
     torchrun rank 0 holds it for the whole job: the parts are written only by the job that
     owns `out`. Yields a note when a stale lock was taken over."""
     if out is None:

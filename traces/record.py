@@ -29,12 +29,26 @@ import os
 import stat
 from typing import IO
 
-from decode.compiler import jsonl
+from decode import jsonl
 
 VERSION = 1
 IMPOSSIBLE = -1.0e8      # scores at or below this are the searches' "never" filler
 DEAD = -1                # a row that continues nothing (a done group, a stopped sample)
 FIELDS = ("token", "logp", "parent", "kept", "finished", "group")
+
+
+def continues_in_place(search) -> bool:
+    """The one rule both rebuilders (this recorder, `decode.steps`) use to tell rows that go
+    on in place: a search scoring raw logits (greedy, sampling, a user's sampler) keeps
+    each row where it is, and a token it draws may be missing from the few candidates a
+    step lists; a search scoring log-probs (the beam family) moves rows, and a row goes on
+    only through a kept candidate.
+
+        >>> from decode.compiler.plan import compile as lower
+        >>> continues_in_place(lower("sample 2").search), continues_in_place(lower("beam 2").search)
+        (True, False)
+    """
+    return not search.logprobs
 
 
 class TraceRecorder:
@@ -56,6 +70,7 @@ class TraceRecorder:
         self.prompts = [p if isinstance(p, str) else None for p in prompts]
         self.ids = ids or [self.tok.encode(p) if isinstance(p, str) else [int(x) for x in p] for p in prompts]
         self.search = plan.search.__name__
+        self.in_place = continues_in_place(plan.search)
         # diverse and iterative split the beams into groups
         self.groups = int(next((m["groups"] for m in plan.modifiers.values() if "groups" in m), 1))
         self.rows: list[list] = []       # per prompt, per row: None (the prompt), node id or DEAD
@@ -91,40 +106,33 @@ class TraceRecorder:
         if not self.started:
             self._start(k)
         cols = {f: info[f].tolist() for f in FIELDS}
-        hook = info["from"].tolist() if "from" in info else None
+        parents = info["from"].tolist()  # the row each new row continues (the engine's)
         for b in range(len(self.ids)):
             cands = [dict(zip(FIELDS, vals)) for vals in zip(*(cols[f][b] for f in FIELDS))]
             mine = chosen[b * k:(b + 1) * k]
-            sources = hook[b * k:(b + 1) * k] if hook is not None else None
+            sources = parents[b * k:(b + 1) * k]
             self.rows[b] = self._step(int(t), b, k, cands, mine, sources)
         self.out.flush()
 
     def _step(self, t: int, b: int, k: int, cands: list[dict], chosen: list[int], sources) -> list:
         prev = self.rows[b]
         live = []      # recorded candidates, in the search's order
-        placed = []    # per listed candidate: its node, a finished parent's node, or DEAD
         for c in cands:
             row = int(c["parent"]) - b * k
             ref = prev[row] if 0 <= row < k else DEAD
             logp = float(c["logp"])
             if ref == DEAD or ref in self.finished or not math.isfinite(logp) or logp <= IMPOSSIBLE:
-                placed.append(ref if ref in self.finished else DEAD)
                 continue
             node = None
             if c["kept"]:
                 node = self._node(b, ref, int(c["token"]), bool(c["finished"]))
             c = {**c, "row": row, "node": node, "parent_node": ref, "logp": logp}
             live.append(c)
-            placed.append(node if node is not None else DEAD)
             self._cand(t, b, row, int(c["token"]), logp, int(c["group"]), bool(c["kept"]),
                        bool(c["finished"]), node, ref)
-        if self.search == "Greedy":  # rows continue in place
+        if self.in_place:
             return [self._in_place(t, b, r, tok, live, prev) for r, tok in enumerate(chosen)]
-        if sources is not None:
-            return [self._match(live, prev, s - b * k, tok) for s, tok in zip(sources, chosen)]
-        if self.search == "StochasticBeam":  # the K survivors, listed in row order
-            return [placed[r] if r < len(placed) else DEAD for r in range(k)]
-        return self._guess(t, b, k, live, prev, chosen)
+        return [self._match(live, prev, s - b * k, tok) for s, tok in zip(sources, chosen)]
 
     def _node(self, b: int, ref, token: int, finished: bool) -> int:
         node = self.next_id
@@ -147,29 +155,6 @@ class TraceRecorder:
                 return c["node"]
         ref = prev[row] if 0 <= row < len(prev) else DEAD
         return ref if ref != DEAD and ref in self.finished else DEAD
-
-    def _guess(self, t, b, k, live, prev, chosen) -> list:
-        """Which candidate each new row continues, from the searches' own rules (the engine
-        does not hand over the parents of the new rows; see the `from` hook in `_step`).
-
-        The beam family (beam; diverse: G groups of K/G rows) lists, per group, the
-        candidates it continues in rank order; the finished ones go to a pool, not to a
-        row. (Greedy rows continue in place, and stochastic beam lists its K survivors in
-        row order: see `_step`.)
-        """
-        size = max(k // self.groups, 1)
-        out = []
-        for g in range(self.groups):
-            going = [c for c in live if c["kept"] and not c["finished"] and int(c["group"]) == g]
-            free = list(going)
-            for j in range(size):
-                tok = chosen[g * size + j] if g * size + j < len(chosen) else None
-                c = going[j] if j < len(going) and going[j] in free and int(going[j]["token"]) == tok \
-                    else next((x for x in free if int(x["token"]) == tok), None)
-                if c is not None:
-                    free.remove(c)
-                out.append(c["node"] if c is not None else DEAD)
-        return out
 
     def _in_place(self, t, b, row, tok, live, prev) -> int | None:
         """Greedy and sampling: the row's kept candidate; a sampled token outside the listed

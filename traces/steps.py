@@ -20,7 +20,7 @@ from typing import Iterator
 from decode.compiler.arguments import check_model, one_prompt, recipe_plan, seed_value
 from decode.compiler.engine import Completion, eos_ids, run
 from decode.compiler.plan import Plan
-from decode.compiler.trace import IMPOSSIBLE, token_text
+from decode.traces.record import IMPOSSIBLE, continues_in_place, token_text
 
 FIELDS = ("token", "logp", "parent", "kept", "finished", "group", "penalty")
 
@@ -180,7 +180,7 @@ class _Builder:
         self.recipe = plan.recipe.canonical
         self.tok = getattr(model, "tokenizer", None)
         self.eos = set(eos_ids(model))
-        self.in_place = not plan.search.logprobs  # greedy/sample: per-token log-probs, rows in place
+        self.in_place = continues_in_place(plan.search)
         self.rows: list[Row] | None = None
         self.finished: list[Hypothesis] = []
 

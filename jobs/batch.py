@@ -3,15 +3,15 @@
     $ decode run beam.dec --prompts in.jsonl --out out.jsonl     # again after Ctrl-C: resumes
 
 Each input line is `{"id": ..., "prompt": "text"}` or `{"id": ..., "prompt_ids": [1, 2]}`
-(other keys are ignored). Each output line is the `--json` object of DESIGN.md with the
-`id` in front, written straight to the file as its batch finishes, whole or not at all
+(other keys are ignored). Each output line is the object `decode run --json` prints
+(prompt, prompt_ids, recipe, fingerprint, sequences) with the `id` in front, written straight to the file as its batch finishes, whole or not at all
 (a full disk or Ctrl-C mid-write is cut back to the last whole line). A rerun skips the
 ids already in the output, after checking that every line of it is a result of this
 recipe and only then cutting off a last line that a crash left half-written: a file that
 is not a result file of this recipe is refused byte for byte untouched. So is an output
 that is the prompts file (by any link) or not a regular file. A bad input line is
 reported with its number and skipped; it never stops the others. (The CLI also locks the
-output against a second run: compiler/lock.py.)
+output against a second run: jobs/lock.py.)
 
 Sampling is seeded per prompt from the run seed and the prompt's id, so a result does
 not depend on which batch the prompt fell in, nor on a resume.
@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from decode.compiler import jsonl
+from decode import jsonl
 from decode.dsl.errors import unicode_problem
 
 DEFAULT_BATCH = 8

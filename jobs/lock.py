@@ -22,7 +22,7 @@ import socket
 from dataclasses import dataclass
 from typing import Iterator
 
-from decode.compiler.batch import BatchError
+from decode.jobs.batch import BatchError
 
 
 @dataclass(frozen=True)
