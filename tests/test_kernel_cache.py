@@ -7,7 +7,6 @@ import warnings
 
 import pytest
 
-from decode.compiler import kernel_cache
 from decode.compiler.kernel_cache import CompileCacheWarning, first_call, scan
 
 

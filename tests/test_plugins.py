@@ -255,7 +255,7 @@ def test_a_stage_that_raises_names_the_line_that_raised(tmp_path, wide, compiled
 
 
 def test_transform_and_prepare_check_a_stage_too(tmp_path):
-    path = wrong_stage(tmp_path, "return logits[:, :1]")
+    wrong_stage(tmp_path, "return logits[:, :1]")
     with pytest.raises(decode.PluginError, match=r"returned a tensor of shape \[1, 1\]; .* shape \[1, 4\]"):
         decode.transform("wrong", torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long))
 
