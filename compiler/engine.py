@@ -18,6 +18,7 @@ import torch
 from decode import jsonl
 from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
 from decode.compiler.context import StepContext
+from decode.compiler import step_cache
 from decode.compiler.kernel_cache import first_call
 from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan
@@ -34,10 +35,6 @@ SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share
 # code) where it happened; code MODEL: the model's logits were not finite; code
 # STAGE + 2*i (+1 for NaN/inf rather than all -inf): the i-th logit stage broke the row
 MODEL, STAGE = 1, 2
-
-torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
-torch._dynamo.config.accumulated_cache_size_limit = max(
-    torch._dynamo.config.accumulated_cache_size_limit, 1024)
 
 
 @dataclass
@@ -120,10 +117,7 @@ def _freeze(v):
 
 # ----------------------------------------------------------------------------- the step
 
-_COMPILED: dict = {}
-
-
-def _build_step(model, search, kernels):
+def _build_step(search, kernels):
     """The step function for one structure. `kernels`: [(name, module, static params)]."""
     eos = torch.tensor(search.cfg.eos, dtype=torch.long)
 
@@ -154,7 +148,7 @@ def _build_step(model, search, kernels):
 
         return process
 
-    def step(cache, t, logits, keys, seq, pad, lim, hp, sp, state, health):
+    def step(model, cache, t, logits, keys, seq, pad, lim, hp, sp, state, health):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
         noise = None if keys is None else uniform(keys, t, logits.shape[-1])
         marks = []  # (rows, code) of each `process` call
@@ -206,33 +200,31 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
     The key names everything the graph depends on except tensor values, so the compiled
     function runs without dynamo's per-call guard checks (they cost ~0.4 ms a step).
     """
-    key = (
-        s_len, id(model), search.structure(),
-        tuple((n, kernel, _freeze(st)) for n, kernel, st in kernels), compiled,
-    )
-    fn = _COMPILED.get(key)
-    if fn is None:
-        fn = _build_step(model, search, kernels)
-        # dynamo keeps its compiled graphs on the code object: give each structure its own
-        code = fn.__code__.replace(co_name=f"decode_step_{len(_COMPILED)}")
-        fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-        if compiled:
-            opts = {}
-            skip = getattr(torch.compiler, "skip_all_guards_unsafe", None)
-            if skip is not None:
-                opts["guard_filter_fn"] = skip
-            if next(model.parameters()).is_cuda:
-                # "reduce-overhead": the step replays as one CUDA graph (the KV cache is
-                # marked static in `run`, and the draws are computed in the graph)
-                opts["triton.cudagraphs"] = True
-            eager = fn
+    key = (s_len, search.structure(), tuple((n, kernel, _freeze(st)) for n, kernel, st in kernels),
+           compiled)
 
-            def make(fn=fn, opts=opts):
-                return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+    def build(name: str):
+        fn = _build_step(search, kernels)
+        # dynamo keeps its compiled graphs on the code object: give each step its own
+        code = fn.__code__.replace(co_name=name)
+        fn = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+        if not compiled:
+            return fn
+        opts = {}
+        skip = getattr(torch.compiler, "skip_all_guards_unsafe", None)
+        if skip is not None:
+            opts["guard_filter_fn"] = skip
+        if next(model.parameters()).is_cuda:
+            # "reduce-overhead": the step replays as one CUDA graph (the KV cache is
+            # marked static in `run`, and the draws are computed in the graph)
+            opts["triton.cudagraphs"] = True
 
-            fn = first_call(make(), eager, make)
-        _COMPILED[key] = fn
-    return fn
+        def make(fn=fn, opts=opts):
+            return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+
+        return first_call(make(), fn, make)
+
+    return step_cache.get(model, key, build)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -329,7 +321,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, tokens, info, health = step(cache, t, logits, keys, seq, pad, lim, hp,
+            logits, seq, state, tokens, info, health = step(model, cache, t, logits, keys, seq, pad, lim, hp,
                                                             sp, state, health)
             t = t + 1
             if on_step is not None:  # it reads the tokens anyway: never show a broken step
