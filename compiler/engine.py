@@ -117,7 +117,7 @@ def _freeze(v):
 
 # ----------------------------------------------------------------------------- the step
 
-def _build_step(search, kernels):
+def _build_step(model, search, kernels):
     """The step function for one structure. `kernels`: [(name, module, static params)]."""
     eos = torch.tensor(search.cfg.eos, dtype=torch.long)
 
@@ -148,7 +148,7 @@ def _build_step(search, kernels):
 
         return process
 
-    def step(model, cache, t, logits, keys, seq, pad, lim, hp, sp, state, health):
+    def step(cache, t, logits, keys, seq, pad, lim, hp, sp, state, health):
         scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
         noise = None if keys is None else uniform(keys, t, logits.shape[-1])
         marks = []  # (rows, code) of each `process` call
@@ -204,7 +204,7 @@ def _get_step(model, search, kernels, compiled: bool, s_len: int):
            compiled)
 
     def build(name: str):
-        fn = _build_step(search, kernels)
+        fn = _build_step(model, search, kernels)
         # dynamo keeps its compiled graphs on the code object: give each step its own
         code = fn.__code__.replace(co_name=name)
         fn = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
@@ -321,7 +321,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, tokens, info, health = step(model, cache, t, logits, keys, seq, pad, lim, hp,
+            logits, seq, state, tokens, info, health = step(cache, t, logits, keys, seq, pad, lim, hp,
                                                             sp, state, health)
             t = t + 1
             if on_step is not None:  # it reads the tokens anyway: never show a broken step

@@ -1,9 +1,9 @@
-"""The step functions of this process, kept per model.
+"""The step functions of this process, kept by their model.
 
 A step (compiled or not) is built once per model, recipe structure and shape, then reused.
-The model is not captured by the step: it is passed in on every call, so that the steps
-can be held by the model weakly. Dropping a model frees it and its steps; each model
-keeps at most `MAX_STEPS`, the least recently used going first.
+It captures its model (dynamo then bakes the weights into the graph: no per-call cost), so
+the model holds its own steps: nothing global refers to either, and dropping the model
+frees both. Each model keeps at most `MAX_STEPS`, the least recently used going first.
 
     >>> step = step_cache.get(model, key, lambda name: build(name))
 """
@@ -15,17 +15,20 @@ from collections import OrderedDict
 from typing import Callable
 
 MAX_STEPS = 64   # per model: recipe structures x sequence buckets one process decodes with
+_ATTR = "_decode_steps"
 
-_by_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_models: weakref.WeakSet = weakref.WeakSet()
 _names = itertools.count()
 
 
 def get(model, key, build: Callable[[str], Callable]) -> Callable:
     """The step for `key` of `model`, built with `build(name)` the first time (`name`: a name
     unique in the process, for the step's code object, where dynamo keeps its graphs)."""
-    steps = _by_model.get(model)
+    steps = model.__dict__.get(_ATTR)
     if steps is None:
-        steps = _by_model[model] = OrderedDict()
+        steps = OrderedDict()
+        object.__setattr__(model, _ATTR, steps)  # a plain attribute, also on an nn.Module
+        _models.add(model)
     fn = steps.get(key)
     if fn is None:
         fn = steps[key] = build(f"decode_step_{next(_names)}")
@@ -38,4 +41,4 @@ def get(model, key, build: Callable[[str], Callable]) -> Callable:
 
 def size() -> int:
     """How many steps are kept, over all live models."""
-    return sum(len(steps) for steps in _by_model.values())
+    return sum(len(m.__dict__.get(_ATTR, ())) for m in list(_models))
