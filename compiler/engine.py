@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from decode import jsonl
+from decode.compiler import step_cache
 from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
 from decode.compiler.context import StepContext
-from decode.compiler import step_cache
 from decode.compiler.kernel_cache import first_call
 from decode.compiler.noise import row_keys, uniform
 from decode.compiler.plan import Plan

@@ -177,8 +177,7 @@ def check_single_out(out: str) -> None:
                     obj = json.loads(raw)
                 except ValueError:
                     obj = None
-                if not (isinstance(obj, dict) and isinstance(obj.get("fingerprint"), str)
-                        and isinstance(obj.get("sequences"), list)):
+                if not (isinstance(obj, dict) and _is_output(obj)):
                     why = "it is not a decode result"
             if why:
                 raise BatchError(f"--out {out} is not a file of decode results (line {n}: {why}); "
@@ -294,10 +293,15 @@ def _result_id(path: str, n: int, raw: bytes, fingerprint: str, done: set[str]) 
     return id_key(obj["id"])
 
 
+def _is_output(obj: dict) -> bool:
+    """A `--json` object of decode: a fingerprint and a list of sequences."""
+    return isinstance(obj.get("fingerprint"), str) and isinstance(obj.get("sequences"), list)
+
+
 def _is_result(obj: dict) -> bool:
+    """A batch result line: a `--json` object with the prompt's id."""
     id_ = obj.get("id")
-    return (isinstance(id_, (str, int)) and not isinstance(id_, bool)
-            and isinstance(obj.get("fingerprint"), str) and isinstance(obj.get("sequences"), list))
+    return isinstance(id_, (str, int)) and not isinstance(id_, bool) and _is_output(obj)
 
 
 def _not_results(path: str, n: int, done: set[str], why: str) -> str:
