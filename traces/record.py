@@ -239,22 +239,36 @@ def target_problem(path: str, others: dict[str, str]) -> str | None:
     for flag, other in others.items():
         if other and os.path.exists(other) and os.path.exists(path) and os.path.samefile(path, other):
             return f"--trace {path} is the {flag} file: writing the trace would destroy it; give another name"
+    return replace_problem("--trace", path, "a trace `decode run --trace` wrote", ".jsonl", _is_trace)
+
+
+def _is_trace(f) -> bool:
+    first = f.readline(1 << 16)
+    try:
+        header = json.loads(first) if first else None
+    except ValueError:
+        return False
+    return not first or (isinstance(header, dict) and header.get("type") == "header")
+
+
+def replace_problem(flag: str, path: str, what: str, ext: str, ours) -> str | None:
+    """Why an existing `path` may not be replaced, or None: it is not a regular file, or
+    `ours(binary file)` says it is not `what` (a file decode wrote), so it is the user's.
+
+        >>> replace_problem("--trace", "t.jsonl", "a trace", ".jsonl", _is_trace) is None
+    """
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(mode):
-        return f"--trace {path} is not a regular file: give the path of a new .jsonl file"
+        return f"{flag} {path} is not a regular file: give the path of a new {ext} file"
     with open(path, "rb") as f:
-        first = f.readline(1 << 16)
-    try:
-        header = json.loads(first) if first else None
-    except ValueError:
-        header = None
-    if first and not (isinstance(header, dict) and header.get("type") == "header"):
-        return (f"--trace {path} exists and is not a trace `decode run --trace` wrote; it is left "
-                f"as it is: give another name, or remove it first")
+        if not ours(f):
+            return (f"{flag} {path} exists and is not {what}; it is left as it is: give another "
+                    f"name, or remove it first")
     return None
+
 
 # What each kind of line holds, for readers (viz checks every line with `problem`). A key
 # maps to the JSON kinds its value may take; [shape] is a list of values of that shape and

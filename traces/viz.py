@@ -19,7 +19,7 @@ import stat
 from collections import deque
 from dataclasses import dataclass, field
 
-from decode.traces.record import VERSION, brief, problem
+from decode.traces.record import VERSION, brief, problem, replace_problem
 
 GROUP_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 # (fill, stroke) per group on the page
@@ -594,20 +594,11 @@ def page_problem(page: str, trace: str) -> str | None:
     folder = os.path.dirname(os.path.abspath(page))
     if not os.path.isdir(folder):
         return f"--html {page}: the folder {folder} does not exist"
-    try:
-        st = os.stat(page)
-    except FileNotFoundError:
-        return None
-    if os.path.exists(trace) and os.path.samefile(page, trace):
+    if os.path.exists(page) and os.path.exists(trace) and os.path.samefile(page, trace):
         return (f"--html {page} is the trace itself: writing the page would destroy it; give the "
                 f"page another name, e.g. --html {os.path.splitext(page)[0]}.html")
-    if not stat.S_ISREG(st.st_mode):
-        return f"--html {page} is not a regular file: give the path of a new .html file"
-    with open(page, "rb") as f:
-        if f.read(len(PAGE_START.encode())) != PAGE_START.encode():
-            return (f"--html {page} exists and is not a page `decode viz` wrote; it is left as it "
-                    f"is: give another name, or remove it first")
-    return None
+    return replace_problem("--html", page, "a page `decode viz` wrote", ".html",
+                           lambda f: f.read(len(PAGE_START.encode())) == PAGE_START.encode())
 
 
 def write_page(page: str, text: str) -> None:
