@@ -9,7 +9,7 @@ import torch
 from decode.compiler.arguments import check_model, kind, recipe_plan, token_ids
 from decode.compiler.context import StepContext
 from decode.compiler.engine import eos_ids
-from decode.compiler.stages import bind
+from decode.compiler.stages import bind, run_kernel
 
 # what a stage module's NEEDS may name: (what it is, the keyword that gives it)
 NEEDS = {
@@ -46,7 +46,7 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
     ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos)
     for st in plan.stages:
         static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
-        logits = st.kernel.apply(logits, ctx, **static, **tensors)
+        logits = run_kernel(st.kernel, logits, ctx, {**static, **tensors})
     return logits
 
 

@@ -14,7 +14,7 @@ from decode.compiler.plugins import Arg, PluginError, load_stages, stage  # noqa
 from decode.dsl import RecipeError, parse  # noqa: F401  (torch-free)
 
 __all__ = ["parse", "RecipeError", "load", "generate", "transform", "steps",
-           "stage", "search", "Search", "Arg", "load_stages", "PluginError"]
+           "stage", "search", "Search", "Choice", "Beam", "Arg", "load_stages", "PluginError"]
 __version__ = "0.1.0"
 
 
@@ -67,9 +67,9 @@ def steps(model, recipe, prompt, seed=None):
 
 
 def __getattr__(name):
-    # `search` and `Search` need torch; `import decode` stays torch-free until they are used
-    if name in ("search", "Search"):
+    # these need torch; `import decode` stays torch-free until they are used
+    if name in ("search", "Search", "Choice", "Beam"):
         from decode.compiler.search import plugin
 
-        return plugin.search if name == "search" else plugin.Search
+        return getattr(plugin, name)
     raise AttributeError(f"module 'decode' has no attribute {name!r}")

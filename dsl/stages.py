@@ -478,6 +478,23 @@ for _spec in (
         sampling=True, reference=None,
         cite="Tang et al. 2024, Top-nσ: Not All Logits Are You Need", impl=_L + "topnsigma"),
     ClauseSpec(
+        "mirostat", "logit",
+        "Mirostat 2.0: drop tokens more surprising than a bound that adapts so the text's "
+        "surprise per token tracks TAU",
+        keywords=(Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        doc="target surprise, bits per token"),
+                  Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="how fast the bound follows the error")),
+        sampling=True, reference=None,
+        cite="Basu et al. 2021, Mirostat (ICLR 2021, arXiv:2007.14966); the 2.0 update as in llama.cpp",
+        impl=_L + "mirostat",
+        details="Each row keeps a bound mu in bits, 2·TAU at first. The stage drops every token "
+                "whose surprise -log2 p exceeds mu (never the most likely one); selection then "
+                "draws from what is left, renormalised, and mu moves by ETA·(the drawn token's "
+                "surprise under that renormalised distribution - TAU). mu is state kept per row "
+                "(it moves with the rows of a beam search). As in llama.cpp, write it last: "
+                "it is meant to see the distribution selection draws from."),
+    ClauseSpec(
         "repetition", "logit", "CTRL repetition penalty: shrink the logits of tokens already seen by R",
         positional=(Param("r", "float", lo=1 / SCALE, hi=SCALE, doc="penalty (1 = none)",
                           lo_why=DIVISOR_WHY, hi_why=DIVISOR_WHY),),

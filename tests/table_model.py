@@ -17,7 +17,7 @@ import torch
 
 from decode.compiler.context import StepContext
 from decode.compiler.plan import compile as lower
-from decode.compiler.stages import bind
+from decode.compiler.stages import bind, run_kernel
 
 
 class _NoCache:
@@ -60,7 +60,7 @@ def step_probs(model, recipe: str, history: list[int], new: int, logprobs: bool)
     ctx = StepContext.from_input_ids(torch.tensor([history]), eos_ids=eos, new_len=new)
     for st in lower(recipe).stages:
         static, tensors = bind(st.kernel, st.params, None, x.device)
-        x = st.kernel.apply(x, ctx, **static, **tensors)
+        x = run_kernel(st.kernel, x, ctx, {**static, **tensors})  # stateful: its state after the history
     return torch.softmax(x.double(), dim=-1)[0]
 
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from decode.compiler.search.base import CHUNK, draw
+from decode.compiler.search.draw import CHUNK, draw
 
 T = 40000
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import decode
-from decode.compiler.search.base import SearchConfig
+from decode.compiler.search.base import At, SearchConfig
 from decode.compiler.search.diverse import Diverse
 
 DIVERSE = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7 | max 10"
@@ -91,19 +91,19 @@ def test_a_sampled_group_is_not_done_while_a_drawn_continuation_can_beat_its_wor
     cfg = SearchConfig(batch=1, params={"k": 2, "lenpen": 1.0, "early": False, "return": 2},
                        modifiers={"diverse": {"groups": 1, "penalty": 0.0}}, sampling=True, eos=(eos,), pad=0)
     search = Diverse(cfg)
-    state = search.init(torch.device("cpu"), seq_len=8)
+    state = search.begin(torch.device("cpu"), seq_len=8)
     state["count"][:] = 2                                  # the pool is full...
-    state["hyp_score"][:] = torch.tensor([-1.0, -2.0])     # ...and its worst scores -2
+    state["score"][:] = torch.tensor([-1.0, -2.0])         # ...and its worst scores -2
     scores = torch.full((2, v), -6.0)
     scores[0, 0], scores[0, 1] = -0.2, -3.0                # token 0 is best, token 1 is drawn first
     # draw j reads the group's first row's noise[0, j]: 0.95 of the mass falls on token 1
     # (token 0 holds the first 0.93), then 1e-6 of what is left on token 0
     noise = torch.full((2, v), 0.5)
     noise[0, 0], noise[0, 1] = 0.95, 1e-6
-    lim = {"prompt": torch.tensor(2), "max_new": torch.tensor(6)}
     hp = {"lenpen": torch.tensor(1.0), "penalty": torch.tensor(0.0)}
-    seq = torch.zeros(2, 8, dtype=torch.long)
-    tokens, _, new, _ = search.step(torch.tensor(0), scores, lambda x, rows: x, noise, seq, lim, hp, state)
+    at = At(t=torch.tensor(0), process=lambda x, rows: x, noise=noise, seq=torch.zeros(2, 8, dtype=torch.long),
+            prompt=torch.tensor(2), max_new=torch.tensor(6), hp=hp)
+    tokens, _, new, _ = search.advance(scores, at, state)
     assert tokens.tolist() == [1, 0]                       # draw order: token 1, then token 0
     assert not bool(new["done"].any()), "token 0 (-0.2) can still beat the worst hypothesis (-2)"
     assert state["run"][0, 0, 1] == float("-inf")  # the second beam is not live yet

@@ -1,7 +1,9 @@
 """User-defined searches: `@decode.search` makes a `decode.Search` subclass a clause, loaded
-by `--stage FILE` like a user stage; the shipped example (recipes/plugins/mirostat.py,
-Mirostat 2.0) is checked by distribution against a plain enumeration, from the CLI, in
-`decode.steps`, and compiled.
+by `--stage FILE` like a user stage. Mirostat 2.0, once the shipped example search, is now a
+built-in stage with state: it is checked by distribution against a plain enumeration, and
+token for token against the old search (tests/plugins/mirostat_search.py), which also runs
+from the CLI, in `decode.steps`, and compiled. The shipped beam variant
+(recipes/plugins/wordreward.py) is in tests/test_beam_variant.py.
 """
 from __future__ import annotations
 
@@ -15,11 +17,10 @@ import torch
 
 import decode
 from decode.cli import main
-from decode.compiler.search.base import candidates
 from table_model import TableModel, chi_square
 
 ROOT = Path(__file__).resolve().parents[1]
-MIROSTAT = ROOT / "recipes" / "plugins" / "mirostat.py"
+MIROSTAT = ROOT / "tests" / "plugins" / "mirostat_search.py"
 EOS = 7
 
 
@@ -54,21 +55,25 @@ def mirostat_probs(model, prompt, tau, eta, max_new):
     return out
 
 
-def test_the_example_plugin_is_a_small_file_that_declares_one_search():
-    assert len(MIROSTAT.read_text().splitlines()) < 60
-    assert decode.load_stages(MIROSTAT) == ["mirostat"]
-    r = decode.parse("mirostat 2 tau=3 | temp 0.9")
-    assert r.search.name == "mirostat" and r.sampling and r.canonical == "mirostat 2 tau=3.0 | temp 0.9"
-    assert decode.load_stages(MIROSTAT) == ["mirostat"]  # loading it again re-declares it
+def test_the_old_mirostat_search_still_declares_one_search():
+    assert decode.load_stages(MIROSTAT) == ["mirostat_search"]
+    r = decode.parse("mirostat_search 2 tau=3 | temp 0.9")
+    assert r.search.name == "mirostat_search" and r.sampling
+    assert r.canonical == "mirostat_search 2 tau=3.0 | temp 0.9"
+    assert decode.load_stages(MIROSTAT) == ["mirostat_search"]  # loading it again re-declares it
+
+
+def test_the_mirostat_stage_is_one_small_file():
+    assert len((ROOT / "compiler" / "stages" / "mirostat.py").read_text().splitlines()) <= 30
 
 
 @pytest.mark.parametrize("tau,eta", [(1.5, 0.5), (2.0, 1.0)])
 def test_mirostat_draws_follow_the_enumerated_distribution(table, tau, eta):
-    decode.load_stages(MIROSTAT)
     n, prompt = 4000, [0, 3]
     exact = mirostat_probs(table, prompt, tau, eta, 3)
     assert len(exact) > 5  # several paths, and mu moves along them
-    out = decode.generate(table, f"mirostat {n} tau={tau} eta={eta} | max 3", [prompt], seed=1, compile=False)
+    out = decode.generate(table, f"sample {n} | mirostat tau={tau} eta={eta} | max 3", [prompt], seed=1,
+                          compile=False)
     counts = Counter(tuple(s.ids) for s in out[0].sequences)
     stat, p, df = chi_square(counts, exact, n)
     assert p > 1e-3, f"chi-square {stat:.1f} on {df} df, p = {p:.2e}"
@@ -76,30 +81,44 @@ def test_mirostat_draws_follow_the_enumerated_distribution(table, tau, eta):
     assert chi_square(counts, {**plain, **{k: 1e-12 for k in exact if k not in plain}}, n)[1] < 1e-3
 
 
-def test_the_plugin_runs_from_the_cli_with_stage(capsys):
-    code = main(["run", "--stage", str(MIROSTAT), "mirostat 2 tau=3 | max 6", "--prompt", "ROMEO:",
+@pytest.mark.parametrize("stages", ["", "topk 5 |", "temp 0.8 |"])
+def test_the_mirostat_stage_gives_the_old_searchs_tokens_and_scores(table, stages):
+    decode.load_stages(MIROSTAT)
+    prompts = [[0, 3], [1], [5, 2, 6]]
+    stage = decode.generate(table, f"sample 6 | {stages} mirostat tau=2 eta=0.3 | max 7", prompts, seed=4,
+                            compile=False)
+    search = decode.generate(table, f"mirostat_search 6 tau=2 eta=0.3 | {stages} max 7", prompts, seed=4,
+                             compile=False)
+    got = [[(s.ids, round(s.score, 5)) for s in c.sequences] for c in stage]
+    assert got == [[(s.ids, round(s.score, 5)) for s in c.sequences] for c in search]
+    assert len({tuple(s.ids) for c in stage for s in c.sequences}) > 3  # it samples
+
+
+def test_the_old_search_runs_from_the_cli_with_stage(capsys):
+    code = main(["run", "--stage", str(MIROSTAT), "mirostat_search 2 tau=3 | max 6", "--prompt", "ROMEO:",
                  "--json", "--no-compile", "--seed", "1"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["recipe"] == "mirostat 2 tau=3.0 | max 6" and len(out["sequences"]) == 2
-    assert main(["explain", "--stage", str(MIROSTAT), "mirostat tau=3"]) == 0
+    assert out["recipe"] == "mirostat_search 2 tau=3.0 | max 6" and len(out["sequences"]) == 2
+    assert main(["explain", "--stage", str(MIROSTAT), "mirostat_search tau=3"]) == 0
     assert "Mirostat 2.0" in capsys.readouterr().out
 
 
 def test_a_user_search_shows_in_steps_and_agrees_with_generate():
     decode.load_stages(MIROSTAT)
     m = decode.load()
-    steps = list(decode.steps(m, "mirostat 2 tau=3 | max 6 | seed 3", "ROMEO:"))
-    want = decode.generate(m, "mirostat 2 tau=3 | max 6 | seed 3", ["ROMEO:"], compile=False)[0]
+    steps = list(decode.steps(m, "mirostat_search 2 tau=3 | max 6 | seed 3", "ROMEO:"))
+    want = decode.generate(m, "mirostat_search 2 tau=3 | max 6 | seed 3", ["ROMEO:"], compile=False)[0]
     assert [s.ids for s in steps[-1].result.sequences] == [s.ids for s in want.sequences]
     assert [r.ids for r in steps[-1].rows] == [s.ids for s in want.sequences]
-    assert all(len(st.candidates) == 2 and all(c.kept for c in st.candidates) for st in steps)
+    # no trace code in the search: each step lists both rows' draws, kept, among their alternatives
+    assert all(sum(c.kept for c in st.candidates) == 2 and len(st.candidates) >= 2 for st in steps)
 
 
 @pytest.mark.slow  # ~20 s of compiling
 def test_compiled_user_search_gives_the_eager_tokens(table):
     decode.load_stages(MIROSTAT)
-    recipe = "mirostat 8 tau=2 eta=0.3 | topk 5 | max 6"
+    recipe = "mirostat_search 8 tau=2 eta=0.3 | topk 5 | max 6"
     eager = decode.generate(table, recipe, [[0, 3], [1]], seed=2, compile=False)
     compiled = decode.generate(table, recipe, [[0, 3], [1]], seed=2, compile=True)
     assert [[s.ids for s in c.sequences] for c in compiled] == [[s.ids for s in c.sequences] for c in eager]
@@ -108,41 +127,28 @@ def test_compiled_user_search_gives_the_eager_tokens(table):
 # -- the decorator -----------------------------------------------------------------------------
 
 def test_an_inline_search_implementing_the_interface_runs(table):
-    """The smallest search there is: argmax of the processed scores, no EOS handling."""
-    @decode.search("firstbest", doc="always the most likely token")
+    @decode.search("firstbest", doc="greedy written as a user search")
     class FirstBest(decode.Search):
         logprobs = False
 
-        def init(self, device, seq_len):
-            return {"n": torch.zeros((), device=device)}
+        def step(self, scores, at, state):
+            x = at.process(scores, None)
+            tok = x.argmax(-1)
+            return decode.Choice(tok, None, at.score + torch.log_softmax(x, -1).gather(1, tok[:, None])[:, 0])
 
-        def step(self, t, scores, process, noise, seq, lim, hp, state):
-            tok = process(scores, None).argmax(-1)
-            info = candidates(tok[:, None], scores.gather(1, tok[:, None]), torch.arange(len(tok))[:, None],
-                              torch.ones_like(tok[:, None], dtype=torch.bool),
-                              torch.zeros_like(tok[:, None], dtype=torch.bool)) if self.cfg.trace else {}
-            return tok, None, {"n": state["n"] + 1}, info
-
-        def done(self, state):
-            return state["n"] < 0
-
-        def finalize(self, state, seq, lim):
-            p = int(lim["prompt"])
-            return [[(row[p:], 0.0, "max")] for row in seq.tolist()]
-
-    out = decode.generate(table, "firstbest | max 4", [[0, 3]], compile=False)[0].sequences[0].ids
-    greedy = decode.generate(table, "greedy | max 4", [[0, 3]], compile=False)[0].sequences[0].ids
-    assert out[: len(greedy)] == greedy
+    out = decode.generate(table, "firstbest | max 4", [[0, 3]], compile=False)[0].sequences[0]
+    greedy = decode.generate(table, "greedy | max 4", [[0, 3]], compile=False)[0].sequences[0]
+    assert (out.ids, out.score, out.finish) == (greedy.ids, greedy.score, greedy.finish)
 
 
-WHOLE = {m: (lambda *a: None) for m in ("init", "step", "done", "finalize")}
+WHOLE = {"step": lambda *a: None}
 
 
 @pytest.mark.parametrize("declare,message", [
     (lambda: decode.search("beam", doc="x")(type("B", (decode.Search,), WHOLE)), "already taken .*built-in"),
     (lambda: decode.search("plain", doc="x")(object), "derived from decode.Search"),
     (lambda: decode.search("half", doc="x")(type("H", (decode.Search,), {"init": lambda *a: {}})),
-     "must define step, done, finalize"),
+     "must define step"),
     (lambda: decode.search("1x", doc="x")(type("X", (decode.Search,), {})), "search name '1x'"),
     (lambda: decode.search("nodoc")(type("N", (decode.Search,), WHOLE)), "give doc="),
 ])
@@ -172,16 +178,12 @@ class Wild(decode.Search):
     def init(self, device, seq_len):
         return {"n": torch.zeros((), device=device)}
 
-    def step(self, t, scores, process, noise, seq, lim, hp, state):
-        tok = process(scores, None).argmax(-1)
-        return WRONG, None, {"n": state["n"] + 1}, {}
+    def step(self, scores, at, state):
+        tok, t = at.process(scores, None).argmax(-1), at.t
+        return decode.Choice(WRONG, None, at.score, {"n": state["n"] + 1})
 
     def done(self, state):
-        return state["n"] < 0
-
-    def finalize(self, state, seq, lim):
-        p = int(lim["prompt"])
-        return [[(row[p:], 0.0, "max")] for row in seq.tolist()]
+        return state["own"]["n"] < 0
 """
 
 
@@ -212,12 +214,13 @@ def test_a_search_step_returning_the_wrong_shape_or_dtype_is_named(tmp_path, tab
     with pytest.raises(decode.PluginError) as err:
         decode.generate(table, "wild | max 5", [[0]], compile=False)
     assert str(err.value) == (f"plugin search 'wild' ({path}:12): step returned {returned}; step must return "
-                              "(tokens [1] int64, parents [1] int64 or None, state dict, info dict)")
+                              "decode.Choice(tokens [1] int64, parents [1] int64 or None, scores [1] float, "
+                              "state dict or None)")
 
 
 def test_a_search_that_raises_names_the_line_that_raised(tmp_path, table):
     path = wild(tmp_path, "tok if t.dim() else tok")
-    path.write_text(path.read_text().replace("return state[\"n\"] < 0", "raise KeyError('n')"))
+    path.write_text(path.read_text().replace("return state[\"own\"][\"n\"] < 0", "raise KeyError('n')"))
     decode.load_stages(path)
     with pytest.raises(decode.PluginError) as err:
         decode.generate(table, "wild | max 8", [[0]], compile=False)

@@ -316,6 +316,7 @@ SWEEPS = {
     "repetition": ({"r": 1.3}, {"r": 0.8}),
     "presence": ({"p": 0.5}, {"p": 1.5}),
     "frequency": ({"f": 0.5}, {"f": 0.1}),
+    "mirostat": ({"tau": 3.0, "eta": 0.1}, {"tau": 5.0, "eta": 0.3}),
     "norepeat": ({"n": 3}, {"n": 3}),
     "minlen": ({"n": 4}, {"n": 1}),
     "ban": ({"ids": [[1, 3], [5]]}, {"ids": [[1, 3], [5]]}),
@@ -340,6 +341,7 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
     module = load_stage(name)
     counter = CompileCounterWithBackend(backend)
     kernel = torch.compile(module.apply, backend=counter, fullgraph=True)
+    stateful = hasattr(module, "init")  # then apply takes the state `init` gives after the history
     ctx = padded_context(ragged_rows(0), slots=16, new=3, eos=[2])
     for params in SWEEPS[name]:
         if "keep" in inspect.signature(module.apply).parameters:
@@ -349,6 +351,8 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
         for seed in (0, 1):
             logits = make_logits(seed)
             args = tensor_params(module, params, logits.device)
+            if stateful:
+                args = {"state": module.init(ctx, logits.shape[-1], **args), **args}
             if name == "topp":  # compiled, ties at the cut all stay: see compiler/stages/topp.py
                 same_but_ties_at_the_cut(kernel(logits, ctx, **args), module.apply(logits, ctx, **args), logits)
             else:

@@ -1,143 +1,76 @@
 """Beam search (and beam sampling), step for step the reference's vectorised `_beam_search`.
 
-Each step keeps the best 2K continuations over all K beams of a prompt (K = beams; 2 is
-max(2, 1 + number of EOS ids)), continues the best K that did not end, and offers the
-ones that ended among the top K to a static-size pool of finished hypotheses scored
-sum(logprob) / generated_len ** lenpen. `early` decides when the pool may stop growing:
-true (as soon as K hypotheses finished), false (when the best running beam, at its
-current length, cannot beat the worst finished one), never (the same bound taken at the
-longest possible length when lenpen > 0). With sampling, the 2K continuations are drawn
-without replacement from softmax(accumulated scores), in draw order (`base.draw`: successive
-sampling, as the reference's `multinomial`).
-
-Where the reference marks an impossible beam or hypothesis with the score -1e9, this uses
--inf: a real score can fall below -1e9 (a cold temperature, a large sibling penalty), and
-then the reference returns its filler beams as sequences. Both agree whenever every real
-score is above -1e9; a hypothesis still at -inf at the end is not returned.
+Each step ranks the K·V continuations of a prompt's K beams by beam score + processed
+log-prob (`rescore` may change that: siblings.py), takes the best 2K (or draws them, in
+draw order, when the recipe samples: `draw.draw`, as the reference's `multinomial`),
+offers those that end (EOS, or the last step) among the first K to the pool, and goes on
+with the K best that do not end. The pool, `early` and the length penalty: pool.py.
 """
 from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import Search, candidates, draw
+from decode.compiler.search.pool import INF, BeamPool, extended, merge
+from decode.compiler.search.record import candidates
 
-INF = float("inf")
 
-
-class Beam(Search):
-    logprobs = True
-    keeps_eos_alternative = True  # sampling stages keep >= 1 + #EOS tokens (the reference's rule)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.rows = int(cfg.params["k"])
-        ret = cfg.params.get("return")
-        self.returns = self.rows if ret is None else int(ret)
-        self.early = cfg.params.get("early", False)  # False | True | "never": structural
-        self.keep = max(2, 1 + len(cfg.eos)) * self.rows
-
-    def hyper(self):
-        return {"lenpen": float(self.cfg.params.get("lenpen", 1.0))}
-
-    def init(self, device, seq_len):
+class Beam(BeamPool):
+    def begin(self, device, seq_len):
         b, k = self.cfg.batch, self.rows
         run = torch.zeros(b, k, device=device)
         run[:, 1:] = -INF  # only beam 0 is live at first, so the K beams do not start equal
-        return {
-            "run": run,
-            "fin_seq": torch.full((b, k, seq_len), self.cfg.pad, dtype=torch.long, device=device),
-            "fin_score": torch.full((b, k), -INF, device=device),
-            "fin_len": torch.zeros(b, k, dtype=torch.long, device=device),
-            "fin": torch.zeros(b, k, dtype=torch.bool, device=device),
-            "open": torch.ones(b, 1, dtype=torch.bool, device=device),
-            "stop": torch.zeros((), dtype=torch.bool, device=device),
-        }
+        return {"run": run, "seq": torch.full((b, k, seq_len), self.cfg.pad, dtype=torch.long, device=device),
+                "score": torch.full((b, k), -INF, device=device),
+                "len": torch.zeros(b, k, dtype=torch.long, device=device),
+                "fin": torch.zeros(b, k, dtype=torch.bool, device=device),
+                "open": torch.ones(b, 1, dtype=torch.bool, device=device),
+                "stop": torch.zeros((), dtype=torch.bool, device=device)}
 
-    def step(self, t, scores, process, noise, seq, lim, hp, state):
-        b, k, n = self.cfg.batch, self.rows, self.keep
-        v = scores.shape[-1]
-        lenpen = hp["lenpen"]
-        logp = process(scores, None).view(b, k, v)
-        acc = (logp + state["run"][..., None]).view(b, k * v)
-        acc, penalty = self.rescore(acc, logp, hp)
-        if self.cfg.sampling:
-            idx = draw(acc, noise.view(b, k * v)[:, :n])  # the prompt's first n draws
-            top = acc.gather(1, idx)
-        else:
-            top, idx = torch.topk(acc, n)
-        beam, tok = idx // v, idx % v
-        parent = beam + torch.arange(b, device=acc.device)[:, None] * k          # [b, n] rows
-        slot = (lim["prompt"] + t).expand(b, n, 1)
-        cand = seq[parent].scatter(2, slot, tok[..., None])                   # [b, n, S]
-        hits = self.is_eos(tok) | (t + 1 >= lim["max_new"])
+    def advance(self, scores, at, state):
+        b, k, n, t = self.cfg.batch, self.rows, max(2, 1 + len(self.cfg.eos)) * self.rows, at.t
+        v, dev, lenpen = scores.shape[-1], scores.device, at.hp["lenpen"]
+        logp = at.process(scores, None).view(b, k, v)
+        acc, penalty = self.rescore((logp + state["run"][..., None]).view(b, k * v), logp, at.hp)
+        top, idx = self.candidates(acc, n, None if at.noise is None else at.noise.view(b, k * v))
+        tok, parent = idx % v, idx // v + torch.arange(b, device=dev)[:, None] * k
+        hits = self.is_eos(tok) | (t + 1 >= at.max_new)
 
-        # continue the best k continuations that did not end
+        # go on with the best k continuations that did not end
         live = torch.where(hits, -INF, top)
         nxt = torch.topk(live, k).indices
         run = live.gather(1, nxt)
-        tokens = tok.gather(1, nxt).reshape(-1)
-        parents = parent.gather(1, nxt).reshape(-1)
 
-        # offer the ended ones among the top k to the finished pool
-        just = hits & (torch.arange(n, device=acc.device) < k) & (top > -INF)
-        glen = (t + 1).to(acc.dtype)
-        fscore = top / glen**lenpen
+        # offer the ended ones among the first k to the pool
+        just = hits & (torch.arange(n, device=dev) < k) & (top > -INF)
         offered = state["open"] & just
         if self.early is True:
             offered = offered & ~state["fin"].all(-1, keepdim=True)
-        fscore = torch.where(offered, fscore, -INF)
-        m_score = torch.cat([state["fin_score"], fscore], 1)
-        sel = torch.topk(m_score, k).indices
-        fin_score = m_score.gather(1, sel)
-        fin_seq = torch.cat([state["fin_seq"], cand], 1).gather(1, sel[..., None].expand(b, k, cand.shape[-1]))
-        fin_len = torch.cat([state["fin_len"], (t + 1).expand(b, n)], 1).gather(1, sel)
+        offer = torch.where(offered, top / (t + 1).to(top.dtype) ** lenpen, -INF)
+        f_score, f_seq, f_len, sel = merge(state["score"], state["seq"], state["len"], offer,
+                                           extended(at, parent, tok), (t + 1).expand(b, n))
         fin = torch.cat([state["fin"], just], 1).gather(1, sel)
 
         # can a running beam still beat the worst finished hypothesis?
-        if self.early == "never":
-            best_len = torch.where(lenpen > 0, lim["max_new"], t + 1).to(acc.dtype)
-        else:
-            best_len = glen
-        best = run[:, :1] / best_len**lenpen
-        worst = torch.where(fin, fin_score.min(1, keepdim=True).values, torch.full_like(fin_score, -INF))
+        best = run[:, :1] / self.bound_length(t + 1, at, lenpen) ** lenpen
+        worst = torch.where(fin, f_score.min(1, keepdim=True).values, torch.full_like(f_score, -INF))
         open_ = state["open"] & (best > worst).any(-1, keepdim=True)
-        full = fin.all() if self.early is True else torch.zeros((), dtype=torch.bool, device=acc.device)
+        full = fin.all() if self.early is True else torch.zeros((), dtype=torch.bool, device=dev)
         stop = state["stop"] | ~(open_.any() & ~full & ~hits.all())
-        new = {"run": run, "fin_seq": fin_seq, "fin_score": fin_score, "fin_len": fin_len,
-               "fin": fin, "open": open_, "stop": stop}
-        info = {}
-        if self.cfg.trace:
-            pooled = torch.zeros(b, k + n, dtype=torch.bool, device=acc.device).scatter(1, sel, True)[:, k:]
+        new = {"run": run, "seq": f_seq, "score": f_score, "len": f_len, "fin": fin, "open": open_, "stop": stop}
+        info = None
+        if at.trace:
+            pooled = torch.zeros(b, k + n, dtype=torch.bool, device=dev).scatter(1, sel, True)[:, k:]
             kept = torch.zeros_like(hits).scatter(1, nxt, True) & ~hits | (pooled & just)
-            info = candidates(tok, top, parent, kept, hits,
-                              penalty=None if penalty is None else penalty.gather(1, idx))
-        return tokens, parents, new, info
-
-    def rescore(self, acc, logp, hp):
-        """The scores [B, K·V] (beam score + processed log-prob `logp` [B, K, V]) that
-        selection ranks, and the penalty [B, K·V] subtracted to get them (None: none). A
-        variant overrides this."""
-        return acc, None
-
-    def done(self, state):
-        return state["stop"]
+            info = candidates(tok, top, parent, kept, hits, penalty=None if penalty is None else penalty.gather(1, idx))
+        return tok.gather(1, nxt).reshape(-1), parent.gather(1, nxt).reshape(-1), new, info
 
     def finalize(self, state, seq, lim):
-        p = int(lim["prompt"])
-        seqs = state["fin_seq"][:, : self.returns].tolist()
-        scores = state["fin_score"][:, : self.returns].tolist()
-        lens = state["fin_len"][:, : self.returns].tolist()
-        out = []
-        for b in range(self.cfg.batch):
-            rows = []
-            for j in range(self.returns):
-                if scores[b][j] == -INF:  # never filled: fewer hypotheses survived the stages
-                    continue
-                ids = seqs[b][j][p : p + lens[b][j]]
-                why = "eos" if ids and ids[-1] in self.cfg.eos else "max"
-                rows.append((ids, scores[b][j], why))
-            out.append(rows)
-        return out
+        p, r = int(lim["prompt"]), self.returns
+        seqs, scores, lens = (state[x][:, :r].tolist() for x in ("seq", "score", "len"))
+        return [[(ids, sc, "eos" if ids and ids[-1] in self.cfg.eos else "max")
+                 for ids, sc in ((seqs[b][j][p:p + lens[b][j]], scores[b][j]) for j in range(r))
+                 if sc != -INF]  # never filled: fewer hypotheses survived the stages
+                for b in range(self.cfg.batch)]
 
 
 STRATEGY = Beam

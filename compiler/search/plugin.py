@@ -3,13 +3,13 @@
     # topbeam.py
     import decode
 
-    @decode.search("mysearch", args=[decode.Arg("k", int, lo=1)], doc="what it does",
+    @decode.search("mysearch", args=[decode.Arg("n", int, 1, lo=1)], doc="what it does",
                    cite="Author et al. 2024")
     class MySearch(decode.Search):
-        def init(self, device, seq_len): ...
-        def step(self, t, scores, process, noise, seq, lim, hp, state): ...
-        def done(self, state): ...
-        def finalize(self, state, seq, lim): ...
+        rows = property(lambda self: self.cfg.params["n"])
+        def step(self, scores, at, state):
+            ...
+            return decode.Choice(tokens, parents, scores)
 
     $ decode run --stage topbeam.py "mysearch 4 | max 32" --prompt "ROMEO:"
 
@@ -17,8 +17,8 @@ The same mechanism as user stages (compiler/plugins.py): `decode.Arg` declares t
 arguments, the catalogue gets a search clause whose `impl` is the class (checked, see
 below), `--stage FILE` (or `decode.load_stages`) runs the file, and reloading a file
 re-declares its clauses.
-The built-in searches (greedy, beam, diverse, sbeam, siblings, iterative) implement the
-same interface, compiler/search/base.py; recipes/plugins/mirostat.py is a whole example.
+The built-in searches implement the same interface (compiler/search/base.py); a beam
+variant subclasses `decode.Beam` and overrides `rescore` (recipes/plugins/wordreward.py).
 
 Precisely, `impl` is a checked subclass of the class (`checked`): what a method raises
 (or a sys.exit), a step result of the wrong kind, shape or dtype, and token ids outside
@@ -33,10 +33,10 @@ import torch
 
 from decode.compiler import plugins
 from decode.compiler.plugins import Arg, PluginError, defined_at, guarded, source_file
-from decode.compiler.search.base import Search
+from decode.compiler.search.base import Choice, Search
+from decode.compiler.search.beam import Beam  # noqa: F401  (decode.Beam: what a beam variant derives from)
+from decode.compiler.search.pool import BeamPool
 from decode.dsl.stages import CATALOGUE, ClauseSpec, register
-
-REQUIRED_METHODS = ("init", "step", "done", "finalize")
 
 
 def search(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str | None = None,
@@ -84,23 +84,22 @@ def _check_declaration(name: str, args: tuple, doc: str, cls: type) -> None:
     plugins.check_clause("search", name, args, doc, "mybeam")
     if not (isinstance(cls, type) and issubclass(cls, Search)):
         raise PluginError(f"search {name!r}: decorate a class derived from decode.Search, not {cls!r}")
-    missing = [m for m in REQUIRED_METHODS if getattr(cls, m) is getattr(Search, m)]
-    if missing:
-        raise PluginError(f"search {name!r}: {cls.__name__} must define {', '.join(missing)} "
-                          "(see decode.Search)")
+    if cls.step is Search.step and cls.advance is Search.advance:
+        raise PluginError(f"search {name!r}: {cls.__name__} must define step (see decode.Search), "
+                          "or derive from decode.Beam")
 
 
 BAD = "decode_out_of_range"  # state key: [step, row, id, what (0 token, 1 parent), bound] of the first bad id
 
 
 def checked(cls: type, name: str) -> type:
-    """`cls` with every call checked, as a subclass (so the user's own `self.` calls and
-    isinstance still work). A step's tokens (or parents) outside 0..V-1 (0..R-1) are
-    replaced by padding (row itself) inside the step, so the model never reads them, and
-    recorded in the state without a host sync: `done` then ends the search and `finalize`
-    raises the PluginError."""
+    """`cls` with every call of the user's code checked, as a subclass (so the user's own
+    `self.` calls and isinstance still work). A step's tokens (or parents) outside 0..V-1
+    (0..R-1) are replaced by padding (the row itself) inside the step, so the model never
+    reads them, and recorded in the state without a host sync: `done` then ends the search
+    and `finalize` raises the PluginError."""
     label = f"plugin search {name!r}"
-    at = f"{label} ({defined_at(cls.step)})"  # what a step returns is checked: name the step
+    at = f"{label} ({defined_at(cls.step if cls.step is not Search.step else cls)})"
 
     class Checked(cls):
         def init(self, device, seq_len):
@@ -108,25 +107,32 @@ def checked(cls: type, name: str) -> type:
             _must_be_dict(state, f"{label} ({defined_at(cls.init)})", "init")
             return {**state, BAD: torch.full((5,), -1, dtype=torch.long, device=device)}
 
-        def step(self, t, scores, process, noise, seq, lim, hp, state):
-            out = guarded(super().step, label, t, scores, process, noise, seq, lim, hp, state)
-            tokens, parents, new, info = _step_result(out, scores, at)
-            vocab = scores.shape[-1]
-            tokens, parents, bad = _in_range(t, tokens, parents, vocab, state.get(BAD), self.cfg.pad)
-            return tokens, parents, {**new, BAD: bad}, info
+        def step(self, scores, where, state):
+            own = {k: v for k, v in state.items() if k != BAD}
+            out = guarded(super().step, label, scores, where, own)
+            choice = _step_result(out, scores, at)
+            tokens, parents, bad = _in_range(where.t, choice.tokens, choice.parents, scores.shape[-1],
+                                             state[BAD], self.cfg.pad)
+            new = own if choice.state is None else choice.state
+            return Choice(tokens, parents, choice.scores, {**new, BAD: bad})
+
+        def rescore(self, acc, logp, hp):
+            out = guarded(super().rescore, label, acc, logp, hp)
+            if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor)
+                    and out[0].shape == acc.shape and out[0].dtype == acc.dtype):
+                raise PluginError(f"{label} ({defined_at(cls.rescore)}): rescore returned {plugins.kind_of(out)}; "
+                                  f"it must return (scores {list(acc.shape)} {_dtype(acc)}, penalty or None)")
+            return out
 
         def done(self, state):
             over = guarded(super().done, label, state)
-            return over if state.get(BAD) is None else over | (state[BAD][0] >= 0)
-
-        def stop_rows(self, state, rows):
-            new = guarded(super().stop_rows, label, state, rows)
-            _must_be_dict(new, f"{label} ({defined_at(cls.stop_rows)})", "stop_rows")
-            return {**new, BAD: state[BAD]} if BAD in state else new
+            own = state.get("own", {})
+            return over if BAD not in own else over | (own[BAD][0] >= 0)
 
         def finalize(self, state, seq, lim):
-            if BAD in state:
-                step, row, value, what, bound = state[BAD].tolist()
+            own = state.get("own", {})
+            if BAD in own:
+                step, row, value, what, bound = own[BAD].tolist()
                 if step >= 0:
                     kind = "token id" if what == 0 else "parent row"
                     limit = "the model's vocabulary" if what == 0 else "the rows"
@@ -135,10 +141,18 @@ def checked(cls: type, name: str) -> type:
                                       f"{kind}s in 0..{bound - 1}")
             return guarded(super().finalize, label, state, seq, lim)
 
+    if issubclass(cls, BeamPool):  # a beam variant: its own code is `rescore`
+        del Checked.init, Checked.step
+    else:
+        del Checked.rescore
     for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
         setattr(Checked, attr, getattr(cls, attr))
-    Checked.decode_plugin = (label, source_file(cls.step))  # for checked_step
+    Checked.decode_plugin = (label, source_file(cls.step if cls.step is not Search.step else cls.rescore))
     return Checked
+
+
+def _dtype(x) -> str:
+    return str(x.dtype).removeprefix("torch.")
 
 
 def _must_be_dict(state, plugin: str, method: str) -> None:
@@ -147,28 +161,30 @@ def _must_be_dict(state, plugin: str, method: str) -> None:
                           "a dict of tensors")
 
 
-def _step_result(out, scores: torch.Tensor, plugin: str):
-    """(tokens, parents, state, info) from what a step returned, checked; tokens and
-    parents as int64 (any integer dtype holds ids exactly)."""
+def _step_result(out, scores: torch.Tensor, plugin: str) -> Choice:
+    """The Choice a step returned, checked; tokens and parents as int64 (any integer dtype
+    holds ids exactly)."""
     rows = scores.shape[0]
-    want = (f"; step must return (tokens [{rows}] int64, parents [{rows}] int64 or None, "
-            "state dict, info dict)")
-    if not isinstance(out, (tuple, list)) or len(out) != 4:
+    want = (f"; step must return decode.Choice(tokens [{rows}] int64, parents [{rows}] int64 or None, "
+            f"scores [{rows}] float, state dict or None)")
+    if not isinstance(out, tuple) or len(out) not in (3, 4):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else plugins.kind_of(out)
         raise PluginError(f"{plugin}: step returned {got}{want}")
-    tokens, parents, state, info = out
-    for what, x in (("tokens", tokens), ("parents", parents)):
+    out = Choice(*out)
+    for what, x in (("tokens", out.tokens), ("parents", out.parents), ("scores", out.scores)):
         if x is None and what == "parents":
             continue
         if not isinstance(x, torch.Tensor):
             raise PluginError(f"{plugin}: step returned {what} as {plugins.kind_of(x)}{want}")
-        if tuple(x.shape) != (rows,) or x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
+        number = x.is_floating_point() if what == "scores" else not (x.dtype == torch.bool or x.is_floating_point()
+                                                                       or x.is_complex())
+        if tuple(x.shape) != (rows,) or not number:
             raise PluginError(f"{plugin}: step returned {what} of shape {list(x.shape)} and dtype "
-                              f"{str(x.dtype).removeprefix('torch.')}{want}")
-    _must_be_dict(state, plugin, "step")
-    if not isinstance(info, dict):
-        raise PluginError(f"{plugin}: step returned info as {plugins.kind_of(info)}{want}")
-    return tokens.long(), None if parents is None else parents.long(), state, info
+                              f"{_dtype(x)}{want}")
+    if out.state is not None:
+        _must_be_dict(out.state, plugin, "step")
+    return Choice(out.tokens.long(), None if out.parents is None else out.parents.long(),
+                  out.scores.float(), out.state)
 
 
 def _in_range(t, tokens, parents, vocab: int, bad, pad: int):

@@ -7,6 +7,16 @@ Every module `decode.compiler.stages.<name>` defines
     prepare(params, tokenizer) -> params     optional, run once on the host
     NEEDS: frozenset[str]       optional: "eos", "tokenizer" if the stage cannot work without
 
+A stage may keep state, in llama.cpp's shape: with `init` it is stateful, and then
+
+    init(ctx, vocab, **params) -> state      the state of every row after the prompt (reset)
+    apply(logits, ctx, state, **params) -> logits
+    accept(state, tokens [R], scores [R, V], **params) -> state   after the search chose
+
+`state` is a dict of tensors whose first dimension is the row: the engine moves it with
+the rows of a beam search, and `accept` sees the chosen tokens and this stage's own output
+for each row (mirostat.py, repetition.py).
+
 Numeric params not in STATIC arrive as 0-d tensors on the logits' device, so that a
 parameter sweep reuses the compiled step. Removed tokens become -inf.
 
@@ -68,8 +78,15 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
         >>> apply_stage("topp", logits, ctx, p=0.9)
     """
     module = load_stage(name)
-    params = _prepare(module, params, tokenizer)
-    return module.apply(logits, ctx, **tensor_params(module, params, logits.device))
+    params = tensor_params(module, _prepare(module, params, tokenizer), logits.device)
+    return run_kernel(module, logits, ctx, params)
+
+
+def run_kernel(kernel, logits: torch.Tensor, ctx: StepContext, params: dict) -> torch.Tensor:
+    """One application of a stage on its own: a stateful one starts from its `init` state."""
+    if hasattr(kernel, "init"):
+        return kernel.apply(logits, ctx, kernel.init(ctx, logits.shape[-1], **params), **params)
+    return kernel.apply(logits, ctx, **params)
 
 
 def _prepare(module, params: dict, tokenizer) -> dict:

@@ -1,0 +1,95 @@
+"""The beam pool: finished hypotheses, the length penalty, `early`, done and the results,
+shared by every beam search (beam.py, groups.py and the variants built on them).
+
+A beam search keeps K running beams per prompt (or per group). Each step it takes its 2K
+best continuations (K = beams; 2 is max(2, 1 + number of EOS ids)), or draws them when the
+recipe samples; those that end among the first K are offered to a static-size pool of
+finished hypotheses scored sum(logprob) / generated_len ** lenpen, and K that do not end
+go on. `early` decides when the pool may stop growing: true (as soon as K hypotheses
+finished), false (when the best running beam, at its current length, cannot beat the worst
+finished one), never (the same bound taken at the longest possible length when lenpen > 0).
+
+Where the reference marks an impossible beam or hypothesis with the score -1e9, this uses
+-inf: a real score can fall below -1e9 (a cold temperature, a large penalty), and then the
+reference returns its filler beams as sequences. Both agree whenever every real score is
+above -1e9; a hypothesis still at -inf at the end is not returned.
+"""
+from __future__ import annotations
+
+import torch
+
+from decode.compiler.search.base import Search
+
+INF = float("inf")
+
+
+class BeamPool(Search):
+    """What every beam search shares: its parameters, the pool, done and the results.
+
+    A variant changes how continuations are ranked: `rescore` (after the logit stages,
+    beam.py) or `penalise` (before them, per group, groups.py).
+    """
+
+    logprobs = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.rows = int(cfg.params["k"])
+        ret = cfg.params.get("return")
+        self._returns = self.rows if ret is None else int(ret)
+        self.early = cfg.params.get("early", False)  # False | True | "never": structural
+
+    @property
+    def returns(self) -> int:
+        return self._returns
+
+    def hyper(self):
+        return {"lenpen": float(self.cfg.params.get("lenpen", 1.0))}
+
+    def stage_params(self, params):
+        # the reference keeps 1 + #EOS tokens in beam sampling so a beam can always go on
+        if self.cfg.sampling and "keep" in params:
+            return {**params, "keep": max(int(params["keep"]), len(self.cfg.eos) + 1)}
+        return params
+
+    def rescore(self, acc, logp, hp):
+        """The scores [B, K·V] (beam score + processed log-prob `logp` [B, K, V]) that
+        selection ranks, and the penalty [B, K·V] taken off to get them (None: none)."""
+        return acc, None
+
+    def candidates(self, scores, n, u):
+        """(scores [B, n], indices [B, n]): the n best of `scores` [B, N], or n drawn."""
+        from decode.compiler.search.draw import select
+
+        idx = select(scores, n, u)
+        return scores.gather(1, idx), idx
+
+    def bound_length(self, length, at, lenpen):
+        """The length at which the best running beam is compared with the pool's worst."""
+        if self.early == "never":
+            return torch.where(lenpen > 0, at.max_new, length).to(torch.float32)
+        return length.to(torch.float32)
+
+    def stop_rows(self, state, rows):
+        return state  # beams keep searching; the engine cuts their texts at the stop string
+
+    def done(self, state):
+        return state["stop"]
+
+
+def merge(score, seq, length, offer, cand, cand_len):
+    """The pool's best: hypotheses (score [B, s], seq [B, s, S], length [B, s]) and the
+    offered candidates (offer [B, n], -inf where not offered; cand [B, n, S]; cand_len
+    [B, n]) -> (score, seq, length, the indices kept [B, s] among the s + n)."""
+    s = score.shape[1]
+    both = torch.cat([score, offer], 1)
+    sel = torch.topk(both, s).indices
+    seq = torch.cat([seq, cand], 1).gather(1, sel[..., None].expand(-1, s, cand.shape[-1]))
+    return both.gather(1, sel), seq, torch.cat([length, cand_len], 1).gather(1, sel), sel
+
+
+def extended(at, parent, tok):
+    """[B, n, S]: the rows `parent` [B, n] with `tok` [B, n] written at this step's slot."""
+    slot = (at.prompt + at.t).expand(*tok.shape, 1)
+    return at.seq[parent].scatter(2, slot, tok[..., None])
+

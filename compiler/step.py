@@ -1,0 +1,130 @@
+"""The hot path: prefill, and one decode step, as plain functions (compiled per structure).
+
+One step reads top to bottom: the search gets the step's scores and the logit chain (the
+recipe's stages in written order, each may keep state), chooses; the engine reorders the
+KV cache, the token history and the stages' state for beams, lets stateful stages see the
+chosen tokens (`accept`), writes the new token, and runs the model on it. The numbers of a
+recipe enter as tensors, so a sweep over them reuses the compiled graph.
+"""
+from __future__ import annotations
+
+import torch
+
+from decode.compiler.context import StepContext
+from decode.compiler.noise import uniform
+from decode.compiler.search.base import At
+from decode.compiler.search.record import row_candidates
+
+# What the step notes about a row whose scores cannot be decoded: code MODEL, the model's
+# logits were not finite; code STAGE + 2*i (+1 for NaN/inf rather than all -inf): the
+# i-th logit stage broke the row
+MODEL, STAGE = 1, 2
+
+
+def prefill(model, cache, seq, pad, p_len: int):
+    """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len)."""
+    return model.prefill(cache, seq[:, :p_len], pad)
+
+
+def context(seq, pad, prompt, t, eos) -> StepContext:
+    """What a stage reads at step t: the rows' token slots and which of them are filled."""
+    slots = torch.arange(seq.shape[1], device=seq.device)
+    length = prompt + t
+    return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
+                       generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
+                       length=length, new_len=t, eos=eos)
+
+
+def stateful(kernel) -> bool:
+    """A stage keeps state when it has llama.cpp's `init` (reset) and `accept`."""
+    return hasattr(kernel, "init")
+
+
+def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):
+    """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
+    scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
+    eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
+    ctx = context(seq, pad, lim["prompt"], t, eos)
+    seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
+
+    def process(x, rows=None):
+        c = ctx if rows is None else StepContext(ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows],
+                                                 ctx.length, ctx.new_len, ctx.eos)
+        code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        for i, ((name, kernel, static), dyn) in enumerate(zip(chain, sp)):
+            if stateful(kernel):
+                own = sst[i] if rows is None else {k: v[rows] for k, v in sst[i].items()}
+                x = kernel.apply(x, c, own, **static, **dyn)
+                seen.setdefault(i, []).append((rows, x))
+            else:
+                x = kernel.apply(x, c, **static, **dyn)
+            code = torch.where(code == 0, broken(x, STAGE + 2 * i), code)
+        marks.append((rows, code))
+        seen.setdefault(-1, []).append((rows, x))
+        return x
+
+    noise = None if keys is None else uniform(keys, t, logits.shape[-1])
+    at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
+            hp=hp, trace=trace)
+    alive = state["alive"] if "alive" in state else None
+    tokens, parents, state, info = search.advance(scores, at, state)
+    health = note(health, t, broken(logits, MODEL, MODEL), marks)
+    if trace:
+        if info is None:  # independent rows: the engine lists what they chose from
+            live = alive if parents is None else alive[parents]
+            info = row_candidates(gathered(seen.get(-1), scores), tokens, parents, live,
+                                  search.is_eos(tokens) & live, search.cfg.batch)
+        info = {**info, "from": parents if parents is not None else torch.arange(tokens.shape[0], device=seq.device)}
+    sst = [accept(kernel, sst[i], gathered(seen.get(i), scores), tokens, parents, static, dyn)
+           if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
+    if parents is not None:
+        seq = seq[parents]
+        cache.reorder(parents)
+    slot = lim["prompt"] + t
+    seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
+    logits = model.decode(cache, tokens, slot, pad)
+    return logits, seq, state, sst, tokens, info, health
+
+
+def accept(kernel, st, out, tokens, parents, static, dyn):
+    """A stateful stage's state after the search chose `tokens` (rows moved to `parents`)."""
+    if parents is not None:
+        st, out = {k: v[parents] for k, v in st.items()}, out[parents]
+    return kernel.accept(st, tokens, out, **static, **dyn)
+
+
+def gathered(parts, like):
+    """[R, V]: the outputs a stage gave for row subsets, put together (rows None: all)."""
+    if not parts:
+        return like
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
+    full = torch.empty_like(like)
+    for rows, x in parts:
+        full = x if rows is None else full.index_copy(0, rows, x.to(full.dtype))
+    return full
+
+
+def broken(scores: torch.Tensor, code: int, nan_code: int | None = None) -> torch.Tensor:
+    """[R] long: `code` where a row leaves nothing to choose (every score -inf), `nan_code`
+    (default code + 1) where it holds NaN or +inf, else 0. One max per row: it is NaN if
+    any score is, +inf if any is, -inf only if all are."""
+    top = scores.amax(-1)
+    nan_code = code + 1 if nan_code is None else nan_code
+    return torch.where(torch.isfinite(top), 0, torch.where(top == float("-inf"), code, nan_code))
+
+
+def note(health: torch.Tensor, t, model_code: torch.Tensor, marks) -> torch.Tensor:
+    """`health` ([3] long: step, row, code; step -1 while all is well) with the first broken
+    row of this step noted, if it is the first; on the device, no host sync."""
+    code = model_code
+    for rows, c in marks:
+        if rows is None:
+            code = torch.where(code == 0, c, code)
+        else:
+            now = code[rows]
+            code = code.index_copy(0, rows, torch.where(now == 0, c, now))
+    bad = code > 0
+    row = torch.argmax(bad.to(torch.int32)).view(1)
+    first = torch.cat([t.view(1), row, code.gather(0, row)])
+    return torch.where((health[0] < 0) & bad.any(), first, health)
