@@ -25,30 +25,26 @@ A plugin that raises, calls sys.exit, returns anything but scores of its input's
 and dtype, or cannot be compiled is one PluginError naming it and its file and line: a
 compiled run makes its first step eagerly to check plugin code (`checked_step`).
 
+Where plugin code went wrong is said by compiler/plugin_errors.py; stage files are run by
+compiler/plugin_files.py (`load_stages`).
+
 This module imports no torch: `decode check --stage f.py` costs what f.py imports.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
-import os
 import re
-import sys
-import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from decode.compiler.plugin_errors import PluginError, defined_at, guarded, kind_of, source_file
+from decode.compiler.plugin_errors import checked_step  # noqa: F401  (compiler/engine.py imports it from here)
 from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, register
 
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED = {"true", "false", "none"}
-
-
-class PluginError(Exception):
-    """A stage file could not be loaded, or a stage declaration is wrong."""
 
 
 @dataclass(frozen=True)
@@ -133,18 +129,13 @@ class Kernel:
 
     @property
     def where(self) -> str:
-        """Where the function is defined, for messages: 'file.py:name'."""
-        code = getattr(self.fn, "__code__", None)
-        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
-        return f"{code.co_filename if code else '?'}:{name}"
+        """Where the function is defined, for messages: 'edt.py:16' (`defined_at`)."""
+        return defined_at(self.fn)
 
 
 def _dtype(x) -> str:
+    """A tensor's dtype as the user writes it: 'float32'."""
     return str(x.dtype).removeprefix("torch.")
-
-
-def kind_of(x) -> str:
-    return "None" if x is None else f"a {type(x).__name__}"
 
 
 def _scores_problem(out, logits) -> str | None:
@@ -160,58 +151,6 @@ def _scores_problem(out, logits) -> str | None:
     if out.device != logits.device:
         return f"a tensor on {out.device} (the input is on {logits.device})"
     return None
-
-
-def source_file(fn: Callable) -> str | None:
-    """The file a function's code comes from, as its frames name it (None if unknown)."""
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    return code.co_filename if code is not None else None
-
-
-def defined_at(fn: Callable) -> str:
-    """'file.py:line' of a function's definition, for messages."""
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    if code is None:
-        return getattr(fn, "__qualname__", repr(fn))
-    return f"{shown(code.co_filename)}:{code.co_firstlineno}"
-
-
-def shown(file: str) -> str:
-    """`file` as the user would write it: relative to the working directory when inside it."""
-    try:
-        rel = os.path.relpath(file)
-    except ValueError:  # another drive (Windows)
-        return file
-    return file if rel.startswith("..") else rel
-
-
-def guarded(fn: Callable, label: str, *args, **kwargs):
-    """`fn(*args, **kwargs)` where fn is plugin code: an exception it raises becomes one
-    PluginError naming the plugin (`label`, "plugin stage 'edt'") and its line that raised;
-    sys.exit() one too, since a plugin must not end the process (a batch would end silently)."""
-    try:
-        return fn(*args, **kwargs)
-    except PluginError:
-        raise
-    except SystemExit as err:
-        raise PluginError(exit_message(err, _raised_at(err, fn))) from None
-    except Exception as err:  # the user's code: say where, without our frames
-        raise PluginError(f"{label} ({_raised_at(err, fn)}) raised {type(err).__name__}: {err}; "
-                          "fix the plugin") from err
-
-
-def exit_message(err: SystemExit, where: str) -> str:
-    """The message for plugin code at `where` ('file.py:line') calling sys.exit."""
-    code = "" if err.code is None else repr(err.code)
-    return f"plugin {where} called sys.exit({code}); a plugin must raise an exception instead"
-
-
-def _raised_at(err: BaseException, fn: Callable) -> str:
-    """'file.py:line' of the last frame of the traceback in fn's file (the plugin's line
-    that raised, or that called what raised); fn's definition if none is."""
-    home = source_file(fn)
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == home]
-    return f"{shown(home)}:{frames[-1].lineno}" if frames else defined_at(fn)
 
 
 def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str | None = None,
@@ -287,95 +226,19 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared:
                           f"it takes {sig}")
 
 
-def checked_step(compiled: Callable, eager: Callable[[], Callable], parts: Iterable) -> Callable:
-    """The compiled step, checked for the plugins among `parts` (the search, the stages).
-
-    Its first call runs `eager()` (the same step, not compiled): plugin code then runs once
-    as plain Python, so what it raises or returns wrong reaches the user as the PluginError
-    its check raised, where torch.compile's tracing would wrap it in a dynamo exception.
-    Shapes and dtypes do not change between calls, so one checked call covers them all.
-    Code that runs eagerly but cannot be compiled (a host sync) is named too.
-    """
-    found = [p.decode_plugin for p in parts if getattr(p, "decode_plugin", None)]
-    if not found:
-        return compiled
-    calls = iter([eager()])
-
-    def step(*args):
-        try:
-            return next(calls, compiled)(*args)
-        except Exception as err:
-            named = _uncompilable(err, found)
-            if named is None:
-                raise
-            raise named from err
-
-    return step
+_loading: list[str] | None = None  # the names declared while a stage file runs (`declared`)
 
 
-def _uncompilable(err: Exception, found: list[tuple[str, str]]) -> PluginError | None:
-    """A PluginError naming the plugin line that torch.compile stopped at, if it did."""
-    for frame in reversed(list(getattr(err, "real_stack", None) or [])):  # dynamo's view of the user's stack
-        for label, file in found:
-            if frame.filename == file:
-                why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                return PluginError(f"{label} ({shown(file)}:{frame.lineno}) cannot run in the compiled step "
-                                   f"({why}); a plugin must be tensor code without host syncs (no "
-                                   ".item(), no `if` on a tensor's value), or decode without compiling "
-                                   "(--no-compile, compile=False)")
-    return None
+@contextmanager
+def declared() -> Iterator[list[str]]:
+    """The names of the clauses that `stage` and `search` declare inside the block.
 
-
-_loading: list[str] | None = None
-
-
-def load_stages(*paths: str | Path) -> list[str]:
-    """Run each Python file in `paths`; returns the names of the clauses they declared.
-
-        >>> decode.load_stages("recipes/plugins/edt.py")
-        ['edt']
-
-    Raises PluginError (with the file, the line and the cause) if a file cannot be run.
+        >>> with declared() as names:
+        ...     exec_the_file()
     """
     global _loading
-    names: list[str] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise PluginError(f"cannot load stage file {path}: no such file")
-        # one module name per file, so that reloading a file replaces its own stages only
-        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-        module_name = "decode_stage_" + re.sub(r"\W", "_", path.stem) + "_" + digest
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise PluginError(f"cannot load stage file {path}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # so the file's dataclasses and pickling work
-        _loading = []
-        try:
-            spec.loader.exec_module(module)
-        except PluginError as err:
-            raise PluginError(f"{path}: {err}") from None
-        except SystemExit as err:
-            line = _line(err, path)
-            raise PluginError(exit_message(err, f"{path}:{line}" if line else str(path))) from None
-        except Exception as err:  # the user's code: say where, without our frames
-            raise PluginError(f"cannot load stage file {path}: {_where(err, path)}") from err
-        finally:
-            names += _loading
-            _loading = None
-    return names
-
-
-def _where(err: Exception, path: Path) -> str:
-    if isinstance(err, SyntaxError):
-        return f"line {err.lineno}: {err.msg}"
-    line = _line(err, path)
-    return f"{'line ' + str(line) + ': ' if line else ''}{type(err).__name__}: {err}"
-
-
-def _line(err: BaseException, path: Path) -> int | None:
-    """The line of `path` that raised `err` (or called what raised it)."""
-    home = path.resolve()
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == home]
-    return frames[-1].lineno if frames else None
+    _loading = names = []
+    try:
+        yield names
+    finally:
+        _loading = None

@@ -10,7 +10,8 @@ A new logit stage is one decorated function (see `stage`), a new search strategy
 decorated `decode.Search` subclass (see `search`); `load_stages("f.py")` runs a file of
 them, as `decode run --stage f.py` does. `steps` shows a search step by step.
 """
-from decode.compiler.plugins import Arg, PluginError, load_stages, stage  # noqa: F401  (torch-free)
+from decode.compiler.plugin_files import load_stages  # noqa: F401  (torch-free)
+from decode.compiler.plugins import Arg, PluginError, stage  # noqa: F401  (torch-free)
 from decode.dsl import RecipeError, parse  # noqa: F401  (torch-free)
 
 __all__ = ["parse", "RecipeError", "load", "generate", "transform", "steps",

@@ -40,7 +40,7 @@ def _load(arg: str) -> tuple[str, Recipe]:
 
 def _load_stage_files(args: argparse.Namespace) -> int:
     """Run each --stage FILE (user-defined clauses) before any recipe is parsed; 1 if one fails."""
-    from decode.compiler.plugins import load_stages
+    from decode.compiler.plugin_files import load_stages
 
     try:
         load_stages(*args.stage)

@@ -40,3 +40,10 @@ def test_every_package_maps_to_a_folder_of_the_repository():
         top = next(p for p in sorted(folders, key=len, reverse=True) if package == p or package.startswith(p + "."))
         folder = ROOT / folders[top] / package[len(top):].lstrip(".").replace(".", "/")
         assert (folder / "__init__.py").is_file(), package
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "compiler").glob("plugin*.py")), ids=lambda p: p.name)
+def test_each_user_plugin_module_fits_in_250_lines(path):
+    """Issue 16: no file under compiler/ over 250 lines; the user-plugin API is split by job."""
+    lines = len(path.read_text().splitlines())
+    assert lines <= 250, f"{path.name} has {lines} lines"

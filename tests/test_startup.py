@@ -58,7 +58,7 @@ def interrupt(*args, **kwargs):
 START_UP = {  # where the Ctrl-C lands -> (module, function), the command
     "parsing the command line": ("decode.cli", "build_parser", ["check", "greedy"]),
     "building bench's model": ("decode.perf.bench", "random_model", ["bench", "greedy"]),
-    "loading --stage files": ("decode.compiler.plugins", "load_stages",
+    "loading --stage files": ("decode.compiler.plugin_files", "load_stages",
                               ["check", "greedy", "--stage", "mine.py"]),
     "reading a trace": ("decode.traces.viz", "read_trace", ["viz", "t.jsonl"]),
     "loading the model to run": ("decode", "load", ["run", "greedy", "--prompt", "a", "--no-compile"]),
