@@ -382,11 +382,11 @@ def test_inductor_compiles_every_kernel_without_recompiling(name):
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9, 0.95])
 def test_topp_fast_path_equals_the_reference_without_sorting(p, monkeypatch):
     """Rows with no tie at the cut and no mass near P skip the sort and still match."""
-    from decode.compiler.stages import topp
+    from decode.compiler.stages import _nucleus, topp  # _nucleus: how topp finds its cut
 
     calls = []
-    real = topp._by_sort
-    monkeypatch.setattr(topp, "_by_sort", lambda *a: calls.append(1) or real(*a))
+    real = _nucleus._by_sort
+    monkeypatch.setattr(_nucleus, "_by_sort", lambda *a: calls.append(1) or real(*a))
     g = torch.Generator().manual_seed(int(p * 1000))
     fast_batches = 0
     for scale in (0.5, 2.0, 6.0):
@@ -430,7 +430,7 @@ def test_compiled_topp_near_one_keeps_what_eager_keeps_even_when_a_later_stage_f
 def test_compiled_topp_differs_from_the_reference_only_at_ties_and_rounding():
     """Compiled (no sort, no branch): a row equals the processor's unless the reference
     split a tie at the cut or the cut's mass is within rounding (2e-6) of P."""
-    from decode.compiler.stages import topp
+    from decode.compiler.stages import _nucleus, topp  # _nucleus: how topp finds its cut
 
     torch._dynamo.reset()
     kernel = torch.compile(topp.apply, fullgraph=True, dynamic=False)
@@ -443,7 +443,7 @@ def test_compiled_topp_differs_from_the_reference_only_at_ties_and_rounding():
             x[0] = (x[0] * 4).round() / 4  # many ties
             ref = hf.TopPLogitsWarper(p)(None, x.clone())
             ours = kernel(x, None, torch.tensor(p))
-            _, split, close = topp._radix(x, torch.tensor(p))
+            _, split, close = _nucleus._radix(x, torch.tensor(p))
             for r in range(x.shape[0]):
                 rows += 1
                 if torch.equal(ours[r].isneginf(), ref[r].isneginf()):

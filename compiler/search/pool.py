@@ -70,6 +70,15 @@ class BeamPool(Search):
             return torch.where(lenpen > 0, at.max_new, length).to(torch.float32)
         return length.to(torch.float32)
 
+    def group_done(self, worst, count, top, at):
+        """[B]: a group's pool is full and (early=true, or) no running beam can beat its worst
+        (`top` [B, n] is in draw order when sampling, so its best is a max)."""
+        if self.early is True:
+            return count >= worst.shape[1]
+        lenpen = at.hp["lenpen"]
+        best = top.max(1).values / self.bound_length(at.t + 1, at, lenpen) ** lenpen
+        return (count >= worst.shape[1]) & (worst.min(1).values >= best)
+
     def stop_rows(self, state, rows):
         return state  # beams keep searching; the engine cuts their texts at the stop string
 
@@ -88,8 +97,48 @@ def merge(score, seq, length, offer, cand, cand_len):
     return both.gather(1, sel), seq, torch.cat([length, cand_len], 1).gather(1, sel), sel
 
 
+def offer_group(state, g, top, ended, cand, at):
+    """Group g's pool after it is offered the candidates `ended` [B, n] (scores `top`,
+    texts `cand` [B, n, S]): ((score, seq, length), count, what was offered)."""
+    add = ended & (top > -INF)
+    offer = torch.where(add, top / (at.t + 1).to(top.dtype) ** at.hp["lenpen"], -INF)
+    pool = merge(state["score"][:, g], state["seq"][:, g], state["len"][:, g], offer, cand,
+                 (at.t + 1).expand(*top.shape))[:3]
+    return pool, torch.clamp(state["count"][:, g] + add.sum(1), max=state["score"].shape[2]), add
+
+
 def extended(at, parent, tok):
     """[B, n, S]: the rows `parent` [B, n] with `tok` [B, n] written at this step's slot."""
     slot = (at.prompt + at.t).expand(*tok.shape, 1)
     return at.seq[parent].scatter(2, slot, tok[..., None])
 
+
+def group_results(self, state, seq, lim):
+    """A group search's results: groups still running offer their beams (as the reference's
+    `finalize`), then the best `return` hypotheses over all groups, best first."""
+    s, steps, p = self.size, int(lim["steps"]), int(lim["prompt"])
+    run, done, seqs, scores, lens, count = (state[x].tolist() for x in ("run", "done", "seq", "score", "len", "count"))
+    rows, lenpen, out = seq.tolist(), float(self.cfg.params.get("lenpen", 1.0)), []
+    for b in range(self.cfg.batch):
+        pool = []
+        for g in range(self.groups):
+            hyps = [(scores[b][g][j], seqs[b][g][j][p:p + lens[b][g][j]]) for j in range(count[b][g])]
+            for j in range(s) if not done[b][g] else ():
+                score = run[b][g][j] / float(steps) ** lenpen
+                if score > -INF:  # a beam that never lived is no hypothesis
+                    hyps = _offer(hyps, score, rows[b * self.rows + g * s + j][p:p + steps], s)
+            pool.extend(hyps)
+        pool.sort(key=lambda x: x[0])  # stable; the reference pops from the end
+        best = [pool.pop() for _ in range(min(self.returns, len(pool)))]
+        out.append([(ids, sc, "eos" if ids and ids[-1] in self.cfg.eos else "max") for sc, ids in best])
+    return out
+
+
+def _offer(hyps, score, ids, size):
+    """The reference's BeamHypotheses.add: keep the best `size`, a newcomer must beat the worst."""
+    if len(hyps) < size or score > min(h[0] for h in hyps):
+        hyps = hyps + [(score, ids)]
+        if len(hyps) > size:
+            worst = min(range(len(hyps)), key=lambda i: (hyps[i][0], i))
+            hyps = hyps[:worst] + hyps[worst + 1:]
+    return hyps

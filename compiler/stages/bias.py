@@ -1,9 +1,8 @@
 """`bias "text" B`: add B to the logit that would complete the text's token sequence
 (transformers' SequenceBiasLogitsProcessor, `sequence_bias`).
 
-A one-token text is biased at every step; a longer one only when the history ends
-with all of it but its last token. Several sequences may share one stage (`b` then is
-one bias for all, or one per sequence); biases landing on one token add up.
+A one-token text is biased at every step, a longer one when the history ends with all of
+it but its last token. Sequences may share a stage (one bias, or one each); biases add up.
 """
 from __future__ import annotations
 
@@ -16,20 +15,15 @@ NEEDS = frozenset({"tokenizer"})  # its text becomes token ids (decode.transform
 
 
 def prepare(params: dict, tokenizer) -> dict:
-    """{"text": str | [str], "b": B | [B]} -> {"ids": ((id, ...), ...), "b": ...}.
-
-    Given "ids" (one sequence or several) they pass through. A sequence given twice
-    keeps its last bias, as the reference's dict does.
-    """
+    """{"text" or "ids", "b"} -> {"ids": ((id, ...), ...), "b"}: one sequence or several; a
+    sequence given twice keeps its last bias, as the reference's dict does."""
     params = dict(params)
-    if "ids" in params:
-        ids = params.pop("ids")
-        seqs = [ids] if ids and isinstance(ids[0], int) else list(ids)
-        seqs = [tuple(int(i) for i in s) for s in seqs]
+    ids = params.pop("ids", None)
+    if ids is not None:
+        seqs = [tuple(int(i) for i in s) for s in ([ids] if ids and isinstance(ids[0], int) else ids)]
     else:
         text = params.pop("text")
-        texts = [text] if isinstance(text, str) else list(text)
-        seqs = [encode_all(t, tokenizer)[0] for t in texts]
+        seqs = [encode_all(t, tokenizer)[0] for t in ([text] if isinstance(text, str) else text)]
     b = params.pop("b")
     if isinstance(b, (list, tuple)):
         merged = dict(zip(seqs, (float(x) for x in b)))
