@@ -24,10 +24,6 @@ class Stage:
     kernel: ModuleType | object
     params: dict
 
-    @property
-    def static(self) -> frozenset:
-        return getattr(self.kernel, "STATIC", frozenset())
-
 
 @dataclass(frozen=True)
 class Plan:
