@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, register
+from decode.dsl.catalogue import CATALOGUE, register
+from decode.dsl.spec import ClauseSpec, Param
 
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

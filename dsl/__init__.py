@@ -9,7 +9,8 @@ from decode.dsl.errors import RecipeError, RecipeWarning, format_error
 from decode.dsl.format import fmt
 from decode.dsl.ir import LANG_VERSION, Arg, Clause, Recipe, Span
 from decode.dsl.reference import NoReference, hf_kwargs, hf_reference
-from decode.dsl.stages import CATALOGUE, REQUIRED, ClauseSpec, Param, lookup, register
+from decode.dsl.catalogue import CATALOGUE, lookup, register
+from decode.dsl.spec import REQUIRED, ClauseSpec, Param
 
 __all__ = [
     "parse", "fmt", "read_recipe", "RecipeError", "RecipeWarning", "format_error",

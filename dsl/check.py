@@ -15,7 +15,8 @@ from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_pro
 from decode.dsl.ir import Arg, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
-from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, lookup, spell_value
+from decode.dsl.catalogue import CATALOGUE, lookup
+from decode.dsl.spec import ClauseSpec, Param, spell_value
 
 # Names people bring from other libraries; difflib alone would not find these.
 ALIASES = {

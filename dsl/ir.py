@@ -17,7 +17,8 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from decode.dsl.errors import RecipeWarning, line_col
-from decode.dsl.stages import ClauseSpec, lookup
+from decode.dsl.catalogue import lookup
+from decode.dsl.spec import ClauseSpec
 
 LANG_VERSION = "1"
 
@@ -202,7 +203,7 @@ class Recipe:
             return f"argmax, because temp 0 means argmax{unused}"
         if samplers:
             return f"sampling, because {names} {'samples' if len(samplers) == 1 else 'sample'}"
-        from decode.dsl.stages import sampling_clause_names
+        from decode.dsl.catalogue import sampling_clause_names
 
         return ("argmax, because no clause samples (the sampling clauses are "
                 f"{sampling_clause_names()})")

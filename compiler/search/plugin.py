@@ -34,7 +34,8 @@ import torch
 from decode.compiler import plugins
 from decode.compiler.plugins import Arg, PluginError, defined_at, guarded, source_file
 from decode.compiler.search.base import Search
-from decode.dsl.stages import CATALOGUE, ClauseSpec, register
+from decode.dsl.catalogue import CATALOGUE, register
+from decode.dsl.spec import ClauseSpec
 
 REQUIRED_METHODS = ("init", "step", "done", "finalize")
 
