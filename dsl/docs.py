@@ -37,7 +37,7 @@ def reference_markdown() -> str:
         "- Logit stages apply in the order written: `topp 0.9 temp 0.7` truncates the raw",
         "  distribution, then sharpens it.",
         "- Selection samples iff some clause samples: " + sampling_clause_names() + ".",
-        "  Otherwise it is argmax. `temp 0` means argmax, whatever else the recipe says.",
+        f"  Otherwise it is argmax. {_argmax_clauses()} means argmax, whatever else the recipe says.",
         "- Strings use the escapes `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"` and `\\uXXXX` (XXXX not a",
         "  surrogate, D800-DFFF: write a character above U+FFFF itself). A string is never empty.",
         "- Numbers: `4`, `-1`, `0.9`, `.5`, `1e-3`. A float argument accepts an integer.",
@@ -84,6 +84,11 @@ def reference_markdown() -> str:
                 lines += [spec.details, ""]
     lines += _USER_STAGES
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _argmax_clauses() -> str:
+    """'`temp 0`': how a recipe asks for argmax whatever else samples."""
+    return " or ".join(f"`{s.argmax_doc}`" for s in CATALOGUE.values() if s.argmax is not None)
 
 
 _USER_STAGES = [

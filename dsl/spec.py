@@ -109,20 +109,91 @@ class Param:
 
 
 Sampling = Union[bool, Callable[[Mapping[str, Any]], bool]]
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a clause's `check` found wrong with a recipe: the message, the argument to point
+    at (its key; None: the whole clause) and the fix to suggest.
+
+        >>> Problem("groups=3 does not divide the beam width 4", key="groups").key
+        'groups'
+    """
+
+    message: str
+    key: str | None = None
+    suggestion: str | None = None
+
+
+ROLES = ("mask", "shift", "factor", "scale", "truncation")
+
+
+def _sets_nothing(params: Params, ids: Callable, kw: Mapping[str, Any]) -> dict:
+    return {}
+
+
+@dataclass(frozen=True, eq=False)
+class HF:
+    """How a clause maps onto transformers' `generate()` (dsl/reference.py reads it).
+
+    `kwargs(params, ids, kw)` gives the arguments the clause sets, from its resolved params,
+    `ids(text)` (the token ids of a text) and `kw` (the arguments so far: a repeatable
+    clause adds to its own); `neutral` holds those arguments switched off. `note(params)` is
+    a caveat worth knowing; `refuse(params, sampling)` why transformers cannot run the
+    clause (None: it can). A search sets `beams` when transformers runs it as beam search,
+    and `one_draw(params)` when it draws one sequence per prompt (from a one-token
+    distribution, argmax).
+
+    A logit stage has `rank`, its place in transformers' fixed processor order, and `role`,
+    what it does to a logit vector, which says what it commutes with: `mask` sets some to
+    -inf, `shift` adds to some, `factor` scales each by a positive factor chosen by its
+    sign, `scale` divides all by one positive number, `truncation` keeps some tokens (by
+    rank alone if `by_rank`; never dropping the most likely one if `keeps_argmax`; at least
+    the parameter `keep` many, transformers' min_tokens_to_keep). transformers applies
+    `scale` and `truncation` (its warpers) only when sampling.
+
+        >>> HF(lambda p, ids, kw: {"top_p": p["p"]}, {"top_p": 1.0}).kwargs({"p": 0.9}, str, {})
+        {'top_p': 0.9}
+    """
+
+    kwargs: Callable[[Params, Callable, Mapping[str, Any]], dict] = _sets_nothing
+    neutral: Mapping[str, Any] = field(default_factory=dict)
+    note: Callable[[Params], str] | None = None
+    refuse: Callable[[Params, bool], "str | None"] | None = None
+    beams: bool = False
+    one_draw: Callable[[Params], bool] | None = None
+    rank: int | None = None
+    role: str = ""
+    by_rank: bool = False
+    keeps_argmax: bool = False
+    keep: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role and self.role not in ROLES:
+            raise ValueError(f"HF role must be one of {ROLES}, not {self.role!r}")
 
 
 @dataclass(frozen=True)
 class ClauseSpec:
     """A clause of the language: its arguments and what it means.
 
-    `sampling` is a bool or a predicate on the resolved params (temp samples iff t > 0).
-    `impl` is the dotted path of the compiler's implementation, or the implementation
-    itself (a user stage's kernel: an object with `apply`, `STATIC` and optionally
-    `prepare`, like a stage module); None: handled by the engine loop itself, e.g. `max`.
-    `details` is a paragraph for the language reference (exact semantics).
+    `sampling` is a bool or a predicate on the resolved params (temp samples iff t > 0);
+    `argmax(params)` says the clause makes selection argmax whatever else samples (temp 0),
+    `argmax_doc` how a recipe writes that. `impl` is the dotted path of the compiler's
+    implementation, or the implementation itself (a user stage's kernel: an object with
+    `apply`, `STATIC` and optionally `prepare`, like a stage module); None: handled by the
+    engine loop itself, e.g. `max`, whose value is then a `setting` the engine reads
+    (`Recipe.setting("max_new_tokens")`; written at its default, it says nothing).
+    `beam_variant` marks a modifier that turns `beam K` into another beam search.
+    `details` is a paragraph for the language reference (exact semantics); `aliases` are
+    names other libraries use for the clause (for "did you mean"); `hf` its transformers
+    equivalent (None: there is none).
     `explain(params) -> str` says in plain words, with the clause's own numbers, what it
-    does (`decode explain`); `check(clause, clauses) -> str | None` is a recipe-level rule
-    (e.g. "needs a beam search"): it returns the error message, or None when all is well.
+    does (`decode explain`); `check(clause, clauses) -> str | Problem | None` is a
+    recipe-level rule (e.g. "needs a beam search"): it returns what is wrong, or None when
+    all is well; `warn(clause, clauses) -> str | None` says what is allowed but likely a
+    mistake.
 
         >>> ClauseSpec("temp", "logit", "divide by T", sampling=lambda p: p["t"] > 0).is_sampling({"t": 0.0})
         False
@@ -138,10 +209,17 @@ class ClauseSpec:
     reference: str | None = None
     cite: str | None = None
     impl: Any = None
+    beam_variant: bool = False
+    setting: str | None = None
     sampling_doc: str = field(default="", compare=False)
+    argmax: Callable[[Params], bool] | None = field(default=None, compare=False)
+    argmax_doc: str = field(default="", compare=False)
     details: str = field(default="", compare=False)
-    explain: Callable[[Mapping[str, Any]], str] | None = field(default=None, compare=False)
-    check: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+    hf: HF | None = field(default=None, compare=False)
+    explain: Callable[[Params], str] | None = field(default=None, compare=False)
+    check: Callable[[Any, tuple], "str | Problem | None"] | None = field(default=None, compare=False)
+    warn: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -149,6 +227,8 @@ class ClauseSpec:
         variadic = [p for p in self.positional if p.variadic]
         if variadic and self.positional[-1] is not variadic[-1] or len(variadic) > 1:
             raise ValueError(f"clause {self.name}: only the last positional may be variadic")
+        if self.kind == "logit" and self.hf is not None and (self.hf.rank is None or not self.hf.role):
+            raise ValueError(f"clause {self.name}: a logit stage's hf needs its rank and role")
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -157,8 +237,11 @@ class ClauseSpec:
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
-    def is_sampling(self, params: Mapping[str, Any]) -> bool:
+    def is_sampling(self, params: Params) -> bool:
         return self.sampling(params) if callable(self.sampling) else bool(self.sampling)
+
+    def is_argmax(self, params: Params) -> bool:
+        return self.argmax is not None and self.argmax(params)
 
     def usage(self) -> str:
         """The clause as one would write it, e.g. 'beam K [lenpen=1.0] ...'."""
