@@ -335,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     import decode
-    from decode.compiler.plan import compile as lower
+    from decode.compiler.plan import compile as lower, returns_per_prompt
     from decode.jobs.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.runtime import ModelError
     from decode.traces.record import TraceRecorder, target_problem
@@ -357,7 +357,7 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
             raise ModelError(f"--prompt-ids: {problem}")
         plan = lower(recipe)
         callbacks = []
-        stream = _streamer(model, args) if not args.json and _rows(recipe) == 1 else None
+        stream = _streamer(model, args) if not args.json and returns_per_prompt(plan) == 1 else None
         if stream is not None:
             callbacks.append(stream)
         recorder = TraceRecorder(trace, plan, model, [prompt]) if trace is not None else None
@@ -394,11 +394,6 @@ def _both(callbacks: list):
             cb(t, tokens, info)
 
     return on_step
-
-
-def _rows(recipe: Recipe) -> int:
-    p = dict(recipe.search.params)
-    return int(p.get("return", p.get("n", p.get("k", 1))) or 1)
 
 
 def _streamer(model, args):
