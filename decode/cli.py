@@ -196,7 +196,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         table.add_column(col)
     rows = [(str(i), c) for i, c in enumerate(recipe.stages, 1)]
     rows += [("select", recipe.search)] + [("select", c) for c in recipe.modifiers]
-    rows += [("loop", c) for c in recipe.canonical_clauses if c.kind in ("limit", "stop", "control")]
+    rows += [("loop", c) for c in recipe.loop_clauses]
     for step, c in rows:
         table.add_row(step, c.name, c.kind, Text(_args_text(c)), Text(c.spec.doc))
     out.print(table)
