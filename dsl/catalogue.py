@@ -15,6 +15,7 @@ from decode.dsl.spec import (BIG_WHY, DIVISOR_WHY, HF, LENPEN, SCALE, ClauseSpec
                              Problem, spell_value)
 
 CATALOGUE: dict[str, ClauseSpec] = {}
+DEFAULT_SEARCH = "greedy"  # the search of a recipe that writes none
 
 
 def register(spec: ClauseSpec, *, replace: bool = False) -> ClauseSpec:
@@ -57,7 +58,7 @@ def _beam_variant_problem(c: Any, clauses: tuple) -> Problem | None:
     search = next((x for x in clauses if x.kind == "search"), None)
     groups = c.get("groups")
     if search is None or search.name != "beam":
-        found = search.canonical if search is not None else "greedy (the default)"
+        found = search.canonical if search is not None else f"{DEFAULT_SEARCH} (the default)"
         return Problem(f"'{c.name}' needs a 'beam K' search, found {found}",
                        suggestion=f"beam {2 * groups}" if groups else None)
     k = search["k"]

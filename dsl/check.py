@@ -15,7 +15,7 @@ from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_pro
 from decode.dsl.ir import Arg, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
-from decode.dsl.catalogue import CATALOGUE, clause_problem, lookup
+from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, clause_problem, lookup
 from decode.dsl.spec import ClauseSpec, Param, spell_value
 
 def parse(text: "str | Recipe") -> Recipe:
@@ -86,7 +86,7 @@ def suggest(word: str, choices: Iterable[str], aliases: dict[str, str] | None = 
 def _check(text: str, raw: list[RawClause]) -> Recipe:
     if not raw:
         raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
-                          Span(0, len(text)), suggestion="greedy")
+                          Span(0, len(text)), suggestion=DEFAULT_SEARCH)
     for rc in raw:  # `temp nan` reads as two clauses, and `nan` would only be "unknown"
         if rc.name.lower() in NONFINITE and lookup(rc.name) is None:
             raise nonfinite_error(rc.name, rc.name_span)

@@ -5,12 +5,12 @@
 """
 from __future__ import annotations
 
-from decode.dsl.catalogue import CATALOGUE, sampling_clause_names
+from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, sampling_clause_names
 from decode.dsl.ir import LANG_VERSION
 from decode.dsl.spec import KINDS
 
 _KIND_TITLES = {
-    "search": "Search (exactly one; `greedy` when none is written)",
+    "search": f"Search (exactly one; `{DEFAULT_SEARCH}` when none is written)",
     "modifier": "Search modifiers",
     "logit": "Logit stages (applied in written order)",
     "limit": "Limits",

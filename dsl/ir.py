@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from decode.dsl.errors import RecipeWarning, line_col
-from decode.dsl.catalogue import lookup, sampling_clause_names, setting_spec
+from decode.dsl.catalogue import DEFAULT_SEARCH, lookup, sampling_clause_names, setting_spec
 from decode.dsl.spec import ClauseSpec
 
 LANG_VERSION = "1"
@@ -133,7 +133,7 @@ def _is_default(p: Any, values: dict[str, Any]) -> bool:
     return type(value) is type(default) and value == default
 
 
-_GREEDY = Clause("greedy", (), NOWHERE, ())
+_DEFAULT_SEARCH = Clause(DEFAULT_SEARCH, (), NOWHERE, ())
 _TAIL_KINDS = ("limit", "stop", "control")
 
 
@@ -161,7 +161,7 @@ class Recipe:
     def search(self) -> Clause:
         """The search clause; a synthesized `greedy` when none was written."""
         found = self._of_kind("search")
-        return found[0] if found else _GREEDY
+        return found[0] if found else _DEFAULT_SEARCH
 
     @property
     def modifiers(self) -> tuple[Clause, ...]:

@@ -23,15 +23,23 @@ HF_VERSION = "4.55.4"
 WARPERS = ("scale", "truncation")  # roles transformers applies only when sampling (`HF.role`)
 
 
+# The order `decode explain` lists generate()'s arguments in; one not listed comes after these.
+SHOWN = ("do_sample", "num_beams", "num_beam_groups", "diversity_penalty", "length_penalty",
+         "early_stopping", "num_return_sequences", "max_new_tokens", "min_new_tokens", "temperature",
+         "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+         "no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "stop_strings")
+
+
 def _neutral() -> dict[str, Any]:
-    """Every generate() argument a clause sets, switched off: transformers' own defaults,
-    except top_k (its default 50 would truncate); what a recipe does not ask for is off,
-    whatever the checkpoint's generation config says."""
+    """Every generate() argument a clause sets (its entry's `hf.neutral`), switched off:
+    transformers' own defaults, except top_k (its default 50 would truncate); what a recipe
+    does not ask for is off, whatever the checkpoint's generation config says."""
     out: dict[str, Any] = {"do_sample": False}
     for spec in CATALOGUE.values():
         if spec.hf is not None:
             out.update(spec.hf.neutral)
-    return out
+    order = {name: i for i, name in enumerate(SHOWN)}
+    return {k: out[k] for k in sorted(out, key=lambda k: order.get(k, len(SHOWN)))}
 
 
 NEUTRAL: dict[str, Any] = _neutral()
