@@ -21,6 +21,7 @@ from decode.dsl.ir import Clause, Recipe
 HF_VERSION = "4.55.4"
 
 WARPERS = ("scale", "truncation")  # roles transformers applies only when sampling (`HF.role`)
+POINTWISE = ("shift", "factor", "scale")  # roles that map each logit on its own, -inf to -inf
 
 
 # The order `decode explain` lists generate()'s arguments in; one not listed comes after these.
@@ -98,22 +99,34 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
     for c in r.clauses:
         if c.spec.hf is None:
             raise NoReference(f"transformers has no equivalent of '{c.name}' ({c.spec.doc})")
+    sampling, stages, notes = _selection(r)
+    for c in r.clauses:
+        reason = c.spec.hf.refuse(c.param_dict, sampling) if c.spec.hf.refuse else None
+        if reason:
+            raise NoReference(reason)
+    _check_order(stages)
+    kw = _kwargs(r, stages, sampling, encode, notes)
+    return Reference(kw, "equivalent", tuple(notes))
+
+
+def _selection(r: Recipe) -> tuple[bool, tuple[Clause, ...], list[str]]:
+    """(do_sample, the stages transformers applies, notes): an argmax clause (temp 0) makes
+    sampling argmax, and without sampling transformers ignores its warpers."""
     stages, notes = r.stages, []
-    sampling = any(c.sampling for c in r.clauses)  # before an argmax clause (temp 0) turns it off
+    sampling = any(c.sampling for c in r.clauses)  # before an argmax clause turns it off
     cold = next((c for c in stages if c.spec.is_argmax(c.param_dict)), None)
     if sampling and cold is not None:
         _check_cold(r, cold)
         sampling, stages = False, tuple(c for c in stages if c.spec.hf.role != "truncation")
         notes.append(f"{cold.spec.argmax_doc} leaves only the most likely token, so this is argmax "
                      "(do_sample=False)")
-    if not sampling:  # transformers ignores warpers without do_sample; temp 0 is argmax anyway
+    if not sampling:
         stages = tuple(c for c in stages if c.spec.hf.role not in WARPERS)
-    for c in r.clauses:
-        reason = c.spec.hf.refuse(c.param_dict, sampling) if c.spec.hf.refuse else None
-        if reason:
-            raise NoReference(reason)
-    _check_order(stages)
+    return sampling, stages, notes
 
+
+def _kwargs(r: Recipe, stages: tuple[Clause, ...], sampling: bool, encode: Any, notes: list[str]) -> dict:
+    """generate()'s arguments: what the clauses' entries set, all else neutral."""
     kw = dict(_neutral(), do_sample=sampling)
     beams = r.search.spec.hf.beams
     if beams and (any(c.spec.hf.role not in WARPERS for c in stages) or r.modifiers):
@@ -127,7 +140,7 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
             _keep(c, params[hf.keep], beams, notes)
         if hf.note is not None:
             notes.append(hf.note(params))
-    return Reference(kw, "equivalent", tuple(notes))
+    return kw
 
 
 def _keep(c: Clause, keep: int, beams: bool, notes: list[str]) -> None:
@@ -159,7 +172,7 @@ def _commute(a: Clause, b: Clause) -> bool:
     roles = {a.spec.hf.role, b.spec.hf.role}
     if roles in ({"mask"}, {"shift"}):
         return True  # -inf sets, or additions
-    if "mask" in roles and len(roles) == 2 and roles <= {"mask", "shift", "factor", "scale"}:
+    if "mask" in roles and len(roles) == 2 and roles <= {"mask", *POINTWISE}:
         return True  # a pointwise map keeps -inf at -inf
     if roles == {"scale", "factor"} or "scale" in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
         return True  # T > 0 keeps signs and ranks

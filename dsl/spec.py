@@ -108,8 +108,8 @@ class Param:
         return spell_value(value)
 
 
-Sampling = Union[bool, Callable[[Mapping[str, Any]], bool]]
 Params = Mapping[str, Any]
+Sampling = Union[bool, Callable[[Params], bool]]
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 has the same fields does."""
 import pytest
 
-from decode.dsl import CATALOGUE, ClauseSpec, Param, RecipeError, fmt, hf_kwargs, hf_reference, parse, register
+from decode.dsl import (CATALOGUE, HF, ClauseSpec, Param, Problem, RecipeError, fmt, hf_kwargs, hf_reference,
+                        parse, register)
 from decode.dsl.reference import NEUTRAL
-from decode.dsl.spec import HF
 
 pytestmark = pytest.mark.usefixtures("restore_catalogue")
 
@@ -57,8 +57,6 @@ def test_a_declared_argmax_clause_makes_selection_argmax():
 
 def test_a_declared_check_points_at_the_argument_it_names():
     def check(c, clauses):
-        from decode.dsl.spec import Problem
-
         return Problem("width too odd", key="w", suggestion="wide 2") if c["w"] % 2 else None
 
     register(ClauseSpec("wide", "logit", "w", positional=(Param("w", "int"),), check=check, impl="plugin.wide"))
