@@ -15,7 +15,8 @@ import numbers
 import torch
 
 from decode.compiler.plan import Plan, compile as lower
-from decode.dsl import Recipe, lookup
+from decode.dsl import Recipe
+from decode.dsl.catalogue import setting_spec
 
 
 def kind(x) -> str:
@@ -101,7 +102,7 @@ def seed_value(seed, name: str = "seed") -> int | None:
     """None, or an int in the range the recipe's `seed` clause takes (0..2**64-1)."""
     if seed is None:
         return None
-    hi = lookup("seed").positional[0].hi
+    hi = setting_spec("seed").positional[0].hi
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name} must be an int in 0..{hi} or None; got {kind(seed)}")
     if not 0 <= seed <= hi:

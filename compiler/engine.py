@@ -21,6 +21,7 @@ from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind
 from decode.compiler.step import context, decode_step, prefill, stateful
 from decode.compiler.stops import StopStrings
+from decode.dsl import lookup
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer
 from decode.runtime.memory import check_decode
 
@@ -65,7 +66,7 @@ def _bind_stages(plan: Plan, model, search, device):
     """[(name, kernel, static params, tensor params)] for the plan's stages, in order."""
     bound = []
     for st in plan.stages:
-        params = search.stage_params(dict(st.params))
+        params = search.stage_params(lookup(st.name), dict(st.params))
         static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device)
         bound.append((st.name, st.kernel, static, tensors))
     return bound

@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+from decode.compiler.search.base import SearchConfig
 from decode.dsl import Recipe, lookup, parse
 
 
@@ -81,3 +82,14 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
         stop=tuple(recipe.stop_strings),
         seed=recipe.seed,
     )
+
+
+def returns_per_prompt(plan: Plan) -> int:
+    """How many sequences `plan` returns per prompt, as its search says (`returns`).
+
+        >>> returns_per_prompt(compile("beam 4 return=2"))
+        2
+    """
+    search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
+                                      sampling=plan.sampling))
+    return getattr(search, "returns", search.rows)  # the lead's rewrite gives every search `returns`

@@ -12,7 +12,7 @@
 
     $ decode run --stage softcap.py "sample 4 | softcap 30 | topp 0.9" --prompt "ROMEO:"
 
-The decorator registers a catalogue entry (`dsl.stages.register`) whose `impl` is a
+The decorator registers a catalogue entry (`dsl.catalogue.register`) whose `impl` is a
 `Kernel` around the function, so the parser, `fmt`, `explain`, the docs and the compiler
 know the clause exactly as they know a built-in one. The function sees what a built-in
 kernel sees (see `compiler/stages/__init__.py`): logits [R, V] (log-probabilities under a
@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from decode.compiler.plugin_errors import PluginError, defined_at, guarded, kind_of, source_file
 from decode.compiler.plugin_errors import checked_step  # noqa: F401  (compiler/engine.py imports it from here)
-from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, register
+from decode.dsl.catalogue import CATALOGUE, register
+from decode.dsl.spec import ClauseSpec, Param
 
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -196,7 +196,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         table.add_column(col)
     rows = [(str(i), c) for i, c in enumerate(recipe.stages, 1)]
     rows += [("select", recipe.search)] + [("select", c) for c in recipe.modifiers]
-    rows += [("loop", c) for c in recipe.canonical_clauses if c.kind in ("limit", "stop", "control")]
+    rows += [("loop", c) for c in recipe.loop_clauses]
     for step, c in rows:
         table.add_row(step, c.name, c.kind, Text(_args_text(c)), Text(c.spec.doc))
     out.print(table)
@@ -335,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     import decode
-    from decode.compiler.plan import compile as lower
+    from decode.compiler.plan import compile as lower, returns_per_prompt
     from decode.jobs.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.runtime import ModelError
     from decode.traces.record import TraceRecorder, target_problem
@@ -357,7 +357,7 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
             raise ModelError(f"--prompt-ids: {problem}")
         plan = lower(recipe)
         callbacks = []
-        stream = _streamer(model, args) if not args.json and _rows(recipe) == 1 else None
+        stream = _streamer(model, args) if not args.json and returns_per_prompt(plan) == 1 else None
         if stream is not None:
             callbacks.append(stream)
         recorder = TraceRecorder(trace, plan, model, [prompt]) if trace is not None else None
@@ -394,11 +394,6 @@ def _both(callbacks: list):
             cb(t, tokens, info)
 
     return on_step
-
-
-def _rows(recipe: Recipe) -> int:
-    p = dict(recipe.search.params)
-    return int(p.get("return", p.get("n", p.get("k", 1))) or 1)
 
 
 def _streamer(model, args):

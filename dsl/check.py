@@ -15,19 +15,8 @@ from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_pro
 from decode.dsl.ir import Arg, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
-from decode.dsl.stages import CATALOGUE, ClauseSpec, Param, lookup, spell_value
-
-# Names people bring from other libraries; difflib alone would not find these.
-ALIASES = {
-    "temperature": "temp", "top_k": "topk", "top_p": "topp", "nucleus": "topp",
-    "min_p": "minp", "typical_p": "typical", "epsilon_cutoff": "epsilon", "eta_cutoff": "eta",
-    "repetition_penalty": "repetition", "presence_penalty": "presence",
-    "frequency_penalty": "frequency", "no_repeat_ngram_size": "norepeat",
-    "min_new_tokens": "minlen", "max_new_tokens": "max", "max_tokens": "max",
-    "stop_strings": "stop", "bad_words": "ban", "sequence_bias": "bias", "argmax": "greedy",
-    "beam_search": "beam", "num_beams": "beam", "diverse_beam": "diverse", "top_n_sigma": "topnsigma",
-}
-
+from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, clause_problem, lookup
+from decode.dsl.spec import ClauseSpec, Param, spell_value
 
 def parse(text: "str | Recipe") -> Recipe:
     """Parse and check a recipe; every mistake is a RecipeError with a span.
@@ -97,7 +86,7 @@ def suggest(word: str, choices: Iterable[str], aliases: dict[str, str] | None = 
 def _check(text: str, raw: list[RawClause]) -> Recipe:
     if not raw:
         raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
-                          Span(0, len(text)), suggestion="greedy")
+                          Span(0, len(text)), suggestion=DEFAULT_SEARCH)
     for rc in raw:  # `temp nan` reads as two clauses, and `nan` would only be "unknown"
         if rc.name.lower() in NONFINITE and lookup(rc.name) is None:
             raise nonfinite_error(rc.name, rc.name_span)
@@ -130,7 +119,8 @@ def _bare_word_hint(err: RecipeError, rc: RawClause, nxt: RawClause | None) -> R
 def _clause(rc: RawClause) -> Clause:
     spec = lookup(rc.name)
     if spec is None:
-        hint = suggest(rc.name, CATALOGUE, ALIASES)
+        aliases = {a: s.name for s in CATALOGUE.values() for a in s.aliases}  # names other libraries use
+        hint = suggest(rc.name, CATALOGUE, aliases)
         raise RecipeError(f"unknown clause '{rc.name}'", rc.name_span, suggestion=hint)
     values: dict[str, Any] = {}
     _positionals(spec, rc, values)
@@ -288,42 +278,22 @@ def _check_recipe(clauses: tuple[Clause, ...]) -> None:
             raise RecipeError(f"duplicate '{c.name}': it may appear only once "
                               f"(already written as '{seen[c.name].canonical}')", c.span)
         seen.setdefault(c.name, c)
-    search = searches[0] if searches else None
-    for c in clauses:
-        if c.name == "beam" and c["return"] > c["k"]:
-            arg = next(a for a in c.args if a.key == "return")
-            raise RecipeError(f"return={c['return']} is more than the beam width {c['k']}: "
-                              f"a beam search returns at most K sequences", arg.span,
-                              suggestion=f"return={c['k']}")
-        if c.name == "diverse":
-            if search is None or search.name != "beam":
-                found = search.canonical if search else "greedy (the default)"
-                raise RecipeError(f"'diverse' needs a 'beam K' search, found {found}", c.span,
-                                  suggestion=f"beam {2 * c['groups']}")
-            k, g = search["k"], c["groups"]
-            if k % g:
-                arg = next(a for a in c.args if a.key == "groups")
-                divisors = [d for d in range(1, k + 1) if k % d == 0]
-                raise RecipeError(f"groups={g} does not divide the beam width {k}: use one of "
-                                  f"{', '.join(map(str, divisors))}", arg.span)
-    for c in clauses:  # rules a clause states itself (a catalogue entry's or a plugin's `check`)
-        message = c.spec.check(c, clauses) if c.spec.check is not None else None
-        if message:
-            raise RecipeError(message, c.span)
+    for c in clauses:  # rules a clause states itself (its catalogue entry's)
+        problem = clause_problem(c, clauses)
+        if problem is not None:
+            raise RecipeError(problem.message, _span_of(c, problem.key), suggestion=problem.suggestion)
+
+
+def _span_of(c: Clause, key: str | None) -> Span:
+    """The span of argument `key` of `c` as written (by key or by place); else the clause's."""
+    if key is None:
+        return c.span
+    by_place = dict(zip((p.name for p in c.spec.positional), (a for a in c.args if a.key is None)))
+    written = next((a for a in c.args if a.key == key), by_place.get(key))
+    return c.span if written is None else written.span
 
 
 def _warnings(clauses: tuple[Clause, ...]) -> list[RecipeWarning]:
-    out = []
-    cold = next((c for c in clauses if c.name == "temp" and c["t"] == 0), None)
-    samplers = [c for c in clauses if c.sampling]
-    if cold is not None and samplers:
-        names = ", ".join(f"'{c.canonical}'" for c in samplers)
-        out.append(RecipeWarning(
-            f"temp 0 means argmax: it leaves only the most likely token, so {names} cannot change "
-            "which token is chosen; drop temp 0 or use temp > 0", cold.span))
-    for c in clauses:
-        if c.name == "diverse" and c["groups"] > 1 and c["penalty"] == 0:
-            out.append(RecipeWarning(
-                "diverse with penalty=0 runs independent beam searches that find the same "
-                "hypotheses; set penalty > 0 (e.g. penalty=0.5)", c.span))
-    return out
+    """What the clauses' entries call allowed but likely a mistake (their `warn`)."""
+    found = [(c, c.spec.warn(c, clauses)) for c in clauses if c.spec.warn is not None]
+    return [RecipeWarning(message, c.span) for c, message in found if message]

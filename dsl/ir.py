@@ -17,7 +17,8 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from decode.dsl.errors import RecipeWarning, line_col
-from decode.dsl.stages import ClauseSpec, lookup
+from decode.dsl.catalogue import DEFAULT_SEARCH, lookup, sampling_clause_names, setting_spec
+from decode.dsl.spec import ClauseSpec
 
 LANG_VERSION = "1"
 
@@ -132,7 +133,7 @@ def _is_default(p: Any, values: dict[str, Any]) -> bool:
     return type(value) is type(default) and value == default
 
 
-_GREEDY = Clause("greedy", (), NOWHERE, ())
+_DEFAULT_SEARCH = Clause(DEFAULT_SEARCH, (), NOWHERE, ())
 _TAIL_KINDS = ("limit", "stop", "control")
 
 
@@ -160,7 +161,7 @@ class Recipe:
     def search(self) -> Clause:
         """The search clause; a synthesized `greedy` when none was written."""
         found = self._of_kind("search")
-        return found[0] if found else _GREEDY
+        return found[0] if found else _DEFAULT_SEARCH
 
     @property
     def modifiers(self) -> tuple[Clause, ...]:
@@ -190,7 +191,8 @@ class Recipe:
 
     @property
     def _cold(self) -> Clause | None:
-        return next((c for c in self.stages if c.name == "temp" and c["t"] == 0), None)
+        """The clause that makes selection argmax whatever else samples (`temp 0`), if any."""
+        return next((c for c in self.stages if c.spec.is_argmax(c.param_dict)), None)
 
     @property
     def sampling_reason(self) -> str:
@@ -199,33 +201,48 @@ class Recipe:
         names = ", ".join(c.canonical for c in samplers)
         if self._cold is not None:
             unused = f" ({names} cannot change the choice)" if samplers else ""
-            return f"argmax, because temp 0 means argmax{unused}"
+            return f"argmax, because {self._cold.spec.argmax_doc} means argmax{unused}"
         if samplers:
             return f"sampling, because {names} {'samples' if len(samplers) == 1 else 'sample'}"
-        from decode.dsl.stages import sampling_clause_names
-
         return ("argmax, because no clause samples (the sampling clauses are "
                 f"{sampling_clause_names()})")
 
+    def setting(self, name: str) -> Any:
+        """The value of engine setting `name`: the one parameter of the clause whose entry
+        has that `setting`, or without that clause its default (a list: (); none: None).
+
+            >>> parse("beam 4 | max 32").setting("max_new_tokens")
+            32
+        """
+        spec = setting_spec(name)
+        p = spec.params[0]
+        unset = () if p.variadic else None if p.required else p.default
+        return self.param(spec.name, p.name, unset)
+
     @property
     def max_new_tokens(self) -> int:
-        return self.param("max", "n", 128)
+        return self.setting("max_new_tokens")
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
-        return self.param("stop", "strings", ())
+        return self.setting("stop_strings")
 
     @property
     def seed(self) -> int | None:
-        return self.param("seed", "s", None)
+        return self.setting("seed")
 
     # -- canonical form ----------------------------------------------------------
     @property
     def canonical_clauses(self) -> tuple[Clause, ...]:
-        """Search, modifiers, logit stages (written order), max (unless default), stop, seed."""
-        tail = [c for kind in _TAIL_KINDS for c in self._of_kind(kind)
-                if not (c.name == "max" and c.canonical == "max")]
-        return (self.search,) + self.modifiers + self.stages + tuple(tail)
+        """Search, modifiers, logit stages (written order), then `loop_clauses`."""
+        return (self.search,) + self.modifiers + self.stages + self.loop_clauses
+
+    @property
+    def loop_clauses(self) -> tuple[Clause, ...]:
+        """max, stop, seed: what the engine loop itself carries out, in canonical order; a
+        setting written at its default (`max 128`) says nothing and is left out."""
+        return tuple(c for kind in _TAIL_KINDS for c in self._of_kind(kind)
+                     if not (c.spec.setting and c.canonical == c.name))
 
     @cached_property  # fingerprint and fmt both need it, and a `ban` may hold 100k strings
     def canonical(self) -> str:

@@ -56,6 +56,33 @@ def test_beam_prints_a_ranked_table(model, capsys):
         assert any(line.split("│")[1].strip() == rank for line in out.splitlines() if line.count("│") >= 4)
 
 
+@pytest.mark.parametrize("recipe,returns", [("greedy", 1), ("sample 3", 3), ("beam 4", 4), ("beam 4 return=1", 1),
+                                            ("sbeam 2", 2), ("beam 4 return=2 | diverse groups=2 penalty=0.5", 2)])
+def test_rows_per_prompt_are_what_the_search_returns(recipe, returns):
+    from decode.compiler.plan import compile as lower, returns_per_prompt
+
+    assert returns_per_prompt(lower(recipe)) == returns
+
+
+def test_rows_per_prompt_of_a_user_search_come_from_it_not_its_parameter_names(restore_catalogue):
+    import decode
+    from decode.compiler.plan import compile as lower, returns_per_prompt
+    from decode.dsl import ClauseSpec, Param, register
+
+    class BestOf(decode.Search):
+        """Searches with K rows and returns the best one (only built here, never run)."""
+
+        returns = 1
+        init = step = done = finalize = None
+
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.rows = cfg.params["k"]
+
+    register(ClauseSpec("bestof", "search", "best of K", positional=(Param("k", "int", lo=1),), impl=BestOf))
+    assert returns_per_prompt(lower("bestof 4")) == 1  # a single sequence: `decode run` streams it
+
+
 def test_json_is_one_object_per_prompt_with_the_design_keys_in_order(model, capsys):
     code, out, _ = run(capsys, "beam 2 | max 5", "--model", model, "--prompt", "ROMEO:", "--json",
                        "--no-compile")

@@ -2,7 +2,8 @@
 import pytest
 
 from decode.dsl import CATALOGUE, LANG_VERSION, Recipe, Span, fmt, lookup, parse
-from decode.dsl.stages import REQUIRED, reference_markdown
+from decode.dsl.docs import reference_markdown
+from decode.dsl.spec import REQUIRED
 
 DESIGN_CARD = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7"
 
@@ -172,14 +173,14 @@ def test_language_reference_doc_is_generated_from_the_catalogue():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "language.md"
     assert doc.read_text() == reference_markdown(), \
-        "docs/language.md is stale: python -c 'from decode.dsl.stages import reference_markdown as m; " \
+        "docs/language.md is stale: python -c 'from decode.dsl.docs import reference_markdown as m; " \
         "open(\"docs/language.md\", \"w\").write(m())'"
 
 
 def test_registered_clause_is_known_everywhere():
     from decode.dsl import ClauseSpec, Param, register
     from decode.dsl.reference import hf_reference
-    from decode.dsl.stages import CATALOGUE
+    from decode.dsl.catalogue import CATALOGUE
 
     spec = ClauseSpec("mystage", "logit", "scale the logits", positional=(Param("s", "float", 2.0, lo=0.0),),
                       impl="plugin.mystage")

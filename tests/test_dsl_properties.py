@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from decode.dsl import CATALOGUE, RecipeError, fmt, format_error, parse
-from decode.dsl.stages import Param, quote
+from decode.dsl.spec import Param, quote
 
 FAST = settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=50_000, deadline=None, suppress_health_check=list(HealthCheck))

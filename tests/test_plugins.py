@@ -15,7 +15,7 @@ import torch
 import decode
 from decode.cli import main
 from decode.dsl import ClauseSpec, Param, fmt, register
-from decode.dsl.stages import reference_markdown
+from decode.dsl.docs import reference_markdown
 from table_model import TableModel, chi_square, sequence_probs
 
 ROOT = Path(__file__).resolve().parents[1]

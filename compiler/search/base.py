@@ -114,8 +114,8 @@ class Search:
     def step(self, scores: torch.Tensor, at: At, state: dict) -> Choice:
         raise NotImplementedError
 
-    def stage_params(self, params: dict) -> dict:
-        """A logit stage's parameters as this search needs them (beam sampling's rule)."""
+    def stage_params(self, spec, params: dict) -> dict:
+        """A logit stage's parameters (its catalogue entry `spec`) as this search needs them."""
         return params
 
     def structure(self) -> tuple:

@@ -36,7 +36,8 @@ from decode.compiler.plugins import Arg, PluginError, defined_at, guarded, sourc
 from decode.compiler.search.base import Choice, Search
 from decode.compiler.search.beam import Beam  # noqa: F401  (decode.Beam: what a beam variant derives from)
 from decode.compiler.search.pool import BeamPool
-from decode.dsl.stages import CATALOGUE, ClauseSpec, register
+from decode.dsl.catalogue import CATALOGUE, register
+from decode.dsl.spec import ClauseSpec
 
 
 def search(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str | None = None,

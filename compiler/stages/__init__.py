@@ -22,7 +22,7 @@ parameter sweep reuses the compiled step. Removed tokens become -inf.
 
     >>> apply_stage("topk", logits, ctx, k=5)
 
-Adding a built-in stage is this one file plus its `ClauseSpec` in dsl/stages.py with
+Adding a built-in stage is this one file plus its `ClauseSpec` in dsl/catalogue.py with
 `impl="decode.compiler.stages.<name>"`: the compiler finds kernels through the
 catalogue's `impl`, never through a list of its own. A user stage is the same kernel
 contract behind `@decode.stage` (compiler/plugins.py), with no file here.

@@ -1,8 +1,6 @@
 """`bias "text" B`: add B to the logit that would complete the text's token sequence
-(transformers' SequenceBiasLogitsProcessor, `sequence_bias`).
-
-A one-token text is biased at every step, a longer one when the history ends with all of
-it but its last token. Sequences may share a stage (one bias, or one each); biases add up.
+(transformers' SequenceBiasLogitsProcessor): a one-token text at every step, a longer one
+when the history ends with all but its last token. Biases on one token add up.
 """
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ import torch
 from decode.compiler.stages._common import check_ids, encode_all, prefix_matches
 
 STATIC = frozenset({"ids"})
-NEEDS = frozenset({"tokenizer"})  # its text becomes token ids (decode.transform checks)
+NEEDS = frozenset({"tokenizer"})  # text -> ids (decode.transform checks)
 
 
 def prepare(params: dict, tokenizer) -> dict:

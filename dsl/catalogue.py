@@ -1,0 +1,472 @@
+"""The catalogue: every clause of the recipe language, in one place.
+
+The parser's checks, `fmt`, `decode explain`, `--help`, docs/language.md and the
+compiler's dispatch all read `CATALOGUE`; nothing else lists clauses. Add a clause here
+(or `register` one from a plugin) and everything knows it.
+
+    >>> lookup("topp").positional[0].hi
+    1.0
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from decode.dsl.spec import (BIG_WHY, DIVISOR_WHY, HF, LENPEN, SCALE, ClauseSpec, Param, Params,
+                             Problem, spell_value)
+
+CATALOGUE: dict[str, ClauseSpec] = {}
+DEFAULT_SEARCH = "greedy"  # the search of a recipe that writes none
+
+
+def register(spec: ClauseSpec, *, replace: bool = False) -> ClauseSpec:
+    """Add a clause to the language (plugins call this); returns the spec.
+
+        >>> register(ClauseSpec("mystage", "logit", "my stage", impl="plugin.mystage"))
+    """
+    if spec.name in CATALOGUE and not replace:
+        raise ValueError(f"clause {spec.name!r} is already in the catalogue")
+    CATALOGUE[spec.name] = spec
+    return spec
+
+
+def lookup(name: str) -> ClauseSpec | None:
+    """The spec of clause `name`, or None if the language has no such clause."""
+    return CATALOGUE.get(name)
+
+
+def setting_spec(setting: str) -> ClauseSpec:
+    """The clause whose value is the engine setting `setting`, e.g. 'seed'."""
+    return next(s for s in CATALOGUE.values() if s.setting == setting)
+
+
+def clause_problem(c: Any, clauses: tuple) -> Problem | None:
+    """What is wrong with checked clause `c` among the recipe's `clauses`: the rule of a
+    beam variant, then the clause's own `check`; None when all is well.
+
+        >>> clause_problem(parse("beam 4 return=5").search, ()).suggestion
+        'return=4'
+    """
+    found = _beam_variant_problem(c, clauses) if c.spec.beam_variant else None
+    if found is None and c.spec.check is not None:
+        found = c.spec.check(c, clauses)
+    return Problem(found) if isinstance(found, str) else found
+
+
+def _beam_variant_problem(c: Any, clauses: tuple) -> Problem | None:
+    """A modifier that turns `beam K` into another beam search needs `beam K`, its groups
+    (if it has them) dividing K, and no other such modifier."""
+    search = next((x for x in clauses if x.kind == "search"), None)
+    groups = c.get("groups")
+    if search is None or search.name != "beam":
+        found = search.canonical if search is not None else f"{DEFAULT_SEARCH} (the default)"
+        return Problem(f"'{c.name}' needs a 'beam K' search, found {found}",
+                       suggestion=f"beam {2 * groups}" if groups else None)
+    k = search["k"]
+    if groups is not None and k % groups:
+        divisors = ", ".join(str(d) for d in range(1, k + 1) if k % d == 0)
+        return Problem(f"groups={groups} does not divide the beam width {k}: use one of {divisors}",
+                       key="groups")
+    others = [x.name for x in clauses if x.name != c.name and x.spec.beam_variant]
+    if others:
+        return Problem(f"'{c.name}' and '{others[0]}' both change how a beam search chooses; use one of them")
+    return None
+
+
+def sampling_clause_names() -> str:
+    """'sample, sbeam, temp (when t > 0), ...': the clauses that make a recipe sample."""
+    names = []
+    for spec in CATALOGUE.values():
+        if callable(spec.sampling):
+            names.append(f"{spec.name} ({spec.sampling_doc})" if spec.sampling_doc else spec.name)
+        elif spec.sampling:
+            names.append(spec.name)
+    return ", ".join(names)
+
+
+# -- helpers of the built-in entries --------------------------------------------------------
+
+_LENPEN_WHY = ("for lengths up to 2**20 tokens length**lenpen then stays within 2**-80..2**80, "
+               "so the scores stay finite float32 numbers")
+
+
+def _keep() -> Param:
+    return Param("keep", "int", 1, lo=1,
+                 doc="always keep at least this many tokens (transformers' min_tokens_to_keep)")
+
+
+def _t_positive(params: Params) -> bool:
+    return params["t"] > 0
+
+
+def _t_zero(params: Params) -> bool:
+    return params["t"] == 0
+
+
+def _sets(**kwargs: str) -> Callable:
+    """`HF.kwargs` giving each generate() argument one parameter's value: _sets(top_p="p")."""
+    return lambda p, ids, kw: {name: p[param] for name, param in kwargs.items()}
+
+
+def _hf(kwarg: str, param: str, neutral: Any, **facts: Any) -> HF:
+    """The transformers mapping of a clause that sets one argument from one parameter."""
+    return HF(_sets(**{kwarg: param}), {kwarg: neutral}, **facts)
+
+
+def _truncation(kwarg: str, param: str, neutral: Any, rank: int, **facts: Any) -> HF:
+    """A truncation with `keep` (min_tokens_to_keep) that keeps the top token unless told not to."""
+    facts = {"keeps_argmax": True, **facts}
+    return _hf(kwarg, param, neutral, rank=rank, role="truncation", keep="keep", **facts)
+
+
+def _bias_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    """sequence_bias: one entry per token sequence, a text biased twice adding up."""
+    key = ids(p["text"])
+    key = tuple(key) if isinstance(key, list) else key
+    bias = dict(kw["sequence_bias"] or {})
+    bias[key] = bias.get(key, 0.0) + p["b"]
+    return {"sequence_bias": bias}
+
+
+def _check_return(c: Any, clauses: tuple) -> Problem | None:
+    if c["return"] > c["k"]:
+        return Problem(f"return={c['return']} is more than the beam width {c['k']}: a beam search "
+                       "returns at most K sequences", key="return", suggestion=f"return={c['k']}")
+    return None
+
+
+def _check_diverse(c: Any, clauses: tuple) -> str | None:
+    if c["kind"] != "ngram" and any(a.key == "n" for a in c.args):
+        return f"n= is the n-gram size of kind=ngram; with kind={c['kind']} drop it or write kind=ngram"
+    return None
+
+
+def _warn_diverse(c: Any, clauses: tuple) -> str | None:
+    if c["groups"] > 1 and c["penalty"] == 0:
+        return ("diverse with penalty=0 runs independent beam searches that find the same "
+                "hypotheses; set penalty > 0 (e.g. penalty=0.5)")
+    return None
+
+
+def _refuse_diverse(p: Params, sampling: bool) -> str | None:
+    """Why transformers cannot run this diverse beam search (None: it can)."""
+    if sampling:
+        return ("transformers rejects diverse (group) beam search with sampling (do_sample=True); "
+                "decode runs it")
+    if p["kind"] != "hamming":
+        return f"transformers' diversity penalty is kind=hamming; it has no kind={p['kind']}"
+    if p["penalty"] == 0 and p["groups"] > 1:
+        return "transformers rejects num_beam_groups > 1 with diversity_penalty=0"
+    return None
+
+
+def _warn_cold(c: Any, clauses: tuple) -> str | None:
+    samplers = [x for x in clauses if x.sampling]
+    if not (_t_zero(c.param_dict) and samplers):
+        return None
+    names = ", ".join(f"'{x.canonical}'" for x in samplers)
+    return (f"temp 0 means argmax: it leaves only the most likely token, so {names} cannot change "
+            "which token is chosen; drop temp 0 or use temp > 0")
+
+
+def _explain_diverse(p: Params) -> str:
+    g, lam, kind = p["groups"], spell_value(p["penalty"]), p["kind"]
+    same = {"hamming": "for every time an earlier group chose that token at this same step",
+            "cumulative": "for every time an earlier group chose that token at any step so far",
+            "ngram": f"for every time the {p['n']}-gram it would complete already occurs in an "
+                     "earlier group's new text"}[kind]
+    return (f"the beams form {g} groups that choose in turn each step; a token's log-probability "
+            f"loses {lam} {same} (kind={kind}); then the logit stages apply")
+
+
+def _explain_siblings(p: Params) -> str:
+    gam = p["gamma"]
+    return (f"each beam's continuations are ranked by log-probability, and the r-th best loses "
+            f"{spell_value(gam)}·(r-1) ({spell_value(0.0)}, {spell_value(gam)}, "
+            f"{spell_value(2 * gam)}, ...) before all beams compete, so the survivors tend to "
+            f"have different parents; the penalties stay in the scores")
+
+
+def _explain_iterative(p: Params) -> str:
+    return (f"the beams form {p['groups']} groups searching side by side; a group may not keep a "
+            f"partial text that differs in fewer than min({p['distance']}, its length) tokens from "
+            "a text an earlier group kept at the same length: such continuations are dropped "
+            "(score -1e9), not merely penalised")
+
+
+_MAX_NEW = 128  # new tokens when a recipe has no `max`
+_S = "decode.compiler.search."
+_L = "decode.compiler.stages."
+
+for _spec in (
+    ClauseSpec(
+        "greedy", "search", "pick the most likely token at each step",
+        reference="do_sample=False, num_beams=1", impl=_S + "greedy", aliases=("argmax",),
+        hf=HF(one_draw=lambda p: True)),
+    ClauseSpec(
+        "sample", "search", "draw n independent samples from the (processed) distribution",
+        positional=(Param("n", "int", 1, lo=1, doc="number of samples per prompt"),),
+        sampling=True, reference="do_sample=True, num_return_sequences=N", impl=_S + "sample",
+        hf=_hf("num_return_sequences", "n", 1, one_draw=lambda p: p["n"] == 1)),
+    ClauseSpec(
+        "beam", "search", "beam search keeping the K best partial sequences",
+        positional=(Param("k", "int", lo=1, doc="beam width"),),
+        keywords=(
+            Param("lenpen", "float", 1.0, lo=-LENPEN, hi=LENPEN, lo_why=_LENPEN_WHY, hi_why=_LENPEN_WHY,
+                  doc="length penalty: final score = logprob / length**lenpen"),
+            Param("early", "enum", False, choices=(False, True, "never"),
+                  doc="stop when K hypotheses are done (true), on a heuristic (false), or never"),
+            Param("return", "int", None, lo=1, default_from="k",
+                  doc="how many finished beams to return (at most K)"),
+        ),
+        reference="num_beams=K, length_penalty=LENPEN, early_stopping=EARLY, num_return_sequences=RETURN",
+        cite="Graves 2012; Sutskever et al. 2014", impl=_S + "beam", check=_check_return,
+        aliases=("beam_search", "num_beams"),
+        hf=HF(_sets(num_beams="k", length_penalty="lenpen", early_stopping="early",
+                    num_return_sequences="return"),
+              {"num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1},
+              beams=True),
+        details="With a sampling stage this is beam sampling, as transformers' `do_sample=True, "
+                "num_beams=K`: each step, 2·K continuations are drawn without replacement from the "
+                "softmax of (beam score + processed log-prob) over all K·V candidates (successive "
+                "sampling, one uniform per draw); "
+                "those ending in EOS among the first K drawn become finished hypotheses, and the K "
+                "best-scoring drawn ones that do not end continue. Truncation stages then keep at "
+                "least 1 + (number of EOS ids) tokens, as in transformers. Where transformers "
+                "scores a beam that cannot continue -1e9, it scores -inf here, so a real score "
+                "below -1e9 (a cold temp, a large penalty) still ranks above it; if fewer than "
+                "RETURN hypotheses survive the logit stages, fewer are returned."),
+    ClauseSpec(
+        "sbeam", "search",
+        "stochastic beam search: K samples without replacement from the sequence tree (Gumbel-top-k)",
+        positional=(Param("k", "int", lo=1, doc="number of sequences drawn without replacement"),),
+        sampling=True, reference=None,
+        cite="Kool, van Hoof & Welling 2019, Stochastic Beams and Where to Find Them",
+        impl=_S + "sbeam",
+        details="Each step, every child of every beam gets a perturbed score: a Gumbel with "
+                "location log P(sequence so far), conditioned on its parent's score being the "
+                "maximum over the parent's subtree; the K children with the largest perturbed "
+                "scores survive (a finished beam is its own only child). The K sequences returned "
+                "are a sample without replacement from the sequence distribution the logit stages "
+                "define (fewer if fewer sequences exist), best log-probability first; `score` is "
+                "the sequence's log-probability under that distribution."),
+    ClauseSpec(
+        "diverse", "modifier", "split the beams into groups penalised for choosing what earlier groups chose",
+        keywords=(
+            Param("groups", "int", lo=1, doc="number of beam groups; must divide K"),
+            Param("penalty", "float", 0.0, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                  doc="subtracted per earlier group's choice (see kind)"),
+            Param("kind", "enum", "hamming", choices=("hamming", "cumulative", "ngram"),
+                  doc="what counts as the same choice: the token at this step (hamming), the "
+                      "token at any step so far (cumulative), the n-gram it completes (ngram)"),
+            Param("n", "int", 2, lo=1, doc="n-gram size, for kind=ngram"),
+        ),
+        reference="num_beam_groups=GROUPS, diversity_penalty=PENALTY (kind=hamming only)",
+        cite="Vijayakumar et al. 2016, Diverse Beam Search (arXiv:1610.02424; AAAI 2018), "
+             "§4 Hamming and n-gram diversity", impl=_S + "diverse", beam_variant=True,
+        explain=_explain_diverse, check=_check_diverse, warn=_warn_diverse, aliases=("diverse_beam",),
+        hf=HF(_sets(num_beam_groups="groups", diversity_penalty="penalty"),
+              {"num_beam_groups": 1, "diversity_penalty": 0.0}, refuse=_refuse_diverse),
+        details="The K beams form GROUPS groups of K/GROUPS. Each step the groups choose in "
+                "order, and group g does, in this order: (1) the diversity penalty: from each "
+                "continuation's log-probability subtract PENALTY times a count of how often groups "
+                "0..g-1 made the same choice, the count depending on `kind`: **hamming** (the "
+                "default; Vijayakumar et al.'s Hamming diversity, transformers' definition): the "
+                "number of times the token was chosen by groups 0..g-1 at this step, a finished "
+                "group's padding included as in transformers; **cumulative**: the number of times "
+                "groups 0..g-1 chose the token at any step so far, this one included, counting only "
+                "choices made while a group was still searching (a group that used a word once "
+                "keeps later groups off it for the rest of the search; related to, but simpler "
+                "than, the paper's cumulative diversity); **ngram** (the paper's n-gram diversity): "
+                "the number of times the N-gram the token would complete (the row's last N-1 new "
+                "tokens, then the token) occurs among the new tokens of the rows of groups 0..g-1 as "
+                "they stand after their choice at this step, n-grams a group wrote after it "
+                "finished left out; no penalty while a row has fewer than N-1 new tokens. "
+                "(2) the recipe's logit stages, in written order; "
+                "(3) it picks 2·K/GROUPS of its (K/GROUPS)·V continuations (beam score + processed "
+                "log-prob): the best ones, or, when the recipe samples (diverse beam sampling, "
+                "which transformers refuses), a draw without replacement from their softmax "
+                "(successive sampling), kept in draw order. Continuations ending in EOS among the first "
+                "K/GROUPS become finished hypotheses (score: sum of log-probs / length ** LENPEN); "
+                "the first K/GROUPS that do not end continue. A group stops when it holds K/GROUPS "
+                "hypotheses that no running beam can beat; the best RETURN hypotheses over all "
+                "groups are returned. With kind=hamming and without sampling this is transformers' "
+                "group beam search, token for token."),
+    ClauseSpec(
+        "siblings", "modifier",
+        "penalise each beam's continuations by their rank among the continuations of the same beam",
+        positional=(Param("gamma", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                          doc="penalty per rank below the best sibling"),),
+        cite="Li, Monroe & Jurafsky 2016, A Simple, Fast Diverse Decoding Algorithm for Neural "
+             "Generation (arXiv:1611.08562); cf. fairseq's DiverseSiblingsSearch",
+        impl=_S + "siblings", beam_variant=True, explain=_explain_siblings,
+        details="A modifier of `beam K`. Each step, after the recipe's logit stages, the "
+                "continuations of each beam (its children, siblings of one another) are ranked by "
+                "processed log-prob, 1 = the most likely; each child's score (beam score + "
+                "log-prob) loses GAMMA·(rank − 1). The beam search then picks (or, when the recipe "
+                "samples, draws) its 2·K continuations over all beams from these penalised scores, "
+                "exactly as `beam` does, so the K survivors tend to have different parents. The "
+                "penalised score is the beam's score from then on (as in fairseq), so the returned "
+                "`score` includes the penalties. fairseq's DiverseSiblingsSearch differs in two "
+                "details: it subtracts GAMMA·rank (the same ranking, every score GAMMA lower) and "
+                "skips the penalty at the first step. GAMMA = 0 is plain beam search."),
+    ClauseSpec(
+        "iterative", "modifier",
+        "iterative beam search: groups that may not keep a partial text close to one an earlier group kept",
+        keywords=(
+            Param("groups", "int", lo=1, doc="number of passes (beam groups); must divide K"),
+            Param("distance", "int", 2, lo=1,
+                  doc="a kept partial text differs from earlier groups' in at least this many tokens"),
+        ),
+        cite="Kulikov, Miller, Cho & Weston 2019, Importance of Search and Evaluation Strategies "
+             "in Neural Dialogue Modeling (INLG 2019; arXiv:1811.00907), iterative beam search",
+        beam_variant=True, impl=_S + "iterative", explain=_explain_iterative,
+        details="Iterative beam search runs GROUPS beam searches of K/GROUPS beams one after "
+                "another, and pass g discards every partial hypothesis too close to one that an "
+                "earlier pass kept at the same length. Here the passes run side by side, one step at "
+                "a time, which gives the same result: what pass g may keep at length L depends only "
+                "on what passes 0..g-1 kept at length L. A continuation of length L (new tokens) is "
+                "discarded, its score set to the -1e9 filler before the recipe's logit stages, if it "
+                "differs in fewer than min(DISTANCE, L) positions from one of the beams that an "
+                "earlier group, still searching, keeps at length L; the cap at L lets the passes "
+                "start at all, since any two texts of length L differ in at most L positions. "
+                "distance=1 forbids repeating an earlier pass's partial text exactly. Otherwise a "
+                "group searches, finishes and is returned as in `diverse` (which see); when every "
+                "continuation of a group is discarded, its beams carry the filler score and rank "
+                "last. Why it is here: it is the diversity rule stated on whole partial texts rather "
+                "than tokens, with a guarantee a penalty cannot give (no two passes keep texts "
+                "closer than DISTANCE), and it needs no penalty scale to tune."),
+    ClauseSpec(
+        "temp", "logit", "divide the logits by T (T=0 means argmax)",
+        positional=(Param("t", "float", lo=1 / SCALE, hi=SCALE, or_zero=True, doc="temperature",
+                          lo_why=DIVISOR_WHY + "; for argmax write temp 0",
+                          hi_why=DIVISOR_WHY),),
+        sampling=_t_positive, sampling_doc="when t > 0", argmax=_t_zero, argmax_doc="temp 0",
+        warn=_warn_cold, aliases=("temperature",),
+        reference="temperature=T", cite="Ackley, Hinton & Sejnowski 1985", impl=_L + "temp",
+        hf=_hf("temperature", "t", 1.0, rank=5, role="scale")),
+    ClauseSpec(
+        "topk", "logit", "keep only the K most likely tokens",
+        positional=(Param("k", "int", lo=1, doc="tokens kept"),), keywords=(_keep(),),
+        sampling=True, reference="top_k=K", aliases=("top_k",),
+        cite="Fan, Lewis & Dauphin 2018, Hierarchical Neural Story Generation", impl=_L + "topk",
+        hf=_truncation("top_k", "k", None, rank=6, by_rank=True)),
+    ClauseSpec(
+        "topp", "logit", "nucleus: keep the smallest set of tokens whose probability reaches P",
+        positional=(Param("p", "float", lo=1 / SCALE, hi=1.0, doc="nucleus mass",
+                          lo_why="a smaller P is 0 to float32 sums; any P below 6e-8 already "
+                                 "keeps only the most likely token"),),
+        keywords=(_keep(),), sampling=True, reference="top_p=P",
+        cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp",
+        aliases=("top_p", "nucleus"), hf=_truncation("top_p", "p", 1.0, rank=7),
+        details="A token stays unless the tokens less likely than it, it included, hold at most "
+                "1 - P of the mass (transformers' definition). P = 1 keeps every token, as "
+                "transformers' generate does for top_p=1.0."),
+    ClauseSpec(
+        "minp", "logit", "keep tokens whose probability is at least P times the top token's",
+        positional=(Param("p", "float", lo=0.0, hi=1.0, doc="fraction of the top probability"),),
+        keywords=(_keep(),), sampling=True, reference="min_p=P",
+        cite="Nguyen et al. 2024, Turning Up the Heat: Min-p Sampling", impl=_L + "minp",
+        aliases=("min_p",), hf=_truncation("min_p", "p", None, rank=8)),
+    ClauseSpec(
+        "typical", "logit", "locally typical sampling: keep tokens whose surprisal is closest to the entropy",
+        positional=(Param("p", "float", lo=0.0, hi=1.0, lo_open=True, doc="mass kept"),),
+        keywords=(_keep(),), sampling=True, reference="typical_p=P",
+        cite="Meister et al. 2022, Locally Typical Sampling", impl=_L + "typical",
+        aliases=("typical_p",), hf=_truncation("typical_p", "p", 1.0, rank=9, keeps_argmax=False)),
+    ClauseSpec(
+        "epsilon", "logit", "drop tokens whose probability is below E",
+        positional=(Param("e", "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True, doc="probability cutoff"),),
+        keywords=(_keep(),), sampling=True, reference="epsilon_cutoff=E",
+        cite="Hewitt, Manning & Liang 2022, Truncation Sampling as Language Model Desmoothing",
+        impl=_L + "epsilon", aliases=("epsilon_cutoff",),
+        hf=_truncation("epsilon_cutoff", "e", 0.0, rank=10)),
+    ClauseSpec(
+        "eta", "logit", "drop tokens below min(E, sqrt(E) * exp(-entropy))",
+        positional=(Param("e", "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                          doc="cutoff scale"),),
+        keywords=(_keep(),), sampling=True, reference="eta_cutoff=E",
+        cite="Hewitt, Manning & Liang 2022, Truncation Sampling as Language Model Desmoothing",
+        impl=_L + "eta", aliases=("eta_cutoff",), hf=_truncation("eta_cutoff", "e", 0.0, rank=11)),
+    ClauseSpec(
+        "topnsigma", "logit", "keep logits within N standard deviations of the largest",
+        positional=(Param("n", "float", lo=0.0, lo_open=True, doc="width in standard deviations"),),
+        sampling=True, reference=None,
+        cite="Tang et al. 2024, Top-nσ: Not All Logits Are You Need", impl=_L + "topnsigma",
+        aliases=("top_n_sigma",)),
+    ClauseSpec(
+        "mirostat", "logit",
+        "Mirostat 2.0: drop tokens more surprising than a bound that adapts so the text's "
+        "surprise per token tracks TAU",
+        keywords=(Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        doc="target surprise, bits per token"),
+                  Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="how fast the bound follows the error")),
+        sampling=True, reference=None,
+        cite="Basu et al. 2021, Mirostat (ICLR 2021, arXiv:2007.14966); the 2.0 update as in llama.cpp",
+        impl=_L + "mirostat",
+        details="Each row keeps a bound mu in bits, 2·TAU at first. The stage drops every token "
+                "whose surprise -log2 p exceeds mu (never the most likely one); selection then "
+                "draws from what is left, renormalised, and mu moves by ETA·(the drawn token's "
+                "surprise under that renormalised distribution - TAU). mu is state kept per row "
+                "(it moves with the rows of a beam search). As in llama.cpp, write it last: "
+                "it is meant to see the distribution selection draws from."),
+    ClauseSpec(
+        "repetition", "logit", "CTRL repetition penalty: shrink the logits of tokens already seen by R",
+        positional=(Param("r", "float", lo=1 / SCALE, hi=SCALE, doc="penalty (1 = none)",
+                          lo_why=DIVISOR_WHY, hi_why=DIVISOR_WHY),),
+        reference="repetition_penalty=R",
+        cite="Keskar et al. 2019, CTRL", impl=_L + "repetition", aliases=("repetition_penalty",),
+        hf=_hf("repetition_penalty", "r", 1.0, rank=1, role="factor")),
+    ClauseSpec(
+        "presence", "logit", "subtract P from the logit of every token already seen",
+        positional=(Param("p", "float", lo=-SCALE, hi=SCALE, doc="additive penalty",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY),),
+        aliases=("presence_penalty",), cite="OpenAI API presence_penalty (also vLLM)", impl=_L + "presence"),
+    ClauseSpec(
+        "frequency", "logit", "subtract F times its count from the logit of every token seen",
+        positional=(Param("f", "float", lo=-SCALE, hi=SCALE, doc="additive penalty per occurrence",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY),),
+        reference=None, cite="OpenAI API frequency_penalty (also vLLM)", impl=_L + "frequency",
+        aliases=("frequency_penalty",)),
+    ClauseSpec(
+        "norepeat", "logit", "forbid any n-gram of size N from appearing twice",
+        positional=(Param("n", "int", lo=1, doc="n-gram size"),),
+        reference="no_repeat_ngram_size=N",
+        cite="Paulus, Xiong & Socher 2017; Klein et al. 2017 (OpenNMT)", impl=_L + "norepeat",
+        aliases=("no_repeat_ngram_size",), hf=_hf("no_repeat_ngram_size", "n", 0, rank=2, role="mask")),
+    ClauseSpec(
+        "minlen", "logit", "forbid end-of-sequence before N new tokens",
+        positional=(Param("n", "int", lo=0, doc="minimum new tokens"),),
+        reference="min_new_tokens=N", impl=_L + "minlen", aliases=("min_new_tokens",),
+        hf=_hf("min_new_tokens", "n", None, rank=4, role="mask")),
+    ClauseSpec(
+        "ban", "logit", "forbid the token sequences of these strings",
+        positional=(Param("words", "str", variadic=True, doc="one or more strings"),),
+        reference="bad_words_ids=[ids(WORDS)...]", impl=_L + "ban", aliases=("bad_words",),
+        hf=HF(lambda p, ids, kw: {"bad_words_ids": [ids(w) for w in p["words"]]}, {"bad_words_ids": None},
+              rank=3, role="mask")),
+    ClauseSpec(
+        "bias", "logit", "add B to the logit that completes the token sequence of TEXT",
+        positional=(Param("text", "str", doc="the biased string"),
+                    Param("b", "float", lo=-SCALE, hi=SCALE, doc="bias added",
+                          lo_why=BIG_WHY, hi_why=BIG_WHY)),
+        repeatable=True, reference="sequence_bias={ids(TEXT): B}", impl=_L + "bias",
+        aliases=("sequence_bias",), hf=HF(_bias_kwargs, {"sequence_bias": None}, rank=0, role="shift")),
+    ClauseSpec(
+        "max", "limit", "stop after at most N new tokens",
+        positional=(Param("n", "int", _MAX_NEW, lo=1, doc="new tokens"),),
+        reference="max_new_tokens=N", setting="max_new_tokens", aliases=("max_new_tokens", "max_tokens"),
+        hf=_hf("max_new_tokens", "n", _MAX_NEW)),
+    ClauseSpec(
+        "stop", "stop", "stop a sequence when it produces one of these strings",
+        positional=(Param("strings", "str", variadic=True, doc="one or more stop strings"),),
+        reference="stop_strings=[STRINGS...]", setting="stop_strings", aliases=("stop_strings",),
+        hf=HF(lambda p, ids, kw: {"stop_strings": list(p["strings"])}, {"stop_strings": None},
+              note=lambda p: "stop_strings needs generate(..., tokenizer=tokenizer)")),
+    ClauseSpec(
+        "seed", "control", "seed the random number generator",
+        positional=(Param("s", "int", lo=0, hi=2**64 - 1, doc="seed"),),
+        reference="torch.manual_seed(S)", setting="seed",
+        hf=HF(note=lambda p: f"call torch.manual_seed({p['s']}) right before generate()")),
+):
+    register(_spec)
