@@ -178,18 +178,18 @@ class _Builder:
         self.recipe = plan.recipe.canonical
         self.tok = getattr(model, "tokenizer", None)
         self.summed = not ranks_sequences(plan.search)  # a row's score sums its tokens' log-probs
-        self.tree = Tree(0, *eos_and_pad(model), not self.summed)
-        self.rows: list[Row] | None = None
+        self.eos, self.pad = eos_and_pad(model)
+        self.tree: Tree | None = None  # made on the first step, which says how many rows
+        self.rows: list[Row] = []
         self.finished: list[Hypothesis] = []
 
     def text(self, ids: list[int]) -> str:
         return self.tok.decode(ids) if self.tok is not None else " ".join(map(str, ids))
 
     def step(self, t: int, tokens: list[int], info: dict) -> Step:
-        k = len(tokens)
-        if self.rows is None:
-            self.rows = [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(k)]
-            self.tree.rows = [None] * k
+        if self.tree is None:
+            self.tree = Tree(len(tokens), self.eos, self.pad, not self.summed)
+            self.rows = [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(len(tokens))]
         prev = self.rows
         (cands, _, sources), = per_prompt(tokens, info, 1)
         seen = self.tree.step(cands, tokens, sources)

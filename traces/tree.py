@@ -13,7 +13,10 @@ under that row's node. Each new row then takes:
 - else a node of its own, "unlisted" (its log-prob unknown): a search may list only a few
   candidates per row (greedy and sampling list the top 5) and draw another.
 
-Nothing here asks which search ran. Torch-free: it reads plain lists.
+The records cannot tell one case apart: a row writing padding that is also an EOS id, which
+no candidate lists, has stopped (a done group of diverse beam search) or drew that EOS
+unlisted (sampling). There the tree takes the search's own word, `ranks_sequences`, never its
+name. Torch-free: it reads plain lists.
 """
 from __future__ import annotations
 
