@@ -1,6 +1,7 @@
 """`decode run --trace` and `decode viz`: the trace is complete (every kept hypothesis
 reaches the prompt, every returned sequence is a path of kept tokens), its tree matches
 the search's true parents, and the terminal and HTML drawings show it."""
+import copy
 import dataclasses
 import io
 import json
@@ -29,6 +30,13 @@ RECIPES = {
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, sp_tokenizer_dir):
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), sp_tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    import decode
+
+    return decode.load()
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +89,37 @@ def test_every_kept_hypothesis_reaches_the_prompt_and_every_result_is_a_path(tra
             ref = nodes[ref]["parent_node"]
             steps += 1
         assert steps == c["step"]
-    final = lines[-1]["results"][0]["sequences"]
-    assert len(final) == len(result["sequences"])
-    for seq in final:
-        path, ref = [], seq["node"]
-        while ref is not None:
-            path.append(nodes[ref]["token"])
-            ref = nodes[ref]["parent_node"]
-        assert path[::-1] == seq["ids"], name
-        if seq["finish"] == "eos":
-            assert nodes[seq["node"]]["finished"]
+    assert len(lines[-1]["results"][0]["sequences"]) == len(result["sequences"])
+    assert result_path_problems(lines) == [], name
+
+
+def result_path_problems(lines) -> list[str]:
+    """Each returned sequence whose node's path (tokens up the parent chain) does not spell
+    its ids, or that ended on EOS at a node not marked finished."""
+    nodes, wrong = kept_nodes(lines), []
+    for result in lines[-1]["results"]:
+        for rank, seq in enumerate(result["sequences"]):
+            path = _path(nodes, seq["node"])
+            if path != seq["ids"]:
+                wrong.append(f"prompt {result['prompt']} #{rank + 1}: path {path} spells not {seq['ids']}")
+            elif seq["finish"] == "eos" and not nodes[seq["node"]]["finished"]:
+                wrong.append(f"prompt {result['prompt']} #{rank + 1}: ends on EOS at an unfinished node")
+    return wrong
+
+
+def test_a_corrupted_parent_breaks_the_result_path_check(traces):
+    """The path check above can fail: a result's node moved under another node of the same
+    step (the chain still climbs one step at a time) no longer spells the result."""
+    _, lines, _ = traces["beam"]
+    lines = copy.deepcopy(lines)
+    nodes = kept_nodes(lines)
+    end = nodes[next(q for q in lines[-1]["results"][0]["sequences"] if len(q["ids"]) > 1)["node"]]
+    parent = nodes[end["parent_node"]]
+    other = next(n for n, c in nodes.items() if c["step"] == parent["step"]
+                 and _path(nodes, n) != _path(nodes, end["parent_node"]))
+    assert result_path_problems(lines) == []
+    end["parent_node"] = other
+    assert result_path_problems(lines)
 
 
 def test_beam_keeps_k_hypotheses_at_every_step_but_the_last(traces):
@@ -119,17 +148,18 @@ def _path(nodes: dict, node) -> list[int]:
 
 def _recorded_against_true_rows(m, plan, prompts):
     """Record a trace and, beside it, each row's true tokens, rebuilt from the rows the engine
-    says each new row continues. Yields (in place?, a row's node, its node's path, its true
-    tokens up to its first EOS) for every row of every prompt at every step."""
+    says each new row continues. Yields (a row's node, its node's path, its true tokens up to
+    its first EOS) for every row of every prompt at every step."""
     from decode.compiler.engine import eos_ids, run
-    from decode.traces.record import DEAD, TraceRecorder, continues_in_place
+    from decode.traces.record import TraceRecorder
+    from decode.traces.tree import DEAD
 
     buf, seen = io.StringIO(), []
     rec = TraceRecorder(buf, plan, m, prompts)
 
     def on_step(t, tokens, info):
         rec(t, tokens, info)
-        seen.append((tokens.tolist(), info["from"].tolist(), [list(r) for r in rec.rows]))
+        seen.append((tokens.tolist(), info["from"].tolist(), [list(tree.rows) for tree in rec.trees]))
 
     rec.finish(run(plan, m, prompts, compiled=False, on_step=on_step, trace=True, seeds=[1, 2]))
     nodes = kept_nodes([json.loads(x) for x in buf.getvalue().splitlines()])
@@ -140,13 +170,13 @@ def _recorded_against_true_rows(m, plan, prompts):
         for r, ids in enumerate(history):
             true = next((ids[:i + 1] for i, tok in enumerate(ids) if tok in eos), ids)
             node = rows[r // k][r % k]
-            yield continues_in_place(plan.search), node, None if node == DEAD else _path(nodes, node), true
+            yield node, None if node == DEAD else _path(nodes, node), true
 
 
 @pytest.mark.parametrize("name", [*RECIPES, "user sampler"])
 def test_every_rows_recorded_node_spells_the_tokens_the_engine_gave_that_row(model, name):
     """The recorder's rows against the engine's own parents: a row's node spells exactly the
-    row's tokens (to its EOS), and a row that goes on in place is never dropped, even for a
+    row's tokens (to its EOS), and a row of greedy or sampling is never dropped, even for a
     search the recorder has never heard of (a user's sampler, not named Greedy) drawing a
     token the step did not list."""
     import decode
@@ -156,14 +186,118 @@ def test_every_rows_recorded_node_spells_the_tokens_the_engine_gave_that_row(mod
     if name == "user sampler":
         plan = dataclasses.replace(plan, search=type("MySampler", (plan.search,), {}))
     checked = 0
-    for in_place, node, path, true in _recorded_against_true_rows(
-            decode.load(model), plan, ["ROMEO:", [1, 40, 41, 42]]):
-        if in_place:
+    for node, path, true in _recorded_against_true_rows(decode.load(model), plan, ["ROMEO:", [1, 40, 41, 42]]):
+        if name in ("greedy", "sample", "user sampler"):  # rows that never move nor stop early
             assert path is not None, (name, true)
         if path is not None:
             assert path == true, name
             checked += 1
     assert checked
+
+
+# -- one tree rebuilder, for the recorder and decode.steps ----------------------------------
+
+def _fed(plan, m, prompt="ROMEO:"):
+    """A TraceRecorder and decode.steps' builder fed the same two hand-made steps of one
+    prompt with two rows: step 0 keeps tokens 5 and 6 of the prompt; at step 1 row 0 takes
+    its kept 8, row 1 takes 11, which no candidate lists. Returns (trace lines, the steps)."""
+    import torch
+
+    from decode.traces.record import TraceRecorder
+    from decode.traces.steps import _Builder
+
+    records = [(0, [5, 6], {"token": [[5, 6, 7]], "logp": [[-0.1, -0.5, -1.0]], "parent": [[0, 0, 0]],
+                            "kept": [[True, True, False]], "finished": [[False] * 3], "from": [0, 0]}),
+               (1, [8, 11], {"token": [[8, 9]], "logp": [[-0.3, -0.7]], "parent": [[0, 1]],
+                             "kept": [[True, False]], "finished": [[False] * 2], "from": [0, 1]})]
+    buf = io.StringIO()
+    rec, build = TraceRecorder(buf, plan, m, [prompt]), _Builder(plan, m, prompt)
+    steps = []
+    for t, tokens, info in records:
+        info = {**info, "group": [[0] * len(info["token"][0])], "penalty": [[0.0] * len(info["token"][0])]}
+        rec(t, torch.tensor(tokens), {k: torch.tensor(v) for k, v in info.items()})
+        steps.append(build.step(t, tokens, info))
+    return [json.loads(x) for x in buf.getvalue().splitlines()], steps
+
+
+@pytest.mark.parametrize("recipe", ["beam 2 | max 4", "sample 2 | max 4"])
+def test_a_chosen_token_no_candidate_lists_gets_an_unlisted_node_whatever_the_search(demo, recipe):
+    from decode.compiler.plan import compile as lower
+
+    lines, steps = _fed(lower(recipe), demo)
+    six = next(c["node"] for c in lines if c["type"] == "cand" and c["token"] == 6)
+    unlisted = [c for c in lines if c["type"] == "cand" and c["logp"] is None]
+    assert [(c["step"], c["row"], c["token"], c["kept"], c["parent_node"]) for c in unlisted] == \
+        [(1, 1, 11, True, six)]
+    assert [(r.ids, r.active) for r in steps[1].rows] == [([5, 8], True), ([6, 11], True)]
+    assert steps[1].rows[1].score is None  # its log-prob is unknown
+    assert [c.token for c in steps[1].candidates] == [8, 9]  # no made-up candidate is shown
+
+
+@pytest.mark.parametrize("ranks_sequences", [False, True])
+@pytest.mark.parametrize("pad, eos", [(0, [2]), (2, [2])])
+def test_a_row_writing_padding_has_stopped_unless_the_padding_is_an_eos_it_may_have_drawn(
+        ranks_sequences, pad, eos):
+    """Two rows of the prompt write the padding. Row 0's the step lists, unkept (a done
+    group, a stopped row): no node. Row 1's no candidate lists: no node either, unless the
+    padding is an EOS that a search listing only a few candidates per row may have drawn."""
+    from decode.traces.tree import DEAD, Tree
+
+    tree = Tree(rows=2, eos=eos, pad=pad, ranks_sequences=ranks_sequences)
+    listed = {"token": pad, "logp": -1.0, "row": 0, "kept": False, "finished": False, "group": 0, "penalty": 0.0}
+    seen = tree.step([listed], chosen=[pad, pad], sources=[0, 1])
+    drawn = pad in eos and not ranks_sequences
+    assert tree.rows[0] == DEAD and (tree.rows[1] != DEAD) == drawn
+    assert [(s.row, s.logp, s.finished) for s in seen if s.kept] == ([(1, None, True)] if drawn else [])
+
+
+def test_steps_and_the_trace_rebuild_the_same_tree(traces, model):
+    """At every step, the trace's kept nodes spell exactly decode.steps' rows going on and the
+    hypotheses that ended there."""
+    import decode
+
+    m = decode.load(model)
+    for name in ("greedy", "sample", "beam", "diverse", "sbeam"):
+        _, lines, _ = traces[name]
+        nodes = kept_nodes(lines)
+        for st in decode.steps(m, RECIPES[name], "ROMEO:", seed=5):
+            traced = sorted(_path(nodes, n) for n, c in nodes.items() if c["step"] == st.t)
+            shown = sorted([r.ids for r in st.rows if r.active and len(r.ids) == st.t + 1]
+                           + [h.ids for h in st.finished if h.step == st.t])
+            assert traced == shown, (name, st.t)
+
+
+def test_trace_groups_come_from_the_search_not_a_parameter_name(demo):
+    from decode.compiler.plan import compile as lower
+    from decode.compiler.search.beam import Beam
+    from decode.traces.record import TraceRecorder
+
+    grouped = dataclasses.replace(lower("beam 4"), search=type("Grouped", (Beam,), {"groups": 2}))
+    named = dataclasses.replace(lower("beam 4 | diverse groups=2"), search=Beam)  # "groups", no groups
+    assert [TraceRecorder(io.StringIO(), p, demo, ["a"]).groups for p in (grouped, named)] == [2, 1]
+
+
+@pytest.mark.parametrize("name, alias", [("beam", "Greedy"), ("sample", "StochasticBeam")])
+def test_nothing_in_a_trace_depends_on_the_search_class_name(model, tmp_path, capsys, name, alias):
+    """The header names the search's class; the tree, and viz's drawing of it, do not change
+    when the class is called something else."""
+    import decode
+    from decode.compiler.engine import run
+    from decode.compiler.plan import compile as lower
+    from decode.traces.record import TraceRecorder
+
+    m, plan = decode.load(model), lower(RECIPES[name])
+    drawn = []
+    for p in (plan, dataclasses.replace(plan, search=type(alias, (plan.search,), {}))):
+        path = tmp_path / f"{p.search.__name__}.jsonl"
+        with path.open("w") as f:
+            rec = TraceRecorder(f, p, m, ["ROMEO:"])
+            rec.finish(run(p, m, ["ROMEO:"], compiled=False, on_step=rec, trace=True, seed=5))
+        head, *rest = path.read_text().splitlines()
+        assert main(["viz", str(path)]) == 0
+        out = capsys.readouterr().out.replace(f"search={p.search.__name__}", "search=?")
+        drawn.append((json.loads(head) | {"search": "?"}, rest, out))
+    assert drawn[0] == drawn[1]
 
 
 # -- decode viz --------------------------------------------------------------------------

@@ -18,11 +18,12 @@ with a fresh `node` id; `parent_node` names the node it extends (null: the promp
 so a reader rebuilds the tree without knowing how the search assigns rows: a candidate's
 `step` is its parent's plus one (the prompt's is -1). Candidates of rows that already
 finished, and impossible ones (score -inf or the -1e9 filler), are left out. `SHAPES` says
-what each line holds and `problem` checks a line against it. Torch-free: tensors are read
-with `.tolist()`.
+what each line holds and `problem` checks a line against it. The tree is `tree.Tree`'s, the
+same `decode.steps` shows. Torch-free on import: tensors are read with `.tolist()`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -30,29 +31,14 @@ import stat
 from typing import IO
 
 from decode import jsonl
+from decode.traces.tree import FIELDS, Tree, per_prompt, ranks_sequences
 
 VERSION = 1
-IMPOSSIBLE = -1.0e8      # scores at or below this are the searches' "never" filler
-DEAD = -1                # a row that continues nothing (a done group, a stopped sample)
-FIELDS = ("token", "logp", "parent", "kept", "finished", "group")
-
-
-def continues_in_place(search) -> bool:
-    """The one rule both rebuilders (this recorder, `decode.steps`) use to tell rows that go
-    on in place: a search scoring raw logits (greedy, sampling, a user's sampler) keeps
-    each row where it is, and a token it draws may be missing from the few candidates a
-    step lists; a search scoring log-probs (the beam family) moves rows, and a row goes on
-    only through a kept candidate.
-
-        >>> from decode.compiler.plan import compile as lower
-        >>> continues_in_place(lower("sample 2").search), continues_in_place(lower("beam 2").search)
-        (True, False)
-    """
-    return not search.logprobs
 
 
 class TraceRecorder:
-    """An `on_step` callback that writes a trace while the engine runs.
+    """An `on_step` callback that writes a trace while the engine runs; the tree it writes
+    is `tree.Tree`'s, one per prompt, their node ids shared.
 
         >>> rec = TraceRecorder(open("t.jsonl", "w"), plan, model, ["ROMEO:"])
         >>> outs = engine.run(plan, model, ["ROMEO:"], on_step=rec, trace=True)
@@ -63,20 +49,12 @@ class TraceRecorder:
         self.out = out
         self.plan = plan
         self.tok = getattr(model, "tokenizer", None)
-        eos = model.config.eos_ids
-        self.eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
-        pad = model.config.pad_id
-        self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
+        self.eos, self.pad = eos_and_pad(model)
         self.prompts = [p if isinstance(p, str) else None for p in prompts]
         self.ids = ids or [self.tok.encode(p) if isinstance(p, str) else [int(x) for x in p] for p in prompts]
-        self.search = plan.search.__name__
-        self.in_place = continues_in_place(plan.search)
-        # diverse and iterative split the beams into groups
-        self.groups = int(next((m["groups"] for m in plan.modifiers.values() if "groups" in m), 1))
-        self.rows: list[list] = []       # per prompt, per row: None (the prompt), node id or DEAD
-        self.finished: set[int] = set()  # node ids that ended
-        self.kids: dict = {}             # (prompt, parent node, token) -> [node ids], to place results
-        self.next_id = 0
+        self.search = plan.search.__name__   # shown by viz, never decided on
+        self.groups = groups(plan)
+        self.trees: list[Tree] = []
         self.pieces: dict[int, str | None] = {}
         self.started = False
 
@@ -85,7 +63,8 @@ class TraceRecorder:
         self.out.write(jsonl.dumps(obj) + "\n")
 
     def _start(self, k: int) -> None:
-        self.rows = [[None] * k for _ in self.ids]
+        node_ids = itertools.count()
+        self.trees = [Tree(k, self.eos, self.pad, ranks_sequences(self.plan.search), node_ids) for _ in self.ids]
         self._write({"type": "header", "trace": VERSION, "recipe": self.plan.recipe.canonical,
                      "fingerprint": self.plan.recipe.fingerprint, "search": self.search,
                      "rows": k, "groups": self.groups, "eos": self.eos,
@@ -102,75 +81,15 @@ class TraceRecorder:
         if not info:
             raise ValueError("a trace needs the search's candidates: run the engine with trace=True")
         chosen = [int(x) for x in tokens.tolist()]
-        k = len(chosen) // len(self.ids)
         if not self.started:
-            self._start(k)
-        cols = {f: info[f].tolist() for f in FIELDS}
-        parents = info["from"].tolist()  # the row each new row continues (the engine's)
-        for b in range(len(self.ids)):
-            cands = [dict(zip(FIELDS, vals)) for vals in zip(*(cols[f][b] for f in FIELDS))]
-            mine = chosen[b * k:(b + 1) * k]
-            sources = parents[b * k:(b + 1) * k]
-            self.rows[b] = self._step(int(t), b, k, cands, mine, sources)
+            self._start(len(chosen) // len(self.ids))
+        lists = {f: info[f].tolist() for f in (*FIELDS, "from") if f in info}
+        for b, (cands, mine, sources) in enumerate(per_prompt(chosen, lists, len(self.ids))):
+            for s in self.trees[b].step(cands, mine, sources):
+                self._write({"type": "cand", "step": int(t), "prompt": b, "row": s.row, "token": s.token,
+                             "text": self.piece(s.token), "logp": s.logp, "group": s.group, "kept": s.kept,
+                             "finished": s.finished, "node": s.node, "parent_node": s.ref})
         self.out.flush()
-
-    def _step(self, t: int, b: int, k: int, cands: list[dict], chosen: list[int], sources) -> list:
-        prev = self.rows[b]
-        live = []      # recorded candidates, in the search's order
-        for c in cands:
-            row = int(c["parent"]) - b * k
-            ref = prev[row] if 0 <= row < k else DEAD
-            logp = float(c["logp"])
-            if ref == DEAD or ref in self.finished or not math.isfinite(logp) or logp <= IMPOSSIBLE:
-                continue
-            node = None
-            if c["kept"]:
-                node = self._node(b, ref, int(c["token"]), bool(c["finished"]))
-            c = {**c, "row": row, "node": node, "parent_node": ref, "logp": logp}
-            live.append(c)
-            self._cand(t, b, row, int(c["token"]), logp, int(c["group"]), bool(c["kept"]),
-                       bool(c["finished"]), node, ref)
-        if self.in_place:
-            return [self._in_place(t, b, r, tok, live, prev) for r, tok in enumerate(chosen)]
-        return [self._match(live, prev, s - b * k, tok) for s, tok in zip(sources, chosen)]
-
-    def _node(self, b: int, ref, token: int, finished: bool) -> int:
-        node = self.next_id
-        self.next_id += 1
-        if finished:
-            self.finished.add(node)
-        self.kids.setdefault((b, ref, token), []).append(node)
-        return node
-
-    def _cand(self, t, b, row, token, logp, group, kept, finished, node, ref) -> None:
-        self._write({"type": "cand", "step": t, "prompt": b, "row": row, "token": token,
-                     "text": self.piece(token), "logp": logp, "group": group, "kept": kept,
-                     "finished": finished, "node": node, "parent_node": ref})
-
-    def _match(self, live, prev, row, token) -> int | None:
-        """The node of the kept candidate that extends `row` with `token`, else the row's
-        old node if it had finished (a finished row only writes padding), else DEAD."""
-        for c in live:
-            if c["kept"] and c["row"] == row and int(c["token"]) == token:
-                return c["node"]
-        ref = prev[row] if 0 <= row < len(prev) else DEAD
-        return ref if ref != DEAD and ref in self.finished else DEAD
-
-    def _in_place(self, t, b, row, tok, live, prev) -> int | None:
-        """Greedy and sampling: the row's kept candidate; a sampled token outside the listed
-        top few still becomes a node (its log-prob unknown), unless the row had stopped and
-        only writes padding."""
-        node = self._match(live, prev, row, tok)
-        ref = prev[row]
-        if node == DEAD and ref != DEAD and ref not in self.finished and (tok != self.pad or tok in self.eos):
-            node = self._unlisted(t, b, row, tok, ref)
-        return node
-
-    def _unlisted(self, t, b, row, tok, ref) -> int:
-        fin = tok in self.eos
-        node = self._node(b, ref, tok, fin)
-        self._cand(t, b, row, tok, None, 0, True, fin, node, ref)
-        return node
 
     # -- the end ------------------------------------------------------------------------
     def finish(self, completions) -> None:
@@ -182,22 +101,38 @@ class TraceRecorder:
             seqs = []
             for s in comp.sequences:
                 seqs.append({"ids": list(s.ids), "text": s.text, "score": _num(s.score),
-                             "finish": s.finish, "node": self.locate(b, s.ids)})
+                             "finish": s.finish, "node": self.trees[b].locate(s.ids)})
             results.append({"prompt": b, "sequences": seqs})
         self._write({"type": "final", "results": results})
         self.out.flush()
 
-    def locate(self, b: int, ids: list[int]) -> int | None:
-        """The node reached by following `ids` from prompt `b` through kept nodes."""
-        ids = [int(x) for x in ids]
-        stack = [(None, 0)]
-        while stack:  # depth first: two groups may both have taken the same token
-            ref, depth = stack.pop()
-            if depth == len(ids):
-                return ref
-            for node in reversed(self.kids.get((b, ref, ids[depth]), [])):
-                stack.append((node, depth + 1))
-        return None
+
+def groups(plan) -> int:
+    """How many groups the plan's search splits its rows into, as the search itself says
+    (`.groups`; 1 when it has none). Builds the search, so torch is imported here, not above.
+
+        >>> from decode.compiler.plan import compile as lower
+        >>> groups(lower("beam 4 | diverse groups=2")), groups(lower("beam 4"))
+        (2, 1)
+    """
+    from decode.compiler.search.base import SearchConfig
+
+    search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
+                                      sampling=plan.sampling))
+    return int(getattr(search, "groups", 1))
+
+
+def eos_and_pad(model) -> tuple[list[int], int]:
+    """The model's EOS ids and the token a row writes once it stopped (the engine's rule:
+    the config's pad id, else the first EOS id, else 0).
+
+        >>> eos_and_pad(decode.load())
+        ([2], 2)
+    """
+    eos = model.config.eos_ids
+    eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+    pad = model.config.pad_id
+    return eos, int(pad) if pad is not None else (eos[0] if eos else 0)
 
 
 def _num(x: float) -> float | None:

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from decode.compiler.arguments import check_model, one_prompt, recipe_plan, seed_value
-from decode.compiler.engine import Completion, eos_ids, run
+from decode.compiler.engine import Completion, run
 from decode.compiler.plan import Plan
-from decode.traces.record import IMPOSSIBLE, continues_in_place, token_text
-
-FIELDS = ("token", "logp", "parent", "kept", "finished", "group", "penalty")
+from decode.traces.record import eos_and_pad, token_text
+from decode.traces.tree import Seen, Tree, per_prompt, ranks_sequences
 
 
 @dataclass
@@ -167,58 +166,54 @@ def _steps(plan: Plan, model, prompt: str | list[int], seed: int | None) -> Iter
 
 
 class _Builder:
-    """Rows, candidates and hypotheses from one prompt's step records.
+    """Rows, candidates and hypotheses from one prompt's step records, on `tree.Tree`'s tree.
 
-    Greedy and sampling rows go on in place until they take EOS (a trace lists only a few
-    alternatives per row, so a draw may be missing from the candidates; its score is then
-    unknown, None). A beam-family row goes on while the search keeps a candidate (its parent
-    row, its token) that does not end; a kept candidate that ends is a finished hypothesis.
-    Rows that ended, or whose group is done, write padding and are shown frozen.
+    A row goes on while the tree gives it a new node; a node that ends is a finished
+    hypothesis; a row with no new node (it ended, its group is done, the search dropped it)
+    writes padding and is shown frozen. A token the step did not list (greedy and sampling
+    list only a few per row) has no candidate, and its score is unknown (None).
     """
 
     def __init__(self, plan: Plan, model, prompt):
         self.recipe = plan.recipe.canonical
         self.tok = getattr(model, "tokenizer", None)
-        self.eos = set(eos_ids(model))
-        self.in_place = continues_in_place(plan.search)
-        self.rows: list[Row] | None = None
+        self.summed = not ranks_sequences(plan.search)  # a row's score sums its tokens' log-probs
+        self.eos, self.pad = eos_and_pad(model)
+        self.tree: Tree | None = None  # made on the first step, which says how many rows
+        self.rows: list[Row] = []
         self.finished: list[Hypothesis] = []
 
     def text(self, ids: list[int]) -> str:
         return self.tok.decode(ids) if self.tok is not None else " ".join(map(str, ids))
 
     def step(self, t: int, tokens: list[int], info: dict) -> Step:
-        k = len(tokens)
-        prev = self.rows or [Row(i, [], "", i, 0.0 if self.in_place else None) for i in range(k)]
-        cands = []
-        if "token" in info:
-            width = len(info["token"][0])
-            cols = [info[f][0] if f in info else [0.0] * width for f in FIELDS]
-            for token, logp, parent, kept, fin, group, pen in zip(*cols):
-                if prev[parent].active and logp > IMPOSSIBLE:
-                    cands.append(Candidate(parent, token, token_text(self.tok, token), logp, pen,
-                                           group, bool(kept), bool(fin)))
-        by_pair = {(c.row, c.token): c for c in cands if c.kept}
+        if self.tree is None:
+            self.tree = Tree(len(tokens), self.eos, self.pad, not self.summed)
+            self.rows = [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(len(tokens))]
+        prev = self.rows
+        (cands, _, sources), = per_prompt(tokens, info, 1)
+        seen = self.tree.step(cands, tokens, sources)
+        made = {s.node: self._grown(s, prev) for s in seen if s.node is not None}
+        shown = {id(s): Candidate(s.row, s.token, token_text(self.tok, s.token), s.logp, s.penalty,
+                                  s.group, s.kept, s.finished) for s in seen if s.logp is not None}
         rows = []
-        for r, (src, token) in enumerate(zip(info.get("from", range(k)), tokens)):
-            before, c = prev[src], by_pair.get((src, token))
-            goes_on = before.active and (self.in_place or c is not None)
-            if not goes_on:
+        for r, (src, node) in enumerate(zip(sources, self.tree.rows)):
+            if node not in made:
+                before = prev[src]
                 rows.append(Row(r, before.ids, before.text, src, before.score, False))
                 continue
-            ids = before.ids + [token]
-            if self.in_place:
-                score = None if c is None or before.score is None else before.score + c.score
-                ended = token in self.eos
-                if ended:
-                    self.finished.append(Hypothesis(ids, self.text(ids), score, t))
-            else:
-                score, ended = c.score, c.finished
-            if c is not None and not ended:
-                c.becomes = r
-            rows.append(Row(r, ids, self.text(ids), src, score, not ended))
-        if not self.in_place:
-            self.finished += [Hypothesis(prev[c.row].ids + [c.token], self.text(prev[c.row].ids + [c.token]),
-                                         c.score, t) for c in cands if c.kept and c.finished]
+            s, ids, score = made[node]
+            if id(s) in shown and not s.finished:
+                shown[id(s)].becomes = r
+            rows.append(Row(r, ids, self.text(ids), src, score, not s.finished))
+        self.finished += [Hypothesis(ids, self.text(ids), score, t) for s, ids, score in made.values() if s.finished]
         self.rows = rows
-        return Step(t, self.recipe, rows, cands, list(self.finished))
+        return Step(t, self.recipe, rows, list(shown.values()), list(self.finished))
+
+    def _grown(self, s: Seen, prev: list[Row]) -> tuple[Seen, list[int], float | None]:
+        """A new node: its candidate, its tokens, its score (the search's own, or a running sum)."""
+        before = prev[s.row]
+        score = s.logp
+        if self.summed:
+            score = None if s.logp is None or before.score is None else before.score + s.logp
+        return s, before.ids + [s.token], score
