@@ -26,6 +26,7 @@ EVERY_CLAUSE = {
     "epsilon": ("epsilon 3e-4", {"e": 0.0003, "keep": 1}),
     "eta": ("eta 1E-3", {"e": 0.001, "keep": 1}),
     "topnsigma": ("topnsigma 1", {"n": 1.0}),
+    "mirostat": ("mirostat tau=3 eta=0.2", {"tau": 3.0, "eta": 0.2}),
     "repetition": ("repetition 1.3", {"r": 1.3}),
     "presence": ("presence -0.5", {"p": -0.5}),
     "frequency": ("frequency 0.25", {"f": 0.25}),
