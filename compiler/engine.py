@@ -18,8 +18,8 @@ from decode.compiler.plan import Plan
 from decode.compiler.plugins import checked_step
 from decode.compiler.results import Completion, Sequence, check_health, completions  # noqa: F401  (re-exported)
 from decode.compiler.search.base import SearchConfig
-from decode.compiler.stages import bind
-from decode.compiler.step import context, decode_step, prefill, stateful
+from decode.compiler.stages import bind, stateful
+from decode.compiler.step import context, decode_step, prefill
 from decode.compiler.stops import StopStrings
 from decode.dsl import lookup
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer

@@ -147,3 +147,23 @@ def _uncompilable(err: Exception, found: list[tuple[str, str]]) -> PluginError |
                                    ".item(), no `if` on a tensor's value), or decode without compiling "
                                    "(--no-compile, compile=False)")
     return None
+
+
+def dtype_name(x) -> str:
+    """A tensor's dtype as the user writes it: 'float32'."""
+    return str(x.dtype).removeprefix("torch.")
+
+
+def scores_problem(out, logits) -> str | None:
+    """What is wrong with `out` as the scores of a stage given `logits`, or None."""
+    import torch  # the caller holds tensors, so torch is loaded; this module stays torch-free
+
+    if not isinstance(out, torch.Tensor):
+        return kind_of(out)
+    if out.shape != logits.shape:
+        return f"a tensor of shape {list(out.shape)}"
+    if out.dtype != logits.dtype:
+        return f"a tensor of dtype {dtype_name(out)}"
+    if out.device != logits.device:
+        return f"a tensor on {out.device} (the input is on {logits.device})"
+    return None

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from decode.compiler.plugin_errors import PluginError, defined_at, guarded, kind_of, source_file
+from decode.compiler.plugin_errors import PluginError, defined_at, dtype_name, guarded, kind_of, scores_problem, source_file
 from decode.compiler.plugin_errors import checked_step  # noqa: F401  (compiler/engine.py imports it from here)
 from decode.dsl.catalogue import CATALOGUE, register
 from decode.dsl.spec import ClauseSpec, Param
@@ -89,16 +89,18 @@ class Kernel:
     fn: Callable
     STATIC: frozenset = frozenset()
     setup: Callable | None = None  # the user's prepare(params, tokenizer) -> params
+    start: Callable | None = None  # the user's init(ctx, vocab, **params) -> state
+    take: Callable | None = None   # the user's accept(state, tokens, scores, **params) -> state
 
-    def apply(self, logits, ctx, **params):
-        """The user's function on `logits`, its result checked (shape and dtype are static,
-        so under torch.compile the check costs nothing at run time)."""
-        out = guarded(self.fn, self.label, logits, ctx, **params)
-        problem = _scores_problem(out, logits)
+    def apply(self, logits, ctx, *state, **params):
+        """The user's function on `logits` (and its state, if it keeps one), its result
+        checked (shape and dtype are static: under torch.compile the check costs nothing)."""
+        out = guarded(self.fn, self.label, logits, ctx, *state, **params)
+        problem = scores_problem(out, logits)
         if problem:
             raise PluginError(f"{self.label} ({defined_at(self.fn)}) returned {problem}; a stage must "
                               f"return scores of the input's shape {list(logits.shape)} and dtype "
-                              f"{_dtype(logits)}")
+                              f"{dtype_name(logits)}")
         return out
 
     def prepare(self, params: dict, tokenizer) -> dict:
@@ -109,6 +111,23 @@ class Kernel:
         if not isinstance(out, dict):
             raise PluginError(f"{self.label} ({defined_at(self.setup)}): prepare returned {kind_of(out)}; "
                               "it must return a dict of the arguments the stage function takes")
+        return out
+
+    @property
+    def init(self) -> Callable | None:
+        """llama.cpp's reset, `init(ctx, vocab, **params) -> state`; None: it keeps no state."""
+        return None if self.start is None else lambda *a, **p: self._state("init", self.start, *a, **p)
+
+    @property
+    def accept(self) -> Callable | None:
+        """`accept(state, tokens, scores, **params) -> state`, once the search chose."""
+        return None if self.take is None else lambda *a, **p: self._state("accept", self.take, *a, **p)
+
+    def _state(self, what: str, fn: Callable, *args, **params) -> dict:
+        out = guarded(fn, self.label, *args, **params)
+        if not isinstance(out, dict):
+            raise PluginError(f"{self.label} ({defined_at(fn)}): {what} returned {kind_of(out)}; a stage's "
+                              "state must be a dict of tensors, one row each")
         return out
 
     @property
@@ -134,28 +153,9 @@ class Kernel:
         return defined_at(self.fn)
 
 
-def _dtype(x) -> str:
-    """A tensor's dtype as the user writes it: 'float32'."""
-    return str(x.dtype).removeprefix("torch.")
-
-
-def _scores_problem(out, logits) -> str | None:
-    """What is wrong with `out` as the scores of a stage given `logits`, or None."""
-    import torch  # the caller holds tensors, so torch is loaded; this module stays torch-free
-
-    if not isinstance(out, torch.Tensor):
-        return kind_of(out)
-    if out.shape != logits.shape:
-        return f"a tensor of shape {list(out.shape)}"
-    if out.dtype != logits.dtype:
-        return f"a tensor of dtype {_dtype(out)}"
-    if out.device != logits.device:
-        return f"a tensor on {out.device} (the input is on {logits.device})"
-    return None
-
-
 def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str | None = None,
-          sampling: bool | Callable = False, prepare: Callable | None = None):
+          sampling: bool | Callable = False, prepare: Callable | None = None,
+          init: Callable | None = None, accept: Callable | None = None):
     """Declare a logit stage: `@decode.stage("name", args=[decode.Arg(...)], doc=...)`.
 
     The decorated function `fn(logits, ctx, **args) -> logits` is returned unchanged.
@@ -163,7 +163,9 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     language reference and `decode explain`; `cite` names the method's source; `sampling`
     (a bool, or a predicate on the argument values) says whether the clause makes the
     recipe sample, as `topp` does. `prepare(params, tokenizer) -> params` runs once on the
-    host before decoding (e.g. to turn strings into token ids).
+    host before decoding (e.g. to turn strings into token ids). With `init(ctx, vocab,
+    **args) -> state` and `accept(state, tokens, scores, **args) -> state` the stage keeps
+    state (a dict of [R, ...] tensors) and the function takes it: fn(logits, ctx, state, **args).
 
     Loading the same file again (or re-running a notebook cell) re-declares its stages;
     any other clash of names is an error.
@@ -173,7 +175,9 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
     def declare(fn: Callable) -> Callable:
         text = (doc or (inspect.getdoc(fn) or "").split("\n")[0]).strip().rstrip(".")
         _check_declaration(name, args, text, fn, prepared=prepare is not None)
-        kernel = Kernel(name, fn, frozenset(a.name for a in args if a.static), prepare)
+        if (init is None) != (accept is None):
+            raise PluginError(f"stage {name!r}: a stage with state gives both init= and accept=")
+        kernel = Kernel(name, fn, frozenset(a.name for a in args if a.static), prepare, init, accept)
         try:
             spec = ClauseSpec(name, "logit", text,
                               positional=tuple(a for a in args if not a.keyword),

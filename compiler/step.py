@@ -14,6 +14,7 @@ from decode.compiler.context import StepContext
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
 from decode.compiler.search.record import row_candidates
+from decode.compiler.stages import stateful
 
 # What the step notes about a row whose scores cannot be decoded: code MODEL, the model's
 # logits were not finite; code STAGE + 2*i (+1 for NaN/inf rather than all -inf): the
@@ -33,11 +34,6 @@ def context(seq, pad, prompt, t, eos) -> StepContext:
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
                        generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
                        length=length, new_len=t, eos=eos)
-
-
-def stateful(kernel) -> bool:
-    """A stage keeps state when it has llama.cpp's `init` (reset) and `accept`."""
-    return hasattr(kernel, "init")
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):

@@ -394,3 +394,41 @@ def test_python_api_with_the_example_recipe(tiny):
     b = decode.generate(m, short, [[1, 5, 9]], seed=11, compile=False)
     assert [[s.ids for s in c.sequences] for c in a] == [[s.ids for s in c.sequences] for c in b]
     assert all(len(c.sequences) == 4 for c in a)
+
+
+# -- a user stage with state (llama.cpp's init / apply / accept) ----------------------------
+
+def _declare_counting_stage():
+    """`frequency` written as a user stage with running counts."""
+    def init(ctx, vocab, f):
+        return {"n": torch.zeros(ctx.tokens.shape[0], vocab)}
+
+    def accept(state, tokens, scores, f):
+        return {"n": state["n"].scatter_add(1, tokens[:, None], torch.ones(tokens.shape[0], 1))}
+
+    @decode.stage("myfreq", args=[decode.Arg("f", float)], doc="subtract F per earlier choice",
+                  init=init, accept=accept)
+    def myfreq(logits, ctx, state, f):
+        return logits - f * state["n"]
+
+
+@pytest.mark.parametrize("search", ["sample 5", "beam 3", "beam 4 | diverse groups=2 penalty=0.5"])
+def test_a_user_stage_with_state_counts_what_was_chosen_and_moves_with_the_rows(table, search):
+    _declare_counting_stage()
+    ours = decode.generate(table, f"{search} | myfreq 0.7 | max 6", [[0, 3], [1]], seed=3, compile=False)
+    want = decode.generate(table, f"{search} | frequency 0.7 | max 6", [[0, 3], [1]], seed=3, compile=False)
+    assert [[(s.ids, s.score) for s in c.sequences] for c in ours] == \
+           [[(s.ids, s.score) for s in c.sequences] for c in want]
+    plain = decode.generate(table, f"{search} | max 6", [[0, 3], [1]], seed=3, compile=False)
+    assert [[s.ids for s in c.sequences] for c in plain] != [[s.ids for s in c.sequences] for c in ours]
+
+
+def test_a_user_stage_whose_state_is_not_a_dict_is_named(table):
+    @decode.stage("badstate", doc="keeps a number", init=lambda ctx, vocab: 3, accept=lambda s, t, x: s)
+    def badstate(logits, ctx, state):
+        return logits
+
+    with pytest.raises(decode.PluginError, match="plugin stage 'badstate' .*: init returned a int; a stage's state"):
+        decode.generate(table, "badstate | max 2", [[0]], compile=False)
+    with pytest.raises(decode.PluginError, match="gives both init= and accept="):
+        decode.stage("half", doc="x", init=lambda ctx, vocab: {})(lambda logits, ctx, state: logits)

@@ -112,6 +112,19 @@ def test_diverse_beam_matches_reference(models, k, g, lam, lenpen, early, compil
     check(decode.generate(ours, recipe, PROMPTS, compile=compiled), seqs, scores)
 
 
+@pytest.mark.parametrize("r,extra", [(1.3, ""), (0.7, " | diverse groups=2 penalty=0.5")])
+def test_beams_carry_a_stateful_stage_with_their_rows(models, r, extra):
+    """repetition keeps running counts (its state): beams that change parents must take their
+    parent's counts, so the result is the reference's, which rescans each row's history.
+    (Prompts of one length: the reference also penalises the padding it reads as tokens.)"""
+    hf, ours = models
+    prompts = [[1, 5, 9, 13, 7], [1, 22, 3, 22, 8]]
+    kw = {"num_beam_groups": 2, "diversity_penalty": 0.5} if extra else {}
+    seqs, scores = hf_generate(hf, prompts, num_beams=4, num_return_sequences=4, repetition_penalty=r, **kw)
+    check(decode.generate(ours, f"beam 4{extra} | repetition {r} | max {MAX_NEW}", prompts, compile=False),
+          seqs, scores)
+
+
 def test_beam_return_fewer(models):
     hf, ours = models
     seqs, scores = hf_generate(hf, PROMPTS[:2], num_beams=4, num_return_sequences=2)

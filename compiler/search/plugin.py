@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 import torch
 
 from decode.compiler import plugins
+from decode.compiler.plugin_errors import dtype_name
 from decode.compiler.plugins import Arg, PluginError, defined_at, guarded, source_file
 from decode.compiler.search.base import Choice, Search
 from decode.compiler.search.beam import Beam  # noqa: F401  (decode.Beam: what a beam variant derives from)
@@ -122,7 +123,7 @@ def checked(cls: type, name: str) -> type:
             if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor)
                     and out[0].shape == acc.shape and out[0].dtype == acc.dtype):
                 raise PluginError(f"{label} ({defined_at(cls.rescore)}): rescore returned {plugins.kind_of(out)}; "
-                                  f"it must return (scores {list(acc.shape)} {_dtype(acc)}, penalty or None)")
+                                  f"it must return (scores {list(acc.shape)} {dtype_name(acc)}, penalty or None)")
             return out
 
         def done(self, state):
@@ -152,10 +153,6 @@ def checked(cls: type, name: str) -> type:
     return Checked
 
 
-def _dtype(x) -> str:
-    return str(x.dtype).removeprefix("torch.")
-
-
 def _must_be_dict(state, plugin: str, method: str) -> None:
     if not isinstance(state, dict):
         raise PluginError(f"{plugin}: {method} returned {plugins.kind_of(state)}; the search state must be "
@@ -181,7 +178,7 @@ def _step_result(out, scores: torch.Tensor, plugin: str) -> Choice:
                                                                        or x.is_complex())
         if tuple(x.shape) != (rows,) or not number:
             raise PluginError(f"{plugin}: step returned {what} of shape {list(x.shape)} and dtype "
-                              f"{_dtype(x)}{want}")
+                              f"{dtype_name(x)}{want}")
     if out.state is not None:
         _must_be_dict(out.state, plugin, "step")
     return Choice(out.tokens.long(), None if out.parents is None else out.parents.long(),

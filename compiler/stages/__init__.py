@@ -82,9 +82,14 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
     return run_kernel(module, logits, ctx, params)
 
 
+def stateful(kernel) -> bool:
+    """A stage keeps state when it has llama.cpp's `init` (reset) and `accept`."""
+    return getattr(kernel, "init", None) is not None
+
+
 def run_kernel(kernel, logits: torch.Tensor, ctx: StepContext, params: dict) -> torch.Tensor:
     """One application of a stage on its own: a stateful one starts from its `init` state."""
-    if hasattr(kernel, "init"):
+    if stateful(kernel):
         return kernel.apply(logits, ctx, kernel.init(ctx, logits.shape[-1], **params), **params)
     return kernel.apply(logits, ctx, **params)
 
