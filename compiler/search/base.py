@@ -173,12 +173,18 @@ class Search:
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
         out = []
         for b in range(self.cfg.batch):
-            rows = [(*trim(ids[r], self.cfg.eos), scores[r]) for r in range(b * n, (b + 1) * n)
+            rows = [result(ids[r], scores[r], self.cfg.eos) for r in range(b * n, (b + 1) * n)
                     if scores[r] != float("-inf")]  # -inf: a row that never lived (sbeam)
             if self.ranked:
-                rows.sort(key=lambda x: -x[2])
-            out.append([(i, s, why) for i, why, s in rows])
+                rows.sort(key=lambda x: -x[1])
+            out.append(rows)
         return out
+
+
+def result(ids: list[int], score: float, eos: tuple[int, ...]) -> tuple[list[int], float, str]:
+    """One returned sequence: (its new ids up to the first EOS, its score, why it ended)."""
+    kept, why = trim(ids, eos)
+    return kept, score, why
 
 
 def trim(ids: list[int], eos: tuple[int, ...]) -> tuple[list[int], str]:

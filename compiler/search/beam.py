@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from decode.compiler.search.base import result
 from decode.compiler.search.pool import INF, BeamPool, extended, merge
 from decode.compiler.search.record import candidates
 
@@ -67,9 +68,8 @@ class Beam(BeamPool):
     def finalize(self, state, seq, lim):
         p, r = int(lim["prompt"]), self.returns
         seqs, scores, lens = (state[x][:, :r].tolist() for x in ("seq", "score", "len"))
-        return [[(ids, sc, "eos" if ids and ids[-1] in self.cfg.eos else "max")
-                 for ids, sc in ((seqs[b][j][p:p + lens[b][j]], scores[b][j]) for j in range(r))
-                 if sc != -INF]  # never filled: fewer hypotheses survived the stages
+        return [[result(seqs[b][j][p:p + lens[b][j]], scores[b][j], self.cfg.eos) for j in range(r)
+                 if scores[b][j] != -INF]  # never filled: fewer hypotheses survived the stages
                 for b in range(self.cfg.batch)]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.base import Search
+from decode.compiler.search.base import Search, result
 
 INF = float("inf")
 
@@ -132,7 +132,7 @@ def group_results(self, state, seq, lim):
             pool.extend(hyps)
         pool.sort(key=lambda x: x[0])  # stable; the reference pops from the end
         best = [pool.pop() for _ in range(min(self.returns, len(pool)))]
-        out.append([(ids, sc, "eos" if ids and ids[-1] in self.cfg.eos else "max") for sc, ids in best])
+        out.append([result(ids, sc, self.cfg.eos) for sc, ids in best])
     return out
 
 
