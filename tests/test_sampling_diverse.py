@@ -107,3 +107,17 @@ def test_a_sampled_group_is_not_done_while_a_drawn_continuation_can_beat_its_wor
     assert tokens.tolist() == [1, 0]                       # draw order: token 1, then token 0
     assert not bool(new["done"].any()), "token 0 (-0.2) can still beat the worst hypothesis (-2)"
     assert state["run"][0, 0, 1] == float("-inf")  # the second beam is not live yet
+
+
+@pytest.mark.parametrize("recipe,keep", [("beam 4 | topp 0.9", 2), ("beam 4 | diverse groups=2 | topp 0.9", 1),
+                                         ("sample 2 | topp 0.9", 1), ("beam 4 | topp 0.9 keep=3", 3)])
+def test_only_plain_beam_sampling_raises_a_truncations_minimum(recipe, keep):
+    """transformers' beam sampling keeps 1 + #EOS tokens in each truncation; diverse beam
+    sampling (which it refuses) keeps what the recipe says, as it always has."""
+    from decode.compiler.plan import compile as lower
+    from decode.dsl import lookup
+
+    plan = lower(recipe)
+    search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
+                                      sampling=plan.sampling, eos=(5,)))
+    assert search.stage_params(lookup("topp"), dict(plan.stages[0].params))["keep"] == keep

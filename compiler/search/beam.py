@@ -1,10 +1,9 @@
 """Beam search (and beam sampling), step for step the reference's vectorised `_beam_search`.
 
-Each step ranks the K·V continuations of a prompt's K beams by beam score + processed
-log-prob (`rescore` may change that: siblings.py), takes the best 2K (or draws them, in
-draw order, when the recipe samples: `draw.draw`, as the reference's `multinomial`),
-offers those that end (EOS, or the last step) among the first K to the pool, and goes on
-with the K best that do not end. The pool, `early` and the length penalty: pool.py.
+Each step ranks a prompt's K·V continuations by beam score + processed log-prob (`rescore`
+may change that: siblings.py), takes the best 2K (or draws them, in draw order, as the
+reference's `multinomial`), offers those that end (EOS, or the last step) among the first
+K to the pool (pool.py: `early`, the length penalty), and goes on with the K best others.
 """
 from __future__ import annotations
 
@@ -16,16 +15,21 @@ from decode.compiler.search.record import candidates
 
 
 class Beam(BeamPool):
+    def stage_params(self, spec, params):
+        # a truncation keeps 1 + #EOS tokens in beam sampling, as the reference, so a beam can go on
+        keep = spec.hf.keep if self.cfg.sampling and spec is not None and spec.hf is not None else None
+        if keep in params:
+            return {**params, keep: max(int(params[keep]), len(self.cfg.eos) + 1)}
+        return params
+
     def begin(self, device, seq_len):
         b, k = self.cfg.batch, self.rows
         run = torch.zeros(b, k, device=device)
         run[:, 1:] = -INF  # only beam 0 is live at first, so the K beams do not start equal
-        return {"run": run, "seq": torch.full((b, k, seq_len), self.cfg.pad, dtype=torch.long, device=device),
-                "score": torch.full((b, k), -INF, device=device),
-                "len": torch.zeros(b, k, dtype=torch.long, device=device),
-                "fin": torch.zeros(b, k, dtype=torch.bool, device=device),
-                "open": torch.ones(b, 1, dtype=torch.bool, device=device),
-                "stop": torch.zeros((), dtype=torch.bool, device=device)}
+        long, flag = {"dtype": torch.long, "device": device}, {"dtype": torch.bool, "device": device}
+        return {"run": run, "seq": torch.full((b, k, seq_len), self.cfg.pad, **long),
+                "score": torch.full((b, k), -INF, device=device), "len": torch.zeros(b, k, **long),
+                "fin": torch.zeros(b, k, **flag), "open": torch.ones(b, 1, **flag), "stop": torch.zeros((), **flag)}
 
     def advance(self, scores, at, state):
         b, k, n, t = self.cfg.batch, self.rows, max(2, 1 + len(self.cfg.eos)) * self.rows, at.t

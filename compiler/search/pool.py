@@ -46,14 +46,6 @@ class BeamPool(Search):
     def hyper(self):
         return {"lenpen": float(self.cfg.params.get("lenpen", 1.0))}
 
-    def stage_params(self, spec, params):
-        # the reference keeps 1 + #EOS tokens in beam sampling so a beam can always go on:
-        # a truncation's minimum (its entry names the parameter) rises to that
-        keep = spec.hf.keep if self.cfg.sampling and spec is not None and spec.hf is not None else None
-        if keep in params:
-            return {**params, keep: max(int(params[keep]), len(self.cfg.eos) + 1)}
-        return params
-
     def rescore(self, acc, logp, hp):
         """The scores [B, K·V] (beam score + processed log-prob `logp` [B, K, V]) that
         selection ranks, and the penalty [B, K·V] taken off to get them (None: none)."""
