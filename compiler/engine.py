@@ -133,7 +133,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     `timings`, if given, receives prefill_s, loop_s (the step loop) and steps.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
-    the candidates the search considered (see `search.base.candidates`).
+    the candidates the search considered (see `search.record.candidates`).
     """
     check_model(model)
     seed = seed_value(seed)

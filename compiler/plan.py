@@ -92,4 +92,4 @@ def returns_per_prompt(plan: Plan) -> int:
     """
     search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
                                       sampling=plan.sampling))
-    return getattr(search, "returns", search.rows)  # the lead's rewrite gives every search `returns`
+    return search.returns

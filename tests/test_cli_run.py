@@ -73,7 +73,7 @@ def test_rows_per_prompt_of_a_user_search_come_from_it_not_its_parameter_names(r
         """Searches with K rows and returns the best one (only built here, never run)."""
 
         returns = 1
-        init = step = done = finalize = None
+        step = None
 
         def __init__(self, cfg):
             super().__init__(cfg)

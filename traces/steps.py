@@ -7,7 +7,7 @@
 The engine runs eagerly in a worker thread with the search's trace on (`run(...,
 trace=True, on_step=...)`); each step's record is handed over as it is made, so a `break`
 stops the decoding. Rows, texts and hypotheses are rebuilt from what the search reported
-(`search.base.candidates` plus the rows each new row continues), so they agree with
+(`search.record.candidates` plus the rows each new row continues), so they agree with
 `generate` token for token. Torch stays in the worker; records are plain Python.
 """
 from __future__ import annotations
