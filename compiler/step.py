@@ -65,9 +65,11 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
-    if trace:
+    if not trace:
+        info = {}
+    else:
         if info is None:  # independent rows: the engine lists what they chose from
-            live = alive if parents is None else alive[parents]
+            live = (alive if parents is None else alive[parents]) & torch.isfinite(state["score"])
             info = row_candidates(gathered(seen.get(-1), scores), tokens, parents, live,
                                   search.is_eos(tokens) & live, search.cfg.batch)
         info = {**info, "from": parents if parents is not None else torch.arange(tokens.shape[0], device=seq.device)}
@@ -95,7 +97,7 @@ def gathered(parts, like):
         return like
     if len(parts) == 1 and parts[0][0] is None:
         return parts[0][1]
-    full = torch.empty_like(like)
+    full = like  # rows no call processed keep the scores they came with
     for rows, x in parts:
         full = x if rows is None else full.index_copy(0, rows, x.to(full.dtype))
     return full

@@ -150,6 +150,7 @@ WHOLE = {"step": lambda *a: None}
     (lambda: decode.search("half", doc="x")(type("H", (decode.Search,), {"init": lambda *a: {}})),
      "must define step"),
     (lambda: decode.search("1x", doc="x")(type("X", (decode.Search,), {})), "search name '1x'"),
+    (lambda: decode.search("stepbeam", doc="x")(type("S", (decode.Beam,), WHOLE)), "changes `rescore`, not `step`"),
     (lambda: decode.search("nodoc")(type("N", (decode.Search,), WHOLE)), "give doc="),
 ])
 def test_declaration_mistakes_are_reported_in_words(declare, message):

@@ -97,3 +97,30 @@ def test_the_readme_shows_what_steps_prints(demo):
     shown = readme.split("which prints, at step 1:\n\n```text\n")[1].split("```")[0].rstrip("\n")
     steps = list(decode.steps(demo, "beam 4 | diverse groups=2 penalty=1.0 | max 4", PROMPT))
     assert str(steps[1]) == shown
+
+
+# -- searches of independent rows (sbeam, a user's): scores and rows as the search carries them
+
+def test_sbeam_rows_carry_their_sequence_scores(demo):
+    steps = list(decode.steps(demo, "sbeam 3 | max 5 | seed 2", "ROMEO:"))
+    want = sorted(round(s.score, 4) for s in steps[-1].result.sequences)
+    assert sorted(round(r.score, 4) for r in steps[-1].rows if r.score is not None) == want
+
+
+def test_sbeam_keeps_searching_past_a_stop_string_and_only_its_texts_are_cut(demo):
+    plain = decode.generate(demo, "sbeam 3 | max 16 | seed 1", ["ROMEO:"], compile=False)[0]
+    stopped = decode.generate(demo, 'sbeam 3 | stop "e" | max 16 | seed 1', ["ROMEO:"], compile=False)[0]
+    assert any(s.finish == "stop" for s in stopped.sequences)
+    for a, b in zip(plain.sequences, stopped.sequences):
+        assert b.ids == a.ids[: len(b.ids)] and b.score == a.score
+
+
+def test_rows_that_never_lived_are_not_traced(demo):
+    """sbeam 40 over a vocabulary where fewer than 40 first tokens survive topk: the rows
+    left at -inf are no branch of the tree."""
+    from decode.compiler.engine import generate
+
+    kept = []
+    generate(demo, "sbeam 40 | topk 3 | max 2 | seed 1", ["ROMEO:"], compile=False, trace=True,
+             on_step=lambda t, tokens, info: kept.append(int(info["kept"].sum())))
+    assert kept[0] == 3 and kept[1] <= 9

@@ -33,15 +33,15 @@ DEFAULTS = {"group": 0, "penalty": 0.0}  # what a search's trace may leave out
 
 def ranks_sequences(search) -> bool:
     """What the search says about its trace, in the one case its steps cannot tell: a search
-    ranking whole sequences (one scoring log-probs: the beam family) lists every token it
-    keeps, and its candidates' `logp` is the sequence's score; one picking a token per row
-    (raw logits: greedy, sampling) lists a few per row and gives each token's own log-prob.
+    ranking whole sequences (the beam pool) lists every token it keeps, and its candidates'
+    `logp` is the sequence's score; one of independent rows (greedy, sampling, sbeam, a
+    user's) lists a few per row and gives each token's own log-prob.
 
         >>> from decode.compiler.plan import compile as lower
         >>> ranks_sequences(lower("beam 2").search), ranks_sequences(lower("sample 2").search)
         (True, False)
     """
-    return bool(search.logprobs)
+    return bool(search.ranks_sequences)
 
 
 def per_prompt(tokens: list[int], info: dict, prompts: int) -> Iterator[tuple[list[dict], list[int], list[int]]]:

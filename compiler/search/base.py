@@ -94,6 +94,7 @@ class Search:
     logprobs: bool = True  # stages see log_softmax(logits) (beam family) or raw logits
     groups: int = 1        # groups the rows form (diverse, iterative)
     ranked: bool = True    # results sorted by score (False: in row order, e.g. samples)
+    ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg

@@ -41,7 +41,7 @@ class Groups(BeamPool):
         return {"run": run, "seq": torch.full((b, g, s, seq_len), self.cfg.pad, **long),
                 "score": torch.full((b, g, s), -INF, device=device), "len": torch.zeros(b, g, s, **long),
                 "count": torch.zeros(b, g, **long), "done": torch.zeros(b, g, dtype=torch.bool, device=device),
-                "memo": self.memory(device, seq_len)}
+                "memo": self.memory(device, seq_len), "stop": torch.zeros((), dtype=torch.bool, device=device)}
 
     def advance(self, scores, at, state):
         b, k, s = self.cfg.batch, self.rows, self.size
@@ -57,9 +57,9 @@ class Groups(BeamPool):
             u = None if at.noise is None else at.noise.view(b, k, v)[:, g * s:(g + 1) * s].reshape(b, s * v)
             top, idx = self.candidates(acc, n, u)
             tok, parent, eos, gdone = idx % v, base + g * s + idx // v, self.is_eos(idx % v), state["done"][:, g]
-            pool, count, add = offer_group(state, g, top, eos & (rank < s) & ~gdone[:, None], extended(at, parent, tok), at)
-            order = torch.sort(torch.where(eos, rank + n, rank), dim=1, stable=True).indices[:, :s]
             stay = gdone[:, None]  # a done group stays where it is, writing padding
+            pool, count, add = offer_group(state, g, top, eos & (rank < s) & ~stay, extended(at, parent, tok), at)
+            order = torch.sort(torch.where(eos, rank + n, rank), dim=1, stable=True).indices[:, :s]
             g_run, g_tok, g_par = (torch.where(stay, x, y.gather(1, order))
                                    for x, y in ((0.0, top), (self.cfg.pad, tok), (mine, parent)))
             g_done = gdone | self.group_done(pool[0], count, top, at)

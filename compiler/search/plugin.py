@@ -89,6 +89,9 @@ def _check_declaration(name: str, args: tuple, doc: str, cls: type) -> None:
     if cls.step is Search.step and cls.advance is Search.advance:
         raise PluginError(f"search {name!r}: {cls.__name__} must define step (see decode.Search), "
                           "or derive from decode.Beam")
+    if issubclass(cls, BeamPool) and cls.step is not Search.step:
+        raise PluginError(f"search {name!r}: a decode.Beam variant changes `rescore`, not `step` (the beam "
+                          "pool chooses); derive from decode.Search to write a step")
 
 
 BAD = "decode_out_of_range"  # state key: [step, row, id, what (0 token, 1 parent), bound] of the first bad id
@@ -149,7 +152,8 @@ def checked(cls: type, name: str) -> type:
         del Checked.rescore
     for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
         setattr(Checked, attr, getattr(cls, attr))
-    Checked.decode_plugin = (label, source_file(cls.step if cls.step is not Search.step else cls.rescore))
+    own = next((f for f in vars(cls).values() if callable(f) and source_file(f)), cls.step)
+    Checked.decode_plugin = (label, source_file(own))  # the file of the user's own code
     return Checked
 
 

@@ -31,6 +31,7 @@ class BeamPool(Search):
     """
 
     logprobs = True
+    ranks_sequences = True  # its candidates carry the sequence's score (see search/record.py)
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -1,5 +1,6 @@
-"""What a trace needs from one step, built by the engine and the beam pool, never by a
-strategy: the candidates considered per prompt, [B, C] tensors each.
+"""What a trace needs from one step, built by the engine (independent rows) and the beam
+loops (beam.py, groups.py), never by a strategy's own code or a variant's: the candidates
+considered per prompt, [B, C] tensors each.
 
 A search of independent rows returns only its choice; the candidates are then each row's
 few best tokens under its processed scores plus every chosen continuation, so a user's

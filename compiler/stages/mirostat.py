@@ -27,4 +27,4 @@ def apply(logits: torch.Tensor, ctx, state, tau, eta) -> torch.Tensor:
 
 def accept(state, tokens, scores, tau, eta) -> dict:
     got = torch.log_softmax(scores, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # the draw's log-prob
-    return {"mu": state["mu"] - eta * (-got / BITS - tau)}
+    return {"mu": torch.where(torch.isfinite(got), state["mu"] - eta * (-got / BITS - tau), state["mu"])}
