@@ -114,7 +114,7 @@ class Search:
 
     def step(self, scores: torch.Tensor, at: At, state: dict) -> Choice:
         """What each row takes next, the row it continues and the score it carries."""
-        raise NotImplementedError(f"{type(self).__name__} must define step (see decode.Search)")
+        raise TypeError(f"{type(self).__name__} must define step (see decode.Search)")
 
     def stage_params(self, spec, params: dict) -> dict:
         """A logit stage's parameters (its catalogue entry `spec`) as this search needs them."""
