@@ -61,7 +61,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
 
     noise = None if keys is None else uniform(keys, t, logits.shape[-1])
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace)
+            hp=hp, trace=trace, selects=next((k.select for _, k, _ in reversed(chain) if hasattr(k, "select")), None))
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)

@@ -405,11 +405,12 @@ for _spec in (
         cite="Basu et al. 2021, Mirostat (ICLR 2021, arXiv:2007.14966); the 2.0 update as in llama.cpp",
         impl=_L + "mirostat",
         details="Each row keeps a bound mu in bits, 2·TAU at first. The stage drops every token "
-                "whose surprise -log2 p exceeds mu (never the most likely one); selection then "
-                "draws from what is left, renormalised, and mu moves by ETA·(the drawn token's "
-                "surprise under that renormalised distribution - TAU). mu is state kept per row "
-                "(it moves with the rows of a beam search). As in llama.cpp, write it last: "
-                "it is meant to see the distribution selection draws from."),
+                "whose surprise -log2 p exceeds mu (never the most likely one); a token is drawn "
+                "from what is left, renormalised (by Gumbel-max: like llama.cpp's, the stage "
+                "selects when the search draws one token per row), and mu moves by ETA·(the drawn "
+                "token's surprise under that renormalised distribution - TAU). mu is state kept "
+                "per row (it moves with the rows of a beam search). As in llama.cpp, write it "
+                "last: it is meant to see the distribution the token is drawn from."),
     ClauseSpec(
         "repetition", "logit", "CTRL repetition penalty: shrink the logits of tokens already seen by R",
         positional=(Param("r", "float", lo=1 / SCALE, hi=SCALE, doc="penalty (1 = none)",

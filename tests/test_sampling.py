@@ -215,6 +215,7 @@ RECIPES = {
     "beam": "beam 3 | topp 0.9 temp 0.7 | max 6",
     "diverse": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7 | max 6",
     "sbeam": "sbeam 3 | topk 6 | max 6",
+    "mirostat": "sample 6 | frequency 0.3 | mirostat tau=3 eta=0.2 | max 6",  # stages with state, one selects
 }
 PROMPTS = [PROMPT, [2, 5], [1], [4, 4, 6]]
 
@@ -261,7 +262,7 @@ def test_the_seed_clause_seeds_the_run_and_an_explicit_seed_overrides_it(bigram)
 # Compiling costs ~10-25 s of CPU each: three strategies by default, beam sampling and the
 # llama versions under `pytest -m slow`.
 @pytest.mark.parametrize("strategy", [
-    "sample", "sbeam", "diverse", pytest.param("beam", marks=pytest.mark.slow),
+    "sample", "sbeam", "diverse", "mirostat", pytest.param("beam", marks=pytest.mark.slow),
 ])
 def test_compiled_sampling_gives_the_eager_tokens(bigram, strategy):
     eager = decode.generate(bigram, RECIPES[strategy], PROMPTS, seed=23, compile=False)

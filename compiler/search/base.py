@@ -66,6 +66,7 @@ class At:
     score: torch.Tensor | None = None   # [R] each row's score so far (independent rows)
     alive: torch.Tensor | None = None   # [R] bool: the row has not ended
     trace: bool = False                 # the beam pool lists its candidates for a trace
+    selects: Callable | None = None     # a stage that draws itself (mirostat): (logp, u) -> [X]
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -73,6 +74,8 @@ class At:
         step's noise viewed as [X, N])."""
         if u is None and self.noise is not None:
             u = self.noise.reshape(scores.shape)
+            if n == 1 and self.selects is not None:  # the chain's last link is that stage's draw
+                return self.selects(scores, u)[:, None]
         return select(scores, n, u)
 
 

@@ -15,7 +15,9 @@ A stage may keep state, in llama.cpp's shape: with `init` it is stateful, and th
 
 `state` is a dict of tensors whose first dimension is the row: the engine moves it with
 the rows of a beam search, and `accept` sees the chosen tokens and this stage's own output
-for each row (mirostat.py, repetition.py).
+for each row (mirostat.py, repetition.py). A stage may also bring the chain's last link,
+`select(logp [R, V], u [R, V]) -> ids [R]`, the draw of a row's token when the recipe
+samples (mirostat selects by Gumbel-max, as llama.cpp's does); the last such stage wins.
 
 Numeric params not in STATIC arrive as 0-d tensors on the logits' device, so that a
 parameter sweep reuses the compiled step. Removed tokens become -inf.

@@ -1,6 +1,6 @@
 """Mirostat 2.0 as a user search: the plugin decode shipped before `mirostat` became a
-built-in stage, kept as the oracle that stage is checked against token for token (its only
-change: it selects with the engine's draw, `at.select`, as `sample` does).
+built-in stage, kept as the oracle that stage is checked against token for token (ported to
+the `Choice` interface; its selection, a Gumbel-max draw, is the one it always had).
 
 Each row keeps a bound mu (bits, 2·tau at first): tokens more surprising than mu are
 dropped (never the likeliest), one is drawn from the rest renormalised, and
@@ -11,6 +11,7 @@ import math
 import torch
 
 import decode
+from decode.compiler.search.base import gumbel as decode_gumbel
 
 
 @decode.search(
@@ -35,7 +36,7 @@ class MirostatSearch(decode.Search):
         logp = torch.log_softmax(at.process(scores, None), dim=-1)
         keep = (-logp / math.log(2) <= state["mu"][:, None]) | (logp == logp.max(-1, keepdim=True).values)
         logq = torch.log_softmax(logp.masked_fill(~keep, -math.inf), dim=-1)
-        tok = at.select(logq)[:, 0]
+        tok = torch.argmax(logq + (0 if at.noise is None else decode_gumbel(at.noise)), dim=-1)
         got = logq.gather(1, tok[:, None]).squeeze(1)  # log-prob of the draw, natural log
         mu = torch.where(at.alive, state["mu"] - at.hp["eta"] * (-got / math.log(2) - at.hp["tau"]), state["mu"])
         return decode.Choice(tok, None, at.score + got, {"mu": mu})
