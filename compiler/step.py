@@ -40,12 +40,12 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
-    ctx = context(seq, pad, lim["prompt"], t, eos)
+    ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):
-        c = ctx if rows is None else StepContext(ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows],
-                                                 ctx.length, ctx.new_len, ctx.eos)
+        c = ctx if rows is None or ctx is None else StepContext(
+            ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows], ctx.length, ctx.new_len, ctx.eos)
         code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         for i, ((name, kernel, static), dyn) in enumerate(zip(chain, sp)):
             if stateful(kernel):
