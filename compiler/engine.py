@@ -37,7 +37,8 @@ def eos_ids(model) -> tuple[int, ...]:
     return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None)
 
 
-def _pad_id(model, eos) -> int:
+def pad_id(model, eos) -> int:
+    """The token a row writes once it stopped: the config's pad id, else the first EOS id, else 0."""
     pad = model.config.pad_id
     return int(pad) if pad is not None else (eos[0] if eos else 0)
 
@@ -139,12 +140,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     seed = seed_value(seed)
     seeds = None if seeds is None else [seed_value(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
     eos = eos_ids(model)
-    pad_id = _pad_id(model, eos)
+    pad_tok = pad_id(model, eos)
     texts, ids = _encode(model, prompts)
     b = len(ids)
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
-                       sampling=plan.sampling, eos=eos, pad=pad_id)
+                       sampling=plan.sampling, eos=eos, pad=pad_tok)
     search = plan.search(cfg)
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
@@ -168,7 +169,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     stops = StopStrings(plan.stop, model.tokenizer)
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
-        seq = torch.full((b * k, s_len), pad_id, dtype=torch.long, device=device)
+        seq = torch.full((b * k, s_len), pad_tok, dtype=torch.long, device=device)
         pad = torch.empty(b * k, dtype=torch.long, device=device)
         for i, x in enumerate(ids):
             for j in range(k):

@@ -123,16 +123,15 @@ def groups(plan) -> int:
 
 
 def eos_and_pad(model) -> tuple[list[int], int]:
-    """The model's EOS ids and the token a row writes once it stopped (the engine's rule:
-    the config's pad id, else the first EOS id, else 0).
+    """The model's EOS ids and the token a row writes once it stopped, by the engine's rule.
 
         >>> eos_and_pad(decode.load())
         ([2], 2)
     """
-    eos = model.config.eos_ids
-    eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
-    pad = model.config.pad_id
-    return eos, int(pad) if pad is not None else (eos[0] if eos else 0)
+    from decode.compiler.engine import eos_ids, pad_id  # a model is loaded: so is torch
+
+    eos = eos_ids(model)
+    return list(eos), pad_id(model, eos)
 
 
 def _num(x: float) -> float | None:
