@@ -174,7 +174,7 @@ def stage(name: str, args: Iterable[Arg] = (), doc: str | None = None, cite: str
 
     def declare(fn: Callable) -> Callable:
         text = (doc or (inspect.getdoc(fn) or "").split("\n")[0]).strip().rstrip(".")
-        _check_declaration(name, args, text, fn, prepared=prepare is not None)
+        _check_declaration(name, args, text, fn, prepare is not None, stateful=init is not None)
         if (init is None) != (accept is None):
             raise PluginError(f"stage {name!r}: a stage with state gives both init= and accept=")
         kernel = Kernel(name, fn, frozenset(a.name for a in args if a.static), prepare, init, accept)
@@ -215,7 +215,7 @@ def check_clause(what: str, name: str, args: tuple, doc: str, example: str) -> N
         raise PluginError(f"{what} {name!r}: two arguments share a name: {names}")
 
 
-def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared: bool) -> None:
+def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared: bool, stateful: bool) -> None:
     check_clause("stage", name, args, doc, "softcap")
     names = [a.name for a in args]
     if not callable(fn):
@@ -225,8 +225,9 @@ def _check_declaration(name: str, args: tuple, doc: str, fn: Callable, prepared:
     # with `prepare`, the function takes what prepare returns, which may have other names
     missing = [n for n in names if n not in sig.parameters and not takes_all and not prepared]
     positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if missing or len(positional) < 2:
-        want = ", ".join(["logits", "ctx", *names])
+    third = positional[2].name if len(positional) > 2 else None  # a stage with state takes it third
+    if missing or len(positional) < 2 + stateful or (stateful and third in names):
+        want = ", ".join(["logits", "ctx", *["state"] * stateful, *names])
         raise PluginError(f"stage {name!r}: {fn.__name__} must take ({want}), "
                           f"it takes {sig}")
 

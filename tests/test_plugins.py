@@ -432,3 +432,10 @@ def test_a_user_stage_whose_state_is_not_a_dict_is_named(table):
         decode.generate(table, "badstate | max 2", [[0]], compile=False)
     with pytest.raises(decode.PluginError, match="gives both init= and accept="):
         decode.stage("half", doc="x", init=lambda ctx, vocab: {})(lambda logits, ctx, state: logits)
+
+
+@pytest.mark.parametrize("fn", [lambda logits, ctx, f: logits, lambda logits, ctx: logits])
+def test_a_stage_with_state_whose_function_does_not_take_it_is_named(fn):
+    with pytest.raises(decode.PluginError, match=r"must take \(logits, ctx, state, f\)"):
+        decode.stage("nostate", args=[decode.Arg("f", float)], doc="x",
+                     init=lambda ctx, vocab, f: {}, accept=lambda s, t, x, f: s)(fn)
