@@ -14,7 +14,7 @@ from decode.compiler.context import StepContext
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
 from decode.compiler.search.record import row_candidates
-from decode.compiler.stages import stateful
+from decode.compiler.stages import selection, stateful
 
 # What the step notes about a row whose scores cannot be decoded: code MODEL, the model's
 # logits were not finite; code STAGE + 2*i (+1 for NaN/inf rather than all -inf): the
@@ -61,18 +61,18 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
 
     noise = None if keys is None else uniform(keys, t, logits.shape[-1])
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace, selects=next((k.select for _, k, _ in reversed(chain) if hasattr(k, "select")), None))
+            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain))
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
-    if not trace:
-        info = {}
+    if trace and info is None:  # independent rows: the engine lists what they chose from
+        live = (alive if parents is None else alive[parents]) & torch.isfinite(state["score"])
+        info = row_candidates(gathered(seen.get(-1), scores), tokens, parents, live,
+                              search.is_eos(tokens) & live, search.cfg.batch)
+    if trace:  # the row each new row continues, for the tree
+        info = {**info, "from": torch.arange(tokens.shape[0], device=seq.device) if parents is None else parents}
     else:
-        if info is None:  # independent rows: the engine lists what they chose from
-            live = (alive if parents is None else alive[parents]) & torch.isfinite(state["score"])
-            info = row_candidates(gathered(seen.get(-1), scores), tokens, parents, live,
-                                  search.is_eos(tokens) & live, search.cfg.batch)
-        info = {**info, "from": parents if parents is not None else torch.arange(tokens.shape[0], device=seq.device)}
+        info = {}
     sst = [accept(kernel, sst[i], gathered(seen.get(i), scores), tokens, parents, static, dyn)
            if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
     if parents is not None:

@@ -89,6 +89,11 @@ def stateful(kernel) -> bool:
     return getattr(kernel, "init", None) is not None
 
 
+def selection(kernels):
+    """The draw of the last stage among `kernels` that brings its own (`select`), or None."""
+    return next((k.select for k in reversed(list(kernels)) if hasattr(k, "select")), None)
+
+
 def run_kernel(kernel, logits: torch.Tensor, ctx: StepContext, params: dict) -> torch.Tensor:
     """One application of a stage on its own: a stateful one starts from its `init` state."""
     if stateful(kernel):
