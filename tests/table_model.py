@@ -34,6 +34,12 @@ class TableModel(torch.nn.Module):
         self.config = SimpleNamespace(vocab_size=table.shape[1], eos_ids=(eos,), pad_id=None, max_seq_len=64)
         self.tokenizer = None
 
+    @classmethod
+    def random(cls, seed: int, size: int = 8, scale: float = 1.0) -> "TableModel":
+        """A size x size table of N(0, scale**2) logits drawn with `seed`; the last token is EOS."""
+        table = torch.randn(size, size, generator=torch.Generator().manual_seed(seed))
+        return cls(table if scale == 1.0 else table * scale, eos=size - 1)
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.table[input_ids]
 

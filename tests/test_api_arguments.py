@@ -26,12 +26,12 @@ class Chars:
 
 @pytest.fixture(scope="module")
 def table():
-    return TableModel(torch.randn(8, 8, generator=torch.Generator().manual_seed(2)), eos=EOS)
+    return TableModel.random(2)
 
 
 @pytest.fixture(scope="module")
 def with_tokenizer():
-    m = TableModel(torch.randn(8, 8, generator=torch.Generator().manual_seed(2)), eos=EOS)
+    m = TableModel.random(2)
     m.tokenizer = Chars()
     return m
 

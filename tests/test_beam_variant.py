@@ -17,15 +17,13 @@ from table_model import TableModel
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDREWARD = ROOT / "recipes" / "plugins" / "wordreward.py"
-EOS = 7
 
 pytestmark = pytest.mark.usefixtures("restore_catalogue")  # plugins register clauses
 
 
 @pytest.fixture(scope="module")
 def table():
-    g = torch.Generator().manual_seed(5)
-    return TableModel(torch.randn(8, 8, generator=g) * 2.0, eos=EOS)
+    return TableModel.random(5, scale=2.0)
 
 
 def logprob(model, prompt, ids) -> float:

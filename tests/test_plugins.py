@@ -36,8 +36,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table():
-    g = torch.Generator().manual_seed(3)
-    return TableModel(torch.randn(8, 8, generator=g) * 2.0, eos=7)
+    return TableModel.random(3, scale=2.0)
 
 
 def only_token():
@@ -227,7 +226,7 @@ def wrong_stage(tmp_path: Path, body: str) -> Path:
 @pytest.fixture(scope="module")
 def wide():
     """A table model with 32 tokens, so that a 10-column slice is not the whole vocabulary."""
-    return TableModel(torch.randn(32, 32, generator=torch.Generator().manual_seed(1)), eos=31)
+    return TableModel.random(1, size=32)
 
 
 @pytest.mark.parametrize("compiled", [False, True])

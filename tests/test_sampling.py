@@ -31,15 +31,13 @@ PROMPT = [0, 3, 0]
 
 @pytest.fixture(scope="module")
 def bigram():
-    g = torch.Generator().manual_seed(0)
-    return TableModel(torch.randn(8, 8, generator=g) * 1.5, eos=7)
+    return TableModel.random(0, scale=1.5)
 
 
 @pytest.fixture(scope="module")
 def small():
     """Four tokens (3 is EOS): few enough sequences to enumerate every K-subset of them."""
-    g = torch.Generator().manual_seed(1)
-    return TableModel(torch.randn(4, 4, generator=g) * 1.2, eos=3)
+    return TableModel.random(1, size=4, scale=1.2)
 
 
 def total_variation(p: dict, q: dict) -> float:

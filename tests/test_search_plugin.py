@@ -29,8 +29,7 @@ pytestmark = pytest.mark.usefixtures("restore_catalogue")  # plugins register cl
 
 @pytest.fixture(scope="module")
 def table():
-    g = torch.Generator().manual_seed(11)
-    return TableModel(torch.randn(8, 8, generator=g) * 2.0, eos=EOS)
+    return TableModel.random(11, scale=2.0)
 
 
 def mirostat_probs(model, prompt, tau, eta, max_new):
