@@ -286,6 +286,10 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
         return f"--prompt is {bad[1]}, or give token ids with --prompt-ids"
     if args.prompts is not None and args.trace is not None:
         return "--trace records a single run: use it with --prompt or --prompt-ids, not --prompts"
+    if (args.chat or args.system is not None) and args.prompt is None:
+        return "--chat and --system apply the model's chat template to --prompt TEXT (the user's message); give --prompt"
+    if args.system is not None and not args.chat:
+        return "--system is the system message of a chat: add --chat"
     if args.batch_size < 1:
         return f"--batch-size must be at least 1, got {args.batch_size}"
     return None
@@ -352,6 +356,8 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     trace = open(args.trace, "w", encoding="utf-8") if args.trace else None
     try:
         model = decode.load(args.model, device=args.device, dtype=args.dtype)
+        if args.chat:
+            prompt = _chat_prompt(model, args.system, prompt)
         problem = prompt_problem(prompt, model)
         if problem:
             raise ModelError(f"--prompt-ids: {problem}")
@@ -381,6 +387,15 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     if args.trace and not args.json:
         print(f"trace written to {args.trace}; draw it with `decode viz {args.trace}`", file=sys.stderr)
     return 0
+
+
+def _chat_prompt(model, system: str | None, user: str) -> list[int]:
+    """The prompt ids of a one-turn chat under the model's chat template."""
+    from decode.runtime import require_tokenizer
+    from decode.runtime.chat import chat_ids
+
+    messages = ([{"role": "system", "content": system}] if system is not None else [])
+    return chat_ids(require_tokenizer(model), messages + [{"role": "user", "content": user}])
 
 
 def _both(callbacks: list):
@@ -565,9 +580,13 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                                    "demo model). One sequence streams as it comes; beams and samples "
                                    "print a table; --json prints the JSON object of each prompt.")
     p.add_argument("recipe", metavar="RECIPE")
-    p.add_argument("--model", default=None, help="HF llama dir, Meta dir or llama2.c .bin")
+    p.add_argument("--model", default=None,
+                   help="HF llama dir, Meta dir, llama2.c .bin, or org/name[@rev] in the local HF cache")
     p.add_argument("--prompt", default=None, help="prompt text")
     p.add_argument("--prompt-ids", default=None, help="prompt token ids, e.g. 1,2,3")
+    p.add_argument("--chat", action="store_true",
+                   help="--prompt is a user message: apply the model's chat template (instruct models)")
+    p.add_argument("--system", default=None, metavar="TEXT", help="with --chat: a system message first")
     p.add_argument("--prompts", default=None, metavar="FILE.jsonl",
                    help='a JSONL file of {"id": ..., "prompt": "..."} (or "prompt_ids": [...]) lines; '
                         "with --out, a rerun resumes where the last one stopped")

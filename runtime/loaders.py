@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import hub
 from .config import LlamaConfig
 from .errors import ModelError
+from .chat import find_template
 from .model import Llama, rope_inv_freq
 from .tokenizer import HFTokenizer, SentencePieceTokenizer
 
@@ -68,9 +70,12 @@ def _resolve(path) -> Path:
                 "decode.load('path/to/model') in Python, or --model PATH on the command line, "
                 f"where PATH is {FORMATS}.")
         return DEMO_DIR
+    if isinstance(path, str) and hub.looks_like_id(path):
+        return hub.snapshot(path)  # org/name[@rev] from the local Hugging Face cache
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelError(f"{path} does not exist. Pass {FORMATS} (--model PATH).")
+        raise ModelError(f"{path} does not exist. Pass {FORMATS} (--model PATH), or a "
+                         "Hugging Face id (org/name) of a model in the local HF cache.")
     return path
 
 
@@ -103,10 +108,11 @@ def parse_dtype(dtype, device: torch.device) -> torch.dtype:
 def find_tokenizer(folder: Path):
     """tokenizer.model (sentencepiece) or tokenizer.json next to the weights, else None."""
     for cand in (folder, folder.parent):  # Meta downloads keep tokenizer.model one level up
-        if (cand / "tokenizer.model").exists():
-            return SentencePieceTokenizer(cand / "tokenizer.model")
-        if (cand / "tokenizer.json").exists():
-            return HFTokenizer(cand / "tokenizer.json")
+        for name, kind in (("tokenizer.model", SentencePieceTokenizer), ("tokenizer.json", HFTokenizer)):
+            if (cand / name).exists():
+                tok = kind(cand / name)
+                tok.chat_template = find_template(cand, tok.specials)
+                return tok
     return None
 
 

@@ -81,7 +81,7 @@ META_PARAMS: Schema = {
     "max_seq_len": (POS_INT, False),
 }
 TOKENIZER_CONFIG: Schema = {"bos_token": (TOKEN, False), "eos_token": (TOKEN, False),
-                            "pad_token": (TOKEN, False)}
+                            "pad_token": (TOKEN, False), "unk_token": (TOKEN, False)}
 ROPE_TYPE: Schema = {"rope_type": (TEXT, False), "type": (TEXT, False)}
 ROPE_SCALING: dict[str, Schema] = {  # by rope type; model.rope_inv_freq refuses other types
     "linear": {"factor": (POS_NUM, True)},

@@ -5,6 +5,7 @@ add_bos_token=True), `decode` skips special tokens (skip_special_tokens=True).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import ModelError
@@ -37,9 +38,22 @@ class SentencePieceTokenizer:
         self.pad_id = _or_none(self.sp.pad_id())
         self._special = {i for i in range(self.vocab_size)
                          if self.sp.IsControl(i) or self.sp.IsUnknown(i)}
+        self.specials = {name: self.sp.IdToPiece(i) for name, i in (
+            ("bos_token", self.bos_id), ("eos_token", self.eos_id),
+            ("unk_token", _or_none(self.sp.unk_id())), ("pad_token", self.pad_id)) if i is not None}
+        self.chat_template = None  # set by the loader (chat.py)
 
-    def encode(self, text: str, bos: bool = True) -> list[int]:
-        ids = self.sp.EncodeAsIds(text)
+    def encode(self, text: str, bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of `text`, BOS first if `bos`. With `special`, the special tokens' strings
+        in the text ("<s>", "</s>", ...) become their ids, as transformers' LlamaTokenizer reads
+        them (a chat template writes them); otherwise they are plain text."""
+        if not special:
+            ids = self.sp.EncodeAsIds(text)
+        else:
+            pieces = re.split("(" + "|".join(map(re.escape, sorted(
+                self.specials.values(), key=len, reverse=True))) + ")", text) if self.specials else [text]
+            ids = [i for n, part in enumerate(pieces) if part
+                   for i in ([self.sp.PieceToId(part)] if n % 2 else self.sp.EncodeAsIds(part))]
         return [self.bos_id] + ids if bos and self.bos_id is not None else ids
 
     def decode(self, ids) -> str:
@@ -80,6 +94,11 @@ class HFTokenizer:
         self.bos_id = self._id(names.get("bos_token"), "<s>", "<|begin_of_text|>")
         self.eos_id = self._id(names.get("eos_token"), "</s>", "<|end_of_text|>")
         self.pad_id = self._id(names.get("pad_token"))
+        unk = self._id(names.get("unk_token"), "<unk>")
+        self.specials = {name: self.tk.id_to_token(i) for name, i in (
+            ("bos_token", self.bos_id), ("eos_token", self.eos_id), ("unk_token", unk),
+            ("pad_token", self.pad_id)) if i is not None}
+        self.chat_template = None  # set by the loader (chat.py)
 
     def _id(self, *names) -> int | None:
         for n in names:
@@ -87,7 +106,9 @@ class HFTokenizer:
                 return self.tk.token_to_id(n)
         return None
 
-    def encode(self, text: str, bos: bool = True) -> list[int]:
+    def encode(self, text: str, bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of `text`, BOS first if `bos`; the tokenizer's added tokens written in the
+        text always become their ids (the `tokenizers` library reads them so)."""
         ids = self.tk.encode(text, add_special_tokens=False).ids
         return [self.bos_id] + ids if bos and self.bos_id is not None else ids
 
