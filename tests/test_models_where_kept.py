@@ -151,3 +151,33 @@ def test_chat_runs_end_to_end_and_bad_templates_get_one_message(sp_chat, tmp_pat
     (model_dir / "tokenizer_config.json").write_text("{}")
     assert main(base + ["--chat", "--prompt", "Hi"]) == 1
     assert "ships no chat template" in capsys.readouterr().err
+
+
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' "
+          "+ m['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+
+
+def test_a_tokenizer_json_chat_template_tokenises_its_special_tokens_as_transformers(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from llama_factory import CORPUS
+
+    specials = ["<unk>", "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eot_id|>"]
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3}))
+    ours = HFTokenizer(tmp_path / "tokenizer.json")
+    ours.chat_template = find_template(tmp_path, ours.specials)
+    ref = transformers.PreTrainedTokenizerFast.from_pretrained(tmp_path)
+    for chat in CHATS:
+        assert ours.chat_template.render(chat) == ref.apply_chat_template(chat, tokenize=False,
+                                                                          add_generation_prompt=True)
+        ids = chat_ids(ours, chat)
+        assert ids == ref.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+        assert ids.count(tk.token_to_id("<|eot_id|>")) == len(chat)
