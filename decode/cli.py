@@ -316,6 +316,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     text, recipe = _load(args.recipe)
     _show_warnings(text, recipe, _source(args.recipe))
+    if args.max is not None:  # the run decodes, fingerprints and records the recipe with this max
+        from decode.dsl.check import with_setting
+
+        recipe = with_setting(recipe, "max_new_tokens", args.max)
     problem = _check_run_args(args)
     if problem:
         return _usage_error(problem)
@@ -595,6 +599,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="append JSON lines to this file (with --prompts: one per id, resumable)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="prompts decoded together with --prompts (default 8)")
+    p.add_argument("--max", type=_whole(1), default=None, metavar="N",
+                   help="at most N new tokens: overrides the recipe's `max` (the fingerprint follows)")
     p.add_argument("--seed", type=_whole(0, 2**64 - 1), default=None,
                    help="RNG seed for sampling recipes (with --prompts, default: the recipe's seed "
                         "or 0; each prompt's seed derives from it and the prompt's id)")

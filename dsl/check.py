@@ -40,6 +40,20 @@ def parse(text: "str | Recipe") -> Recipe:
 
 
 
+def with_setting(recipe: Recipe, setting: str, value: int) -> Recipe:
+    """`recipe` with the clause of engine setting `setting` set to `value`, as if written so
+    (its text, fingerprint and checks are those of the new recipe).
+
+        >>> with_setting(parse("beam 4 | max 64"), "max_new_tokens", 16).canonical
+        'beam 4 | max 16'
+    """
+    from decode.dsl.catalogue import setting_spec
+
+    name = setting_spec(setting).name
+    kept = [c.canonical for c in recipe.clauses if c.name != name]
+    return parse(" | ".join([*kept, f"{name} {value}"]))
+
+
 def names_file(arg: str) -> bool:
     """Whether a RECIPE argument is a path rather than recipe text: it ends in `.dec` or holds a
     path separator, outside strings and comments, on one line without '|'.

@@ -209,3 +209,16 @@ def test_a_single_run_appends_to_its_results_and_rewrites_its_trace(model, capsy
     first = trace.read_bytes()
     assert run(capsys, *argv)[0] == 0
     assert len(out.read_text().splitlines()) == 2 and trace.read_bytes() == first
+
+
+def test_max_overrides_the_recipes_max_and_the_fingerprint_follows(tmp_path, capsys):
+    from decode.dsl import parse
+
+    f = tmp_path / "long.dec"
+    f.write_text("greedy | repetition 1.2 | max 40\n")
+    assert main(["run", str(f), "--max", "3", "--prompt-ids", "1,5,9", "--no-compile", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert len(line["sequences"][0]["ids"]) <= 3
+    assert line["recipe"] == parse("greedy | repetition 1.2 | max 3").canonical
+    assert f.read_text() == "greedy | repetition 1.2 | max 40\n"  # the file is the user's
+    assert main(["run", str(f), "--max", "0", "--prompt-ids", "1"]) == 2
