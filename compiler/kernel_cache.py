@@ -12,11 +12,29 @@ names the cache directory.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
+
+_watchers: list[Callable[[bool], None]] = []  # see watch_compiles
+
+
+@contextlib.contextmanager
+def watch_compiles(watch: Callable[[bool], None]) -> Iterator[None]:
+    """While inside, `watch(True)` runs as a compiled step's first call (the compile) starts and
+    `watch(False)` as it ends, so a face can show that the step is compiling.
+
+        >>> with watch_compiles(lambda starting: print("compiling" if starting else "done")):
+        ...     decode.generate(model, "greedy", ["ROMEO:"])
+    """
+    _watchers.append(watch)
+    try:
+        yield
+    finally:
+        _watchers.remove(watch)
 
 
 class CompileCacheWarning(UserWarning):
@@ -125,6 +143,15 @@ def first_call(compiled: Callable, eager: Callable, recompile: Callable[[], Call
     def call(*args):
         if state["checked"]:
             return state["fn"](*args)
+        for watch in _watchers:
+            watch(True)
+        try:
+            return first(args)
+        finally:
+            for watch in _watchers:
+                watch(False)
+
+    def first(args):
         root = cache_dir()
         scrub(root)
         for attempt in range(2):

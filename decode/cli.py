@@ -373,8 +373,9 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
         recorder = TraceRecorder(trace, plan, model, [prompt]) if trace is not None else None
         if recorder is not None:
             callbacks.append(recorder)
-        outs = decode.generate(model, plan, [prompt], seed=args.seed, compile=not args.no_compile,
-                               on_step=_both(callbacks), trace=recorder is not None)
+        with _compile_status():
+            outs = decode.generate(model, plan, [prompt], seed=args.seed, compile=not args.no_compile,
+                                   on_step=_both(callbacks), trace=recorder is not None)
         if recorder is not None:
             recorder.finish(outs)
         for comp in outs:
@@ -391,6 +392,31 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     if args.trace and not args.json:
         print(f"trace written to {args.trace}; draw it with `decode viz {args.trace}`", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _compile_status():
+    """A spinner with the elapsed seconds on stderr while a step compiles (its first call)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from decode.compiler.kernel_cache import watch_compiles
+
+    shown = []
+
+    def watch(starting: bool) -> None:
+        if starting:
+            p = Progress(SpinnerColumn(), TextColumn("compiling the step for this recipe structure "
+                                                     "(once per machine and shape)"),
+                         TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            p.add_task("compile", total=None)
+            p.start()
+            shown.append(p)
+        elif shown:
+            shown.pop().stop()
+
+    with watch_compiles(watch):
+        yield
 
 
 def _chat_prompt(model, system: str | None, user: str) -> list[int]:

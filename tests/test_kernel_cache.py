@@ -123,3 +123,38 @@ def test_a_compile_cache_with_truncated_kernels_recompiles_instead_of_crashing(t
     assert second.returncode == 0, second.stderr[-2000:]
     assert "CompileCacheWarning" in second.stderr and str(cache) in second.stderr
     assert second.stdout.split("IDS")[-1] == first.stdout.split("IDS")[-1]
+
+
+def test_watchers_see_the_first_call_start_and_end_once_even_through_a_repair(tmp_path, monkeypatch):
+    from decode.compiler.kernel_cache import watch_compiles
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    bad = tmp_path / "xy" / "cbad.py"
+    bad.parent.mkdir()
+    bad.write_text("def call(:\n")
+    seen = []
+    step = first_call(_failing([str(bad)], []), lambda x: "eager", lambda: (lambda x: seen.append("run") or x))
+    with watch_compiles(seen.append), pytest.warns(CompileCacheWarning):
+        assert step(1) == 1
+        assert step(2) == 2           # compiled already: nothing to watch
+    assert seen == [True, "run", False, "run"]
+    broken = first_call(lambda x: 1 / 0, lambda x: x, lambda: None)
+    with watch_compiles(seen.append), pytest.raises(ZeroDivisionError):
+        broken(1)
+    assert seen[-2:] == [True, False]  # a failing compile still ends the status
+
+
+def test_run_shows_a_compile_status_on_stderr_only_while_compiling(monkeypatch, capsys):
+    import decode.cli as cli
+
+    events = []
+    monkeypatch.setattr("rich.progress.Progress.start", lambda self: events.append("start"))
+    monkeypatch.setattr("rich.progress.Progress.stop", lambda self: events.append("stop"))
+    with cli._compile_status():
+        from decode.compiler.kernel_cache import _watchers
+        for watch in list(_watchers):
+            watch(True)
+            watch(False)
+    assert events == ["start", "stop"]
+    from decode.compiler.kernel_cache import _watchers
+    assert not _watchers
