@@ -185,11 +185,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     text, recipe = _load(args.recipe)
     source = _source(args.recipe)
     _show_warnings(text, recipe, source)
-    ref = hf_reference(recipe)
+    encode = None
+    if args.model is not None:  # real token ids for the strings of ban, bias, stop, ...
+        import decode
+        from decode.runtime import ModelError, require_tokenizer
+
+        try:
+            tokenizer = require_tokenizer(decode.load(args.model, device="cpu"))
+        except ModelError as err:
+            print(f"decode: {err}", file=sys.stderr)
+            return 1
+        encode = lambda text: tokenizer.encode(text, bos=False)  # noqa: E731  (as the stages encode)
+    ref = hf_reference(recipe, encode)
     out = Console(highlight=False, soft_wrap=True)
     if args.hf:
         out.print(Text(_call_text(ref.kwargs, False) if ref.kwargs is not None
                        else f"no transformers {HF_VERSION} equivalent: {ref.reason}"))
+        for note in ref.notes if ref.kwargs is not None else ():
+            out.print(Text(f"# note: {note}"))
         return 0
     table = Table(title=Text(recipe.canonical), title_justify="left")
     for col in ("step", "clause", "kind", "arguments (defaults filled in)", "what it does"):
@@ -222,7 +235,9 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
                                        "transformers equivalent")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--hf", action="store_true",
-                   help="print only the equivalent transformers generate(...) call")
+                   help="print only the equivalent transformers generate(...) call (and its notes)")
+    p.add_argument("--model", default=None,
+                   help="a checkpoint whose tokenizer turns the recipe's strings into real token ids")
     _add_stage_option(p)
     p.set_defaults(func=cmd_explain)
 

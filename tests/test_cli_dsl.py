@@ -127,6 +127,23 @@ def test_explain_hf_prints_every_kwarg(capsys):
     assert "no transformers 4.55.4 equivalent" in capsys.readouterr().out
 
 
+def test_explain_hf_with_a_model_prints_real_ids_and_the_seed_note(capsys, tmp_path):
+    import decode
+    from decode.runtime.loaders import DEMO_DIR
+
+    recipe = 'sample | ban "lord" | bias "king" 2 | seed 3'
+    assert main(["explain", "--hf", recipe]) == 0
+    out = capsys.readouterr().out
+    assert "ids('lord')" in out and "# note: call torch.manual_seed(3) right before generate()" in out
+    assert main(["explain", "--hf", recipe, "--model", str(DEMO_DIR)]) == 0
+    out = capsys.readouterr().out
+    tok = decode.load(DEMO_DIR).tokenizer
+    assert f"bad_words_ids=[{tok.encode('lord', bos=False)}]" in out and "ids(" not in out
+    assert f"sequence_bias={{{tuple(tok.encode('king', bos=False))}: 2.0}}" in out
+    assert main(["explain", "--hf", recipe, "--model", str(tmp_path / "nothing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     assert main(["frobnicate"]) == 2
 
