@@ -66,6 +66,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = _load_stage_files(args)
     if status:
         return status
+    encode = _model_encode(args.model)
+    if isinstance(encode, int):
+        return encode
     for arg in args.recipes:
         source = _source(arg)
         try:
@@ -79,6 +82,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 1
             continue
         _show_warnings(text, recipe, source)
+        if encode is not None:
+            from decode.dsl.midtext import midtext_warnings
+
+            for w in midtext_warnings(recipe, encode):
+                print(format_error(text, w, label="warning", source=source), file=sys.stderr)
         print(f"ok  {recipe.fingerprint}  {printable(source) if source else recipe.canonical}")
     return status
 
@@ -88,8 +96,25 @@ def add_check(sub: argparse._SubParsersAction) -> None:
                        description="Check each RECIPE (a .dec file or inline text). Errors go to "
                                    "stderr with a caret under the mistake.")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    p.add_argument("--model", default=None,
+                   help="also check the recipe's strings against this model's tokenizer (ban, bias, ...)")
     _add_stage_option(p)
     p.set_defaults(func=cmd_check)
+
+
+def _model_encode(model: str | None):
+    """The tokenizer's encode (as the stages call it) of --model, None without one, or exit status 1."""
+    if model is None:
+        return None
+    import decode
+    from decode.runtime import ModelError, require_tokenizer
+
+    try:
+        tokenizer = require_tokenizer(decode.load(model, device="cpu"))
+    except ModelError as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    return lambda text: tokenizer.encode(text, bos=False)
 
 
 # -- fmt ---------------------------------------------------------------------------------
@@ -185,17 +210,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     text, recipe = _load(args.recipe)
     source = _source(args.recipe)
     _show_warnings(text, recipe, source)
-    encode = None
-    if args.model is not None:  # real token ids for the strings of ban, bias, stop, ...
-        import decode
-        from decode.runtime import ModelError, require_tokenizer
-
-        try:
-            tokenizer = require_tokenizer(decode.load(args.model, device="cpu"))
-        except ModelError as err:
-            print(f"decode: {err}", file=sys.stderr)
-            return 1
-        encode = lambda text: tokenizer.encode(text, bos=False)  # noqa: E731  (as the stages encode)
+    encode = _model_encode(args.model)  # real token ids for the strings of ban, bias, ...
+    if isinstance(encode, int):
+        return encode
     ref = hf_reference(recipe, encode)
     out = Console(highlight=False, soft_wrap=True)
     if args.hf:
@@ -375,6 +392,7 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     trace = open(args.trace, "w", encoding="utf-8") if args.trace else None
     try:
         model = decode.load(args.model, device=args.device, dtype=args.dtype)
+        _warn_midtext(recipe, model)
         if args.chat:
             prompt = _chat_prompt(model, args.system, prompt)
         problem = prompt_problem(prompt, model)
@@ -407,6 +425,15 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     if args.trace and not args.json:
         print(f"trace written to {args.trace}; draw it with `decode viz {args.trace}`", file=sys.stderr)
     return 0
+
+
+def _warn_midtext(recipe: Recipe, model) -> None:
+    """Warn about strings (ban, bias, ...) whose token ids do not occur in running text."""
+    from decode.dsl.midtext import midtext_warnings
+
+    if model.tokenizer is not None:
+        for w in midtext_warnings(recipe, lambda text: model.tokenizer.encode(text, bos=False)):
+            print(format_error(recipe.text, w, label="warning"), file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -442,13 +442,13 @@ for _spec in (
         hf=_hf("min_new_tokens", "n", None, rank=4, role="mask")),
     ClauseSpec(
         "ban", "logit", "forbid the token sequences of these strings",
-        positional=(Param("words", "str", variadic=True, doc="one or more strings"),),
+        positional=(Param("words", "str", variadic=True, doc="one or more strings", tokens=True),),
         reference="bad_words_ids=[ids(WORDS)...]", impl=_L + "ban", aliases=("bad_words",),
         hf=HF(lambda p, ids, kw: {"bad_words_ids": [ids(w) for w in p["words"]]}, {"bad_words_ids": None},
               rank=3, role="mask")),
     ClauseSpec(
         "bias", "logit", "add B to the logit that completes the token sequence of TEXT",
-        positional=(Param("text", "str", doc="the biased string"),
+        positional=(Param("text", "str", doc="the biased string", tokens=True),
                     Param("b", "float", lo=-SCALE, hi=SCALE, doc="bias added",
                           lo_why=BIG_WHY, hi_why=BIG_WHY)),
         repeatable=True, reference="sequence_bias={ids(TEXT): B}", impl=_L + "bias",

@@ -61,6 +61,7 @@ class Param:
     default_from: str | None = None
     doc: str = ""
     or_zero: bool = False   # 0 is allowed besides the range (temp: 0 means argmax)
+    tokens: bool = False    # a string matched as the token ids it encodes to (ban, bias), not as text
     lo_why: str = ""        # why the range stops at lo (for the docs and range errors)
     hi_why: str = ""        # why it stops at hi
 

@@ -163,3 +163,18 @@ def test_cli_on_a_bad_recipe_prints_no_traceback():
     proc = _run("-m", "decode", "check", "beam 4 | diverse groups=3")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "groups=3 does not divide" in proc.stderr
+
+
+def test_check_with_a_model_warns_when_a_banned_word_would_not_match_mid_text(capsys):
+    from decode.runtime.loaders import DEMO_DIR
+
+    recipe = 'sample | ban "lord" " Lord" | bias "king" 2 | max 4'
+    assert main(["check", recipe]) == 0
+    assert "warning" not in capsys.readouterr().err          # without a tokenizer it cannot know
+    assert main(["check", recipe, "--model", str(DEMO_DIR)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 2                       # " Lord" already matches mid-text
+    assert 'write " lord" to match it there' in err and 'write " king"' in err
+    assert "  1 | sample" in err and "^^^^^^" in err          # with a caret under the string
+    assert main(["run", recipe, "--prompt", "ROMEO:", "--no-compile", "--json", "--seed", "1"]) == 0
+    assert capsys.readouterr().err.count("warning:") == 2    # run has the tokenizer: it warns too
