@@ -328,12 +328,14 @@ class Page(HTMLParser):
         super().__init__()
         self.tags, self.kept, self.pruned, self.more, self.trees = [], [], 0, 0, 0
         self.attrs, self._in_more, self._title_for = [], False, None
+        self.names = []
         self.titles = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.tags.append(tag)
         self.attrs += [v or "" for _, v in attrs]
+        self.names += [k for k, _ in attrs]
         cls = a.get("class", "").split()
         self.trees += tag == "svg" and "tree" in cls
         if tag == "g" and "kept" in cls:
@@ -370,7 +372,9 @@ def test_html_page_is_self_contained_with_one_node_per_kept_token(traces, name, 
         {(c["prompt"], c["parent_node"], c["token"]) for c in cands if c["kept"]}
     assert parser.pruned + parser.more == len(shown)  # each pruned token once per node
     assert all("logp" in t for t in parser.titles) and len(parser.titles) == len(parser.kept)
-    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
+    assert parser.tags.count("script") == 1 and "link" not in parser.tags and "img" not in parser.tags
+    assert "src" not in parser.names  # the one script is inline: zoom and pan, nothing fetched
+    assert 'preserveAspectRatio="xMinYMin meet"' in text and "width: 100%" in text  # fits the window
     assert not re.search(r"https?:|//[a-z]", text) and not any("url(" in v for v in parser.attrs)
     if name.startswith("diverse"):
         assert {a["data-group"] for a in parser.kept} == {"0", "1"}

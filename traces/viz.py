@@ -448,7 +448,7 @@ def _svg(root: Node, b: int) -> str:
         dots += _pruned_dots(node, x + w, y)
         boxes.append(_box(node, x, y, w, b))
     return (f'<svg class="tree" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="search tree of prompt {b}">'
+            f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="search tree of prompt {b}">'
             + "".join(ruler) + "".join(edges) + "".join(dots) + "".join(boxes) + "</svg>")
 
 
@@ -535,7 +535,9 @@ h1 { font-size: 18px; margin: 0 0 4px; } code { background: #f3f4f6; padding: 1p
 .legend { display: flex; gap: 16px; flex-wrap: wrap; margin: 8px 0 12px; font-size: 13px; }
 .legend span { display: inline-flex; align-items: center; gap: 6px; }
 .sw { width: 18px; height: 12px; border: 1.5px solid; border-radius: 3px; display: inline-block; }
-.scroll { overflow: auto; border: 1px solid #e5e7eb; border-radius: 6px; margin-bottom: 20px; }
+.scroll { overflow: hidden; border: 1px solid #e5e7eb; border-radius: 6px; margin-bottom: 20px; }
+.scroll svg.tree { display: block; width: 100%; height: auto; max-height: 85vh; cursor: grab;
+                   touch-action: none; user-select: none; }
 svg text { font: 11px ui-monospace, Menlo, Consolas, monospace; white-space: pre; }
 .ruler { fill: #9ca3af; text-anchor: middle; }
 .edge { fill: none; stroke: #9ca3af; stroke-width: 1.3; }
@@ -549,8 +551,34 @@ svg text { font: 11px ui-monospace, Menlo, Consolas, monospace; white-space: pre
 """
 
 
+# Zoom and pan: the tree is drawn to fit the window; the wheel zooms about the pointer, a drag
+# pans, a double click fits it again. It moves the SVG's viewBox only (the page works without it).
+SCRIPT = """
+document.querySelectorAll('svg.tree').forEach(function (svg) {
+  var home = svg.getAttribute('viewBox'), v = home.split(' ').map(Number), grab = null;
+  function at(e) {
+    var p = svg.createSVGPoint(); p.x = e.clientX; p.y = e.clientY;
+    return p.matrixTransform(svg.getScreenCTM().inverse());
+  }
+  function show() { svg.setAttribute('viewBox', v.join(' ')); }
+  svg.addEventListener('wheel', function (e) {
+    e.preventDefault();
+    var p = at(e), k = e.deltaY < 0 ? 0.8 : 1.25;
+    v = [p.x - (p.x - v[0]) * k, p.y - (p.y - v[1]) * k, v[2] * k, v[3] * k]; show();
+  }, {passive: false});
+  svg.addEventListener('pointerdown', function (e) { grab = at(e); svg.setPointerCapture(e.pointerId); });
+  svg.addEventListener('pointermove', function (e) {
+    if (!grab) return;
+    var p = at(e); v[0] -= p.x - grab.x; v[1] -= p.y - grab.y; show();
+  });
+  svg.addEventListener('pointerup', function () { grab = null; });
+  svg.addEventListener('dblclick', function () { v = home.split(' ').map(Number); show(); });
+});
+"""
+
+
 def render_html(trace: Trace) -> str:
-    """One self-contained page (inline CSS and SVG; no scripts, no network)."""
+    """One self-contained page (inline CSS, SVG and a small script to zoom and pan; no network)."""
     h = trace.header
     groups = int(h.get("groups", 1))
     legend = [f'<span><i class="sw" style="background:{f};border-color:{s}"></i>'
@@ -567,7 +595,8 @@ def render_html(trace: Trace) -> str:
              f'<div class="meta">fingerprint {html.escape(str(h["fingerprint"]))} · search '
              f'{html.escape(str(h["search"]))} · {h["rows"]} rows per prompt'
              + (f" · {groups} groups" if groups > 1 else "")
-             + f" · {trace.kept} kept of {trace.candidates} candidates · hover a node for its log-prob</div>",
+             + f" · {trace.kept} kept of {trace.candidates} candidates · hover a node for its log-prob"
+             " · wheel to zoom, drag to pan, double-click to fit</div>",
              f'<div class="legend">{"".join(legend)}</div>']
     if trace.torn is not None:
         parts.append(f'<p class="meta">Line {trace.torn} of the trace is cut short (the run was stopped '
@@ -578,7 +607,7 @@ def render_html(trace: Trace) -> str:
         parts.append(f"<h2>prompt {b}: <code>{html.escape(root.text or '')}</code></h2>")
         parts.append(f'<div class="scroll">{_svg(root, b)}</div>')
     return (PAGE_START + f"{html.escape(h['recipe'])}</title><style>{CSS}</style></head>"
-            f"<body>{''.join(parts)}</body></html>\n")
+            f"<body>{''.join(parts)}<script>{SCRIPT}</script></body></html>\n")
 
 
 # ----------------------------------------------------------------------------- writing
