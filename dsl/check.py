@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_problem
-from decode.dsl.ir import Arg, Clause, Recipe, Span
+from decode.dsl.ir import Arg, Choices, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
 from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, clause_problem, lookup
@@ -104,6 +104,11 @@ def _check(text: str, raw: list[RawClause]) -> Recipe:
     for rc in raw:  # `temp nan` reads as two clauses, and `nan` would only be "unknown"
         if rc.name.lower() in NONFINITE and lookup(rc.name) is None:
             raise nonfinite_error(rc.name, rc.name_span)
+        swept = next((a for a in rc.args if isinstance(a.value, Choices)), None)
+        if swept is not None:
+            raise RecipeError(f"{swept.value.written} makes this recipe a sweep (one recipe per value), "
+                              "and this takes one recipe: `decode run` runs every point of a sweep; in "
+                              "Python, decode.sweep(text).points are the recipes", swept.span)
     clauses = []
     for i, rc in enumerate(raw):
         try:

@@ -46,6 +46,20 @@ class Span:
 NOWHERE = Span(0, 0)
 
 
+class Choices(tuple):
+    """The values a swept number takes, as written: `{0.8, 0.9}` or `0.6..1.0 step 0.2`
+    (expanded). A recipe holding one is a sweep (dsl/sweep.py), not one recipe.
+
+        >>> Choices((0.8, 0.9), "{0.8, 0.9}")
+        (0.8, 0.9)
+    """
+
+    def __new__(cls, values, written: str = ""):
+        self = super().__new__(cls, values)
+        self.written = written
+        return self
+
+
 @dataclass(frozen=True)
 class Arg:
     """One written argument: `key` is None for a positional value."""
@@ -107,20 +121,25 @@ class Clause:
     @property
     def canonical(self) -> str:
         """This clause in canonical spelling, defaults left out: 'beam 4 lenpen=0.6'."""
+        return self.spelled({})
+
+    def spelled(self, given: dict[str, str]) -> str:
+        """The canonical spelling, with the parameters in `given` written as the text given
+        (never left out as defaults): a sweep writes its sets so."""
         spec = self.spec
         values = self.param_dict
         parts = [self.name]
         trailing: list[str] = []  # positional defaults are left out only at the end
         for p in spec.positional:
-            word = p.spell(values[p.name])
-            if _is_default(p, values):
+            word = given.get(p.name) or p.spell(values[p.name])
+            if _is_default(p, values) and p.name not in given:
                 trailing.append(word)
             else:
                 parts += trailing + [word]
                 trailing = []
         for p in spec.keywords:
-            if not _is_default(p, values):
-                parts.append(f"{p.name}={p.spell(values[p.name])}")
+            if not _is_default(p, values) or p.name in given:
+                parts.append(f"{p.name}={given.get(p.name) or p.spell(values[p.name])}")
         return " ".join(parts)
 
     def __str__(self) -> str:

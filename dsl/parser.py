@@ -14,7 +14,7 @@ from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput
 from lark.exceptions import VisitError
 
 from decode.dsl.errors import RecipeError
-from decode.dsl.ir import Arg, Span
+from decode.dsl.ir import Arg, Choices, Span
 
 
 class Symbol(str):
@@ -111,8 +111,38 @@ def _value(token: Token) -> Arg:
     return Arg(None, value, _tok_span(token))
 
 
+def _range(token: Token) -> Arg:
+    """`lo..hi step s` as an Arg holding its values lo, lo+s, ... up to hi (hi included when
+    it is reached, to 1e-9 of a step); a step of 0 or of the wrong sign is a RecipeError."""
+    span = _tok_span(token)
+    ends, step = token.split("step")
+    lo_s, hi_s = re.fullmatch(r"(.+?)\.\.(.+)", ends.strip()).groups()
+    lo, hi, st = (_number(Token("NUMBER", x.strip())) for x in (lo_s, hi_s, step))
+    if st == 0 or (hi - lo) * st < 0:
+        why = "a step of 0 never gets there" if st == 0 else "the step goes the other way"
+        raise RecipeError(f"range {lo_s}..{hi_s} step {step.strip()}: {why}; step from {lo_s} toward "
+                          f"{hi_s}, e.g. '{lo_s}..{hi_s} step {_suggested_step(lo, hi)}'", span)
+    n = int((hi - lo) / st + 1e-9) + 1
+    if n > MAX_RANGE:
+        raise RecipeError(f"range {lo_s}..{hi_s} step {step.strip()} has {n} values (at most {MAX_RANGE}); "
+                          "use a larger step", span)
+    as_int = all(isinstance(x, int) for x in (lo, hi, st))
+    values = tuple(lo + i * st if as_int else round(lo + i * st, 12) for i in range(n))
+    return Arg(None, Choices(values, str(token)), span)
+
+
+MAX_RANGE = 10_000
+
+
+def _suggested_step(lo, hi) -> str:
+    gap = hi - lo
+    return str(gap / 4 if isinstance(gap, float) else (gap // 4 or (1 if gap > 0 else -1)))
+
+
 def _values(token: Token) -> list[Arg]:
-    """The positional Args of a NUMBER, STRING or STRINGS (a run of strings) token."""
+    """The positional Args of a NUMBER, STRING, RANGE or STRINGS (a run of strings) token."""
+    if token.type == "RANGE":
+        return [_range(token)]
     if token.type != "STRINGS":
         return [_value(token)]
     at = token.start_pos
@@ -129,6 +159,17 @@ class _ToRaw(Transformer):
 
     def string(self, items: list[Token]) -> Arg:
         return _value(items[0])
+
+    def range(self, items: list[Token]) -> Arg:
+        return _range(items[0])
+
+    def set(self, items: list[Token]) -> Arg:
+        span = Span(items[0].start_pos, items[-1].end_pos)
+        numbers = [t for t in items if t.type == "NUMBER"]
+        if not numbers:
+            raise RecipeError("an empty set {}: a set lists the values to sweep, e.g. {0.8, 0.9}", span)
+        written = "{" + ", ".join(str(t) for t in numbers) + "}"
+        return Arg(None, Choices(tuple(_number(t) for t in numbers), written), span)
 
     def symbol(self, items: list[Token]) -> Arg:
         return Arg(None, Symbol(items[0]), _tok_span(items[0]))
@@ -164,6 +205,7 @@ def parse_raw(text: str) -> list[RawClause]:
 _WORDS = {
     "NAME": "a clause name", "KEY": "a key=value argument", "NUMBER": "a number",
     "STRING": "a \"string\"", "VBAR": "|", "EQUAL": "=", "$END": "the end of the recipe",
+    "LBRACE": "a {set} of numbers", "RBRACE": "'}'", "COMMA": "','", "RANGE": "a range lo..hi step s",
 }
 
 
@@ -198,6 +240,12 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
     expected = set(err.expected) - {"STRINGS"}
     if tok.type in ("VBAR", "$END") and prev == "=":
         return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
+    if tok.type == "COMMA" and "RBRACE" not in expected:  # commas belong in {sets} only
+        return RecipeError("unexpected character ',': separate clauses with '|' or a space", span,
+                           suggestion="|")
+    if tok.type in ("LBRACE", "RANGE") and prev != "=" and "NUMBER" not in expected:
+        return RecipeError(f"unexpected {_describe(tok)}: a set or range of numbers stands where a "
+                           "number may", span)
     if tok.type == "EQUAL":
         return RecipeError("'=' must follow a key inside a clause, as in 'beam 4 lenpen=0.6'", span)
     if prev == "|" and tok.type in ("VBAR", "$END"):
