@@ -93,3 +93,26 @@ def returns_per_prompt(plan: Plan) -> int:
     search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
                                       sampling=plan.sampling))
     return search.returns
+
+
+def structure(plan: Plan) -> tuple:
+    """What the compiled step of `plan` depends on besides the model, the shapes and tensor
+    values: two plans with equal structures share one compiled step (a sweep's points, say).
+
+        >>> structure(compile("topp 0.8")) == structure(compile("topp 0.9"))
+        True
+    """
+    import torch
+
+    from decode.compiler.stages import tensor_params
+    from decode.dsl import lookup
+
+    search = plan.search(SearchConfig(batch=1, params=plan.search_params, modifiers=plan.modifiers,
+                                      sampling=plan.sampling))
+    stages = []
+    for st in plan.stages:
+        bound = tensor_params(st.kernel, search.stage_params(lookup(st.name), dict(st.params)), "cpu")
+        stages.append((st.name, tuple(sorted((k, repr(v)) for k, v in bound.items()
+                                             if not isinstance(v, torch.Tensor)))))
+    # max sets the cache length (rounded up to a bucket), which is a shape of the step
+    return search.structure(), tuple(stages), plan.max_new

@@ -13,8 +13,9 @@ them, as `decode run --stage f.py` does. `steps` shows a search step by step.
 from decode.compiler.plugin_files import load_stages  # noqa: F401  (torch-free)
 from decode.compiler.plugins import Arg, PluginError, stage  # noqa: F401  (torch-free)
 from decode.dsl import RecipeError, parse  # noqa: F401  (torch-free)
+from decode.dsl.sweep import sweep  # noqa: F401  (torch-free: the grid of a recipe with {sets})
 
-__all__ = ["parse", "RecipeError", "load", "generate", "transform", "steps",
+__all__ = ["parse", "sweep", "RecipeError", "load", "generate", "transform", "steps",
            "stage", "search", "Search", "Choice", "Beam", "Arg", "load_stages", "PluginError"]
 __version__ = "0.1.0"
 

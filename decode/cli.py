@@ -10,6 +10,8 @@ A command that needs torch imports it inside its handler.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import contextlib
 import math
 import os
@@ -23,7 +25,7 @@ from decode.compiler.plugins import PluginError
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
 from decode.dsl.check import names_file
 from decode.dsl.errors import printable, unicode_problem
-from decode.dsl.format import fmt_file
+from decode.dsl.format import fmt, fmt_file
 from decode.dsl.ir import Recipe
 
 
@@ -36,6 +38,17 @@ def _load(arg: str) -> tuple[str, Recipe]:
     """Read and parse one RECIPE argument; errors carry the text for format_error."""
     text = read_recipe(arg)
     return text, parse(text)
+
+
+def _load_any(arg: str):
+    """(text, the recipe or a sweep's first point, the sweep or None) of one RECIPE argument."""
+    from decode.dsl.sweep import is_sweep, sweep
+
+    text = read_recipe(arg)
+    if is_sweep(text):
+        sw = sweep(text, None)
+        return text, sw.points[0], sw
+    return text, parse(text), None
 
 
 def _load_stage_files(args: argparse.Namespace) -> int:
@@ -72,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for arg in args.recipes:
         source = _source(arg)
         try:
-            text, recipe = _load(arg)
+            text, recipe, sw = _load_any(arg)
         except RecipeError as err:
             print(format_error(err.text or "", err, source=source), file=sys.stderr)
             status = 1
@@ -87,6 +100,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
             for w in midtext_warnings(recipe, encode):
                 print(format_error(text, w, label="warning", source=source), file=sys.stderr)
+        if sw is not None:
+            print(f"ok  sweep of {len(sw.points)} points  {printable(source) if source else sw.canonical}")
+            continue
         print(f"ok  {recipe.fingerprint}  {printable(source) if source else recipe.canonical}")
     return status
 
@@ -129,7 +145,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             if args.write:
                 _fmt_write(arg)
             else:
-                print(_load(arg)[1].canonical)
+                print(fmt(read_recipe(arg)))
         except RecipeError as err:
             print(format_error(err.text or "", err, source=_source(arg)), file=sys.stderr)
             status = 1
@@ -207,7 +223,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     status = _load_stage_files(args)
     if status:
         return status
-    text, recipe = _load(args.recipe)
+    text, recipe, sw = _load_any(args.recipe)
     source = _source(args.recipe)
     _show_warnings(text, recipe, source)
     encode = _model_encode(args.model)  # real token ids for the strings of ban, bias, ...
@@ -236,6 +252,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.print(Text(f"selection: {recipe.sampling_reason}"))
     out.print(Text(f"logit stages apply in the order written; at most {recipe.max_new_tokens} new tokens"))
     out.print(Text(f"fingerprint: {recipe.fingerprint}"))
+    if sw is not None:
+        from decode.jobs.sweep import compiled_axes
+
+        axes = ", ".join(f"{a.label} in {{{', '.join(map(str, a.values))}}}" for a in sw.axes)
+        out.print(Text(f"sweep: {len(sw.points)} points over {axes}; the table shows point 0 ({recipe.canonical})"))
+        for a in compiled_axes(sw):
+            out.print(Text(f"sweep: {a.label} changes the compiled step: each of its values compiles once"))
     if ref.kwargs is None:
         out.print(Text(f"transformers {HF_VERSION}: no equivalent generate() call, because {ref.reason}"))
     else:
@@ -344,15 +367,23 @@ def _check_device(device: str | None) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from decode.dsl.check import with_setting
+    from decode.dsl.sweep import MAX_POINTS, is_sweep, sweep
+
     if _load_stage_files(args):
         return 1
-    text, recipe = _load(args.recipe)
+    text = read_recipe(args.recipe)
+    sw = sweep(text, None if args.yes else MAX_POINTS) if is_sweep(text) else None
+    recipe = sw.points[0] if sw is not None else parse(text)
     _show_warnings(text, recipe, _source(args.recipe))
     if args.max is not None:  # the run decodes, fingerprints and records the recipe with this max
-        from decode.dsl.check import with_setting
-
         recipe = with_setting(recipe, "max_new_tokens", args.max)
-    problem = _check_run_args(args)
+        if sw is not None:
+            sw = dataclasses.replace(sw, points=tuple(with_setting(p, "max_new_tokens", args.max)
+                                                      for p in sw.points))
+    problem = _check_run_args(args) or (sw is not None and args.trace is not None
+                                        and "--trace records one recipe's run; a sweep runs many: "
+                                            "trace one point (write its values in place of the sets)")
     if problem:
         return _usage_error(problem)
     from decode.jobs.batch import BatchError
@@ -362,6 +393,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         problem = _check_device(args.device)
         if problem:
             return _usage_error(problem)
+        if sw is not None:
+            return _run_sweep(args, sw)
         if args.prompts is not None:
             return _run_batch(args, recipe)
         return _run_single(args, recipe)
@@ -468,6 +501,73 @@ def _chat_prompt(model, system: str | None, user: str) -> list[int]:
 
     messages = ([{"role": "system", "content": system}] if system is not None else [])
     return chat_ids(require_tokenizer(model), messages + [{"role": "user", "content": user}])
+
+
+def _run_sweep(args: argparse.Namespace, sw) -> int:
+    """Every point of a sweep on the prompt(s): one result line per (point, prompt)."""
+    import decode
+    from decode.jobs import batch
+    from decode.jobs.sweep import compiled_axes, run_sweep
+
+    if args.prompts is not None:
+        items, bad = batch.read_prompts(args.prompts)
+        for e in bad:
+            print(f"decode: skipped {e.describe(args.prompts)}", file=sys.stderr)
+    else:
+        prompt = _prompt_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
+        items = [batch.Item(1, 0, prompt)]
+    if args.out:
+        batch.check_single_out(args.out)
+    axes = " x ".join(f"{a.label} ({len(a.values)})" for a in sw.axes)
+    print(f"decode: sweep of {len(sw.points)} points over {axes}", file=sys.stderr)
+    for a in compiled_axes(sw):
+        print(f"decode: {a.label} changes the compiled step: each of its {len(a.values)} values "
+              "compiles once", file=sys.stderr)
+    model = decode.load(args.model, device=args.device, dtype=args.dtype)
+    _warn_midtext(sw.points[0], model)
+    lines: list[str] = []
+    seed = args.seed if args.seed is not None else (sw.points[0].seed if sw.points[0].seed is not None else 0)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(batch.appending(args.out)) if args.out else None
+
+        def write(text: str) -> None:
+            if sink is not None:
+                sink(text)
+            if args.json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            lines.extend(text.splitlines())
+
+        stack.enter_context(_compile_status())
+        errors, steps = run_sweep(sw, model, items, write, seed=seed, batch_size=args.batch_size,
+                                  compiled=not args.no_compile)
+    for e in errors:
+        print(f"decode: failed {e.describe(args.prompts or '--prompt')}", file=sys.stderr)
+    if not args.json:
+        _show_sweep(lines)
+    how = "compiled step" if not args.no_compile else "eager step"
+    print(f"decode: {len(sw.points)} points x {len(items)} prompts; {steps} new {how}"
+          f"{'s' if steps != 1 else ''}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _show_sweep(lines: list[str]) -> None:
+    from decode.compiler.results import Sequence
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [json.loads(x) for x in lines]
+    table = Table(title="sweep", title_justify="left")
+    names = list(rows[0]["point"]["values"]) if rows else []
+    for col in ["point", *names, "prompt", "first sequence", "score"]:
+        table.add_column(col)
+    keys = [f.name for f in dataclasses.fields(Sequence)]
+    for r in rows:
+        first = Sequence(**{k: r["sequences"][0][k] for k in keys})
+        table.add_row(str(r["point"]["index"]), *(str(v) for v in r["point"]["values"].values()), str(r["id"]),
+                      Text(_visible(first.text)[:60]), f"{first.score:.3f}")
+    Console(highlight=False).print(table)
 
 
 def _both(callbacks: list):
@@ -667,6 +767,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="append JSON lines to this file (with --prompts: one per id, resumable)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="prompts decoded together with --prompts (default 8)")
+    p.add_argument("--yes", action="store_true",
+                   help="run a sweep of more than 10,000 points (otherwise refused as a likely mistake)")
     p.add_argument("--max", type=_whole(1), default=None, metavar="N",
                    help="at most N new tokens: overrides the recipe's `max` (the fingerprint follows)")
     p.add_argument("--seed", type=_whole(0, 2**64 - 1), default=None,

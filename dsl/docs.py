@@ -50,6 +50,16 @@ def reference_markdown() -> str:
         "  first, then modifiers, logit stages in written order, `max`, `stop`, `seed`;",
         "  arguments equal to their default are left out. `decode fmt --write` rewrites files",
         "  in this form and keeps every comment (then one clause per line, each with its own).",
+        "- **Sweeps.** A number may be a set, `{0.8, 0.9, 0.95}`, or a range, `0.6..1.0 step 0.2`",
+        "  (both ends included when the steps reach them). Such a recipe stands for the grid of",
+        "  recipes it spans, each with its own fingerprint: `decode run` runs every point (the",
+        "  last set changing fastest) and writes one result line per point and prompt, with",
+        "  `point: {index, of, values}`; `check`, `fmt` (a range is written as its set) and",
+        "  `explain` take sweeps too. Points that differ only in numbers the step takes as",
+        "  tensors share one compiled step; a set where the number shapes the step (`beam {2, 4}`,",
+        "  `max`) compiles once per value, and `run`/`explain` say so. More than 10,000 points",
+        "  is refused unless `decode run --yes`; an empty set, a step of 0 or of the wrong sign",
+        "  is an error. In Python: `decode.sweep(text).points`.",
         "",
     ]
     for kind in KINDS:

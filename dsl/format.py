@@ -15,7 +15,12 @@ from decode.dsl.parser import string_pattern
 
 def fmt(recipe: "Recipe | str") -> str:
     """Canonical form: search first (explicit `greedy`), modifiers, logit stages in written
-    order, then `max`, `stop`, `seed`; defaults left out; canonical number spelling."""
+    order, then `max`, `stop`, `seed`; defaults left out; canonical number spelling. A sweep
+    keeps its sets (a range written out as the set of its values)."""
+    from decode.dsl.sweep import is_sweep, sweep
+
+    if isinstance(recipe, str) and is_sweep(recipe):
+        return sweep(recipe, None).canonical
     return parse(recipe).canonical
 
 
@@ -33,17 +38,20 @@ def fmt_file(text: str) -> str:
         topp 0.9  # p
         # end
     """
-    recipe = parse(text)
+    from decode.dsl.sweep import is_sweep, sweep
+
+    sw = sweep(text, None) if is_sweep(text) else None  # a sweep keeps its sets
+    recipe = sw.points[0] if sw is not None else parse(text)
     first = min(c.span.start for c in recipe.clauses)
     above, after, tail = _attach(text, recipe, first)
     header = _header(text[:text.rfind("\n", 0, first) + 1])
     if not (any(above.values()) or any(after.values()) or tail):
-        return header + recipe.canonical + "\n"
+        return header + (sw.canonical if sw is not None else recipe.canonical) + "\n"
     lines = []
-    for c in recipe.canonical_clauses:
+    for c in (sw.shown_clauses() if sw is not None else recipe.canonical_clauses):
         mine = after.get(id(c), [])
         lines += above.get(id(c), [])
-        lines.append(c.canonical + (f"  {mine[0]}" if mine else ""))
+        lines.append((sw.spell(c) if sw is not None else c.canonical) + (f"  {mine[0]}" if mine else ""))
         lines += mine[1:]  # a second comment on the same clause: on its own line, below it
     return header + "\n".join(lines + tail) + "\n"
 

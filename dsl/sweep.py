@@ -48,16 +48,27 @@ class Sweep:
     @property
     def canonical(self) -> str:
         """The canonical text of the sweep: the first point's, each swept value written as its set."""
-        first = self.points[0]
-        given: dict[int, dict[str, str]] = {}  # id of a clause of the first point -> its sets
+        return " | ".join(self.spell(c) for c in self.shown_clauses())
+
+    def sets(self) -> dict[int, dict[str, str]]:
+        """id of a clause of the first point -> {swept parameter: its set as written canonically}."""
+        first, given = self.points[0], {}
         for a in self.axes:
             c = first.clauses[a.clause]
             given.setdefault(id(c), {})[a.param] = "{" + ", ".join(c.spec.param(a.param).spell(v)
                                                                    for v in a.values) + "}"
+        return given
+
+    def spell(self, clause) -> str:
+        """A clause of the first point in canonical spelling, with its sets."""
+        return clause.spelled(self.sets().get(id(clause), {}))
+
+    def shown_clauses(self) -> list:
+        """The first point's canonical clauses, and a swept loop setting even at its default."""
+        first, given = self.points[0], self.sets()
         shown = list(first.canonical_clauses)
-        # a loop setting at its default (`max 128`) is left out of a recipe, not of a sweep over it
         shown += [c for c in first.clauses if id(c) in given and all(c is not x for x in shown)]
-        return " | ".join(c.spelled(given.get(id(c), {})) for c in shown)
+        return shown
 
     def at(self, i: int) -> dict[str, object]:
         """{axis label: value} of point i."""

@@ -1,0 +1,55 @@
+"""Running a sweep: every point of the grid on the same prompts, one result line per (point, prompt).
+
+    >>> sw = sweep("sample 4 | topp {0.8, 0.9} | temp 0.6..1.0 step 0.2")
+    >>> errors = run_sweep(sw, model, items, write, seed=0)
+
+Each line is a batch result line (see batch.py: id, prompt, recipe, fingerprint, sequences)
+of the point's own recipe, with `point`: {"index": i, "of": N, "values": {"topp.p": 0.8, ...}}.
+The points differ in numbers only where the engine takes them as tensors, so they share one
+compiled step; `compiled_axes` names the axes whose values each compile a step of their own.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from decode import jsonl
+from decode.compiler import step_cache
+from decode.compiler.plan import compile as lower
+from decode.compiler.plan import structure
+from decode.dsl.sweep import Axis, Sweep
+from decode.jobs.batch import Item, LineError, decode_batches
+
+
+def compiled_axes(sw: Sweep) -> list[Axis]:
+    """The axes whose values change the compiled step (a sweep over one compiles once per value)."""
+    if not sw.axes:
+        return []
+    base = structure(lower(sw.points[0]))
+    out, stride = [], 1
+    for axis in reversed(sw.axes):  # the point that differs from point 0 in this axis alone
+        if len(axis.values) > 1 and structure(lower(sw.points[stride])) != base:
+            out.append(axis)
+        stride *= len(axis.values)
+    return list(reversed(out))
+
+
+def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None], *, seed: int,
+              batch_size: int = 8, compiled: bool = True,
+              on_point: Callable[[int], None] | None = None) -> tuple[list[LineError], int]:
+    """Decode `items` at every point of `sw`; (the prompts that failed, the steps compiled)."""
+    errors: list[LineError] = []
+    before = step_cache.size()
+    for i, point in enumerate(sw.points):
+        tag = {"index": i, "of": len(sw.points), "values": sw.at(i)}
+
+        def tagged(text: str, tag=tag) -> None:  # the point goes into each of its lines
+            write("".join(jsonl.dumps({**json.loads(line), "point": tag}) + "\n"
+                          for line in text.splitlines()))
+
+        found = decode_batches(lower(point), model, items, tagged, seed=seed, batch_size=batch_size,
+                               compiled=compiled)
+        errors += [e for e in found if e not in errors]  # a bad prompt is bad at every point
+        if on_point is not None:
+            on_point(i)
+    return errors, step_cache.size() - before
