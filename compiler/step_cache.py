@@ -19,6 +19,7 @@ _ATTR = "_decode_steps"
 
 _models: weakref.WeakSet = weakref.WeakSet()
 _names = itertools.count()
+_built = [0]  # steps built by this process, ever (`built`)
 
 
 def get(model, key, build: Callable[[str], Callable]) -> Callable:
@@ -31,12 +32,18 @@ def get(model, key, build: Callable[[str], Callable]) -> Callable:
         _models.add(model)
     fn = steps.get(key)
     if fn is None:
+        _built[0] += 1
         fn = steps[key] = build(f"decode_step_{next(_names)}")
         if len(steps) > MAX_STEPS:
             steps.popitem(last=False)
     else:
         steps.move_to_end(key)
     return fn
+
+
+def built() -> int:
+    """How many steps this process has built so far (a count that only grows)."""
+    return _built[0]
 
 
 def size() -> int:

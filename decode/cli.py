@@ -818,6 +818,65 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import decode
+    from decode.report.metrics import points
+    from decode.report.page import PAGE_START, columns, render, rows
+    from decode.report.read import ReportError, read_results_file
+    from decode.report.score import score
+    from decode.runtime import ModelError
+    from decode.traces.record import replace_problem
+    from decode.traces.viz import write_page
+
+    if args.html:
+        problem = replace_problem("--html", args.html, "a page `decode report` wrote", ".html",
+                                  lambda f: f.read(len(PAGE_START.encode())) == PAGE_START.encode())
+        if problem:
+            return _usage_error(problem)
+    try:
+        lines, torn = read_results_file(args.results)
+        if torn is not None:
+            print(f"decode: warning: {args.results}:{torn}: the last line is cut short; reporting the "
+                  "lines before it", file=sys.stderr)
+        found = points(lines)
+        model = decode.load(args.model, device="cpu")
+        score(found, model)
+    except (ReportError, ModelError) as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    name = args.model or "the demo model"
+    table = Table(title=f"{args.results}: {len(found)} points, log-probs under {name}", title_justify="left")
+    for col in columns(found):
+        table.add_column(col)
+    for r in rows(found):
+        table.add_row(*r)
+    out = Console(highlight=False)
+    # piped to a file, the table is a record to read later: give it room rather than 80 columns
+    (out if out.is_terminal else Console(highlight=False, width=200)).print(table)
+    if args.html:
+        try:
+            write_page(args.html, render(found, args.results, name))
+        except OSError as err:
+            print(f"decode: cannot write {args.html}: {err.strerror or err}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="a sweep's results per point: diversity, log-prob, length, speed",
+                       description="Per point of a results file (a sweep's, or any `decode run --out`): "
+                                   "mean new tokens, distinct-1/2, seq-rep-4, mean log-prob and perplexity "
+                                   "under --model, finish reasons, tokens/s.")
+    p.add_argument("results", metavar="RESULTS.jsonl")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write one self-contained page with a chart")
+    p.add_argument("--model", default=None, help="the model that scores the texts (default: the demo model)")
+    p.set_defaults(func=cmd_report)
+
+
 def add_viz(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("viz", help="draw a search trace as a tree (terminal or HTML)",
                        description="Draw the search tree recorded by `decode run ... --trace TRACE`: "
@@ -919,6 +978,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_explain,
     add_run,
     add_viz,
+    add_report,
     add_bench,
 ]
 

@@ -4,13 +4,16 @@
     >>> errors = run_sweep(sw, model, items, write, seed=0)
 
 Each line is a batch result line (see batch.py: id, prompt, recipe, fingerprint, sequences)
-of the point's own recipe, with `point`: {"index": i, "of": N, "values": {"topp.p": 0.8, ...}}.
+of the point's own recipe, with `point`: {"index": i, "of": N, "values": {"topp.p": 0.8, ...},
+"seconds": s}, s being the line's share of its batch's decoding time (the first batch of a
+run includes compiling the step, when this process had not compiled it yet).
 The points differ in numbers only where the engine takes them as tensors, so they share one
 compiled step; `compiled_axes` names the axes whose values each compile a step of their own.
 """
 from __future__ import annotations
 
 import json
+import time
 from typing import Callable
 
 from decode import jsonl
@@ -39,17 +42,22 @@ def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None],
               on_point: Callable[[int], None] | None = None) -> tuple[list[LineError], int]:
     """Decode `items` at every point of `sw`; (the prompts that failed, the steps compiled)."""
     errors: list[LineError] = []
-    before = step_cache.size()
+    before = step_cache.built()
+    clock = [time.perf_counter()]
     for i, point in enumerate(sw.points):
         tag = {"index": i, "of": len(sw.points), "values": sw.at(i)}
 
         def tagged(text: str, tag=tag) -> None:  # the point goes into each of its lines
-            write("".join(jsonl.dumps({**json.loads(line), "point": tag}) + "\n"
-                          for line in text.splitlines()))
+            now = time.perf_counter()
+            lines = text.splitlines()
+            share = round((now - clock[0]) / len(lines), 6)  # of its batch's decoding time
+            write("".join(jsonl.dumps({**json.loads(line), "point": {**tag, "seconds": share}}) + "\n"
+                          for line in lines))
+            clock[0] = time.perf_counter()
 
         found = decode_batches(lower(point), model, items, tagged, seed=seed, batch_size=batch_size,
                                compiled=compiled)
         errors += [e for e in found if e not in errors]  # a bad prompt is bad at every point
         if on_point is not None:
             on_point(i)
-    return errors, step_cache.size() - before
+    return errors, step_cache.built() - before

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOMS = ("decode.jobs", "decode.traces", "decode.perf")
+ROOMS = ("decode.jobs", "decode.traces", "decode.perf", "decode.report")
 BELOW = {  # folder -> the packages it must never import
     "compiler": ("decode.cli", *ROOMS),
     "dsl": ("decode.cli", *ROOMS, "decode.compiler", "decode.runtime"),

@@ -75,24 +75,73 @@ def test_check_fmt_explain_take_sweeps(capsys):
     assert "confirm with --yes" in capsys.readouterr().err
 
 
-def test_a_12_point_sweep_on_the_demo_model_compiles_once_and_writes_a_line_per_point(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A 12-point sweep on the demo model, compiled: (its results file, graphs compiled, stderr)."""
+    import contextlib
+    import io
+
     import torch._dynamo.utils as dyn
 
-    out = tmp_path / "sweep.jsonl"
+    out = tmp_path_factory.mktemp("sweep") / "sweep.jsonl"
     before = dyn.counters["stats"]["unique_graphs"]
-    rc = main(["run", "sample 2 | topp {0.8, 0.9, 0.95} | temp 0.6..1.2 step 0.2 | max 4", "--prompt-ids",
-               "1,5,9", "--seed", "3", "--out", str(out)])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["run", "sample 2 | topp {0.8, 0.9, 0.95} | temp 0.6..1.2 step 0.2 | max 6",
+                   "--prompt-ids", "1,5,9", "--seed", "3", "--out", str(out)])
     assert rc == 0
-    assert dyn.counters["stats"]["unique_graphs"] - before == 1     # 12 points, one compile
-    err = capsys.readouterr().err
+    return out, dyn.counters["stats"]["unique_graphs"] - before, err.getvalue()
+
+
+def test_a_12_point_sweep_on_the_demo_model_compiles_once_and_writes_a_line_per_point(swept):
+    out, graphs, err = swept
+    assert graphs == 1                                              # 12 points, one compile
     assert "sweep of 12 points over topp.p (3) x temp.t (4)" in err and "1 new compiled step" in err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["point"]["index"] for x in lines] == list(range(12))
-    assert lines[7]["point"] == {"index": 7, "of": 12, "values": {"topp.p": 0.9, "temp.t": 1.2}}
-    assert lines[7]["recipe"] == parse("sample 2 | topp 0.9 | temp 1.2 | max 4").canonical
+    assert {k: v for k, v in lines[7]["point"].items() if k != "seconds"} == {
+        "index": 7, "of": 12, "values": {"topp.p": 0.9, "temp.t": 1.2}}
+    assert all(x["point"]["seconds"] > 0 for x in lines)
+    assert lines[7]["recipe"] == parse("sample 2 | topp 0.9 | temp 1.2 | max 6").canonical
     point = parse(lines[7]["recipe"])  # the same point run alone gives the same text
     alone = decode.generate(decode.load(), point, [[1, 5, 9]], seeds=[decode_seed(3, 0)], compile=False)
     assert [s.ids for s in alone[0].sequences] == [s["ids"] for s in lines[7]["sequences"]]
+
+
+def test_the_sweeps_report_opens_in_headless_chromium_with_its_chart_and_table(swept, tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    out, _, _ = swept
+    page = tmp_path / "report.html"
+    assert main(["report", str(out), "--html", str(page)]) == 0
+    table = capsys.readouterr().out
+    assert "topp.p" in table and "dist-2" in table and "ppl" in table
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the report test needs Chromium (apt-get install chromium; .ci/run installs it)"
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,900"]
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", page.as_uri()], check=True,
+                   capture_output=True, timeout=120, cwd=tmp_path)
+    assert png_colours(shot.read_bytes()) > 8                     # drawn, not a blank page
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path).stdout
+    assert dom.count('class="dot"') == 12 and dom.count("<tr>") == 13  # a dot and a row per point
+
+
+def png_colours(data: bytes) -> int:
+    """How many distinct byte values the image's pixel data holds (a blank page: very few)."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    return len(set(zlib.decompress(idat)))
 
 
 def decode_seed(run_seed, index):
