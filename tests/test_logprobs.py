@@ -193,3 +193,15 @@ def test_api_refuses_bad_logprobs(models, n, error):
     _, ours = models
     with pytest.raises(error, match="logprobs"):
         decode.generate(ours, "greedy | max 2", [[1, 5]], compile=False, logprobs=n)
+
+
+def test_batch_files_carry_the_log_probs(models, tmp_path, capsys):
+    _, ours = models
+    prompts, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    prompts.write_text("".join(json.dumps({"id": i, "prompt_ids": p}) + "\n" for i, p in enumerate(PROMPTS)))
+    code = main(["run", "beam 2 | max 3", "--model", str(ours.source), "--prompts", str(prompts),
+                 "--out", str(out), "--no-compile", "--logprobs", "1"])
+    assert code == 0 and "Traceback" not in capsys.readouterr().err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == [0, 1, 2] and all(x["logprobs"]["top"] == 1 for x in lines)
+    assert all(len(s["logprobs"]) == len(s["ids"]) for x in lines for s in x["sequences"])
