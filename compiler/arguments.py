@@ -108,3 +108,19 @@ def seed_value(seed, name: str = "seed") -> int | None:
     if not 0 <= seed <= hi:
         raise ValueError(f"{name} must be in 0..{hi}; got {seed}")
     return int(seed)
+
+
+def logprobs_value(n, vocab: int) -> int:
+    """The alternatives per token that `logprobs=` asks for: an int from 0 (no log-probs)
+    to the vocabulary size."""
+    from decode.compiler.logprobs import MAX_VOCAB
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"logprobs must be an int (the alternatives listed per token, 0 for none); got {kind(n)}")
+    if not 0 <= n <= vocab:
+        raise ValueError(f"logprobs={n} is outside 0..{vocab}: give how many alternatives to list per "
+                         f"token, at most the model's vocabulary ({vocab} tokens)")
+    if n and vocab > MAX_VOCAB:
+        raise ValueError(f"logprobs: this model's vocabulary ({vocab} tokens) is larger than the "
+                         f"{MAX_VOCAB} ids log-probs can name; decode without logprobs")
+    return int(n)

@@ -12,7 +12,8 @@ import time
 import torch
 
 from decode.compiler import step_cache
-from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
+from decode.compiler.arguments import check_model, logprobs_value, prompt_list, recipe_plan, seed_value
+from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
 from decode.compiler.plan import Plan
 from decode.compiler.plugins import checked_step
@@ -127,14 +128,15 @@ def derive_seed(base: int, key) -> int:
 
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
         on_step=None, trace: bool = False, seeds: list[int] | None = None,
-        timings: dict | None = None) -> list[Completion]:
+        timings: dict | None = None, logprobs: int = 0) -> list[Completion]:
     """Decode `prompts` with a compiled plan.
 
     Sampling is seeded per prompt (see `_row_keys`): `seeds` gives each prompt's seed.
     `timings`, if given, receives prefill_s, loop_s (the step loop) and steps.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
-    the candidates the search considered (see `search.record.candidates`).
+    the candidates the search considered (see `search.record.candidates`). `logprobs=N`
+    gives every returned token its log-probs and N alternatives (logprobs.py).
     """
     check_model(model)
     seed = seed_value(seed)
@@ -142,10 +144,11 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     eos = eos_ids(model)
     pad_tok = pad_id(model, eos)
     texts, ids = _encode(model, prompts)
+    logprobs = logprobs_value(logprobs, model.config.vocab_size)
     b = len(ids)
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
-                       sampling=plan.sampling, eos=eos, pad=pad_tok)
+                       sampling=plan.sampling, eos=eos, pad=pad_tok, logprobs=logprobs)
     search = plan.search(cfg)
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
@@ -192,10 +195,11 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                for (_, kernel, static), dyn in zip(kernels, sp)]
         t = torch.zeros((), dtype=torch.long, device=device)
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
+        paths = lp_begin(logprobs, b * k, s_len, device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, sst, tokens, info, health = step(cache, t, logits, keys, seq, pad, lim,
-                                                                 hp, sp, state, sst, health)
+            logits, seq, state, sst, tokens, info, health, paths = step(cache, t, logits, keys, seq, pad, lim,
+                                                                        hp, sp, state, sst, health, paths)
             t = t + 1
             if on_step is not None:  # it reads the tokens anyway: never show a broken step
                 check_health(health.tolist(), plan, model, k)
@@ -217,9 +221,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             timings.update(prefill_s=t_prefill - t_start, loop_s=time.perf_counter() - t_prefill,
                            loop_cpu_s=time.thread_time() - c_prefill, steps=steps)
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
-        results = search.finalize(state, seq[:, : p_len + steps], lim_host)
+        results = search.finalize(state if paths is None else {**state, ROWS: paths[:, : p_len + steps]},
+                                  seq[:, : p_len + steps], lim_host)
 
-    return completions(results, plan.recipe, model, texts, ids, stops)
+    return completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
 
 
 def generate(model, recipe, prompts, seed: int | None = None, compile: bool = True,  # noqa: A002

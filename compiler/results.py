@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from decode import jsonl
+from decode.compiler.logprobs import TokenLogprobs, tokens
 from decode.compiler.step import MODEL, STAGE
 from decode.runtime.errors import ModelError
 
@@ -19,6 +20,7 @@ class Sequence:
     text: str
     score: float
     finish: str             # "eos" | "max" | "stop"
+    logprobs: list[TokenLogprobs] | None = None  # per token, with `logprobs=N` (logprobs.py)
 
 
 @dataclass
@@ -28,30 +30,36 @@ class Completion:
     recipe: str             # canonical form
     fingerprint: str
     sequences: list[Sequence] = field(default_factory=list)
+    logprobs: dict | None = None  # what the sequences' log-probs mean (logprobs.meaning), if asked for
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {k: d[k] for k in ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")}
+        for s in d["sequences"]:  # without log-probs the object is as before they existed
+            if s["logprobs"] is None:
+                del s["logprobs"]
+        keys = ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")
+        return {k: d[k] for k in keys + (("logprobs",) if self.logprobs is not None else ())}
 
     def dumps(self) -> str:
         return jsonl.dumps(self.to_json())
 
 
-def completions(results, recipe, model, texts, ids, stops) -> list[Completion]:
-    """The search's results (per prompt: (new ids, score, finish)) as Completions, each
-    text cut at its first stop string."""
+def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None) -> list[Completion]:
+    """The search's results (per prompt: (new ids, score, finish[, log-prob vectors])) as
+    Completions, each text cut at its first stop string; `logprobs`: what the vectors mean."""
     out = []
     for i, found in enumerate(results):
         seqs = []
-        for new_ids, score, finish in found:
+        for new_ids, score, finish, *lp in found:
             cut = stops.cut(new_ids) if stops.strings else None
             if cut is not None:
                 new_ids, finish = new_ids[:cut], "stop"
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
-            seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish))
+            per = tokens(lp[0][:len(new_ids)], new_ids, model.tokenizer) if lp else None
+            seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per))
         _check_result(i, seqs, recipe)
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
-                              fingerprint=recipe.fingerprint, sequences=seqs))
+                              fingerprint=recipe.fingerprint, sequences=seqs, logprobs=logprobs or None))
     return out
 
 

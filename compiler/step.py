@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from decode.compiler.context import StepContext
+from decode.compiler.logprobs import StepLogprobs
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
 from decode.compiler.search.record import row_candidates
@@ -36,8 +37,10 @@ def context(seq, pad, prompt, t, eos) -> StepContext:
                        length=length, new_len=t, eos=eos)
 
 
-def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):
-    """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
+def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
+                paths=None):
+    """One step: (logits, seq, state, stage states, tokens, trace info, health, paths); `paths`
+    [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for."""
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
@@ -60,8 +63,11 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         return x
 
     noise = None if keys is None else uniform(keys, t, logits.shape[-1])
+    lp = None if paths is None else StepLogprobs(paths, torch.log_softmax(logits.float(), dim=-1),
+                                                 lambda: gathered(seen.get(-1), scores), search.renormalizes,
+                                                 lim["prompt"] + t)
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain))
+            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
@@ -75,13 +81,15 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         info = {}
     sst = [accept(kernel, sst[i], gathered(seen.get(i), scores), tokens, parents, static, dyn)
            if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
+    if lp is not None:  # each row's log-probs follow it, as its tokens do
+        paths = lp.rows(tokens, parents)
     if parents is not None:
         seq = seq[parents]
         cache.reorder(parents)
     slot = lim["prompt"] + t
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
     logits = model.decode(cache, tokens, slot, pad)
-    return logits, seq, state, sst, tokens, info, health
+    return logits, seq, state, sst, tokens, info, health, paths
 
 
 def accept(kernel, st, out, tokens, parents, static, dyn):

@@ -431,6 +431,8 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
         problem = prompt_problem(prompt, model)
         if problem:
             raise ModelError(f"--prompt-ids: {problem}")
+        if _logprobs_problem(args, model):
+            return _usage_error(_logprobs_problem(args, model))
         plan = lower(recipe)
         callbacks = []
         stream = _streamer(model, args) if not args.json and returns_per_prompt(plan) == 1 else None
@@ -441,7 +443,8 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
             callbacks.append(recorder)
         with _compile_status():
             outs = decode.generate(model, plan, [prompt], seed=args.seed, compile=not args.no_compile,
-                                   on_step=_both(callbacks), trace=recorder is not None)
+                                   on_step=_both(callbacks), trace=recorder is not None,
+                                   logprobs=args.logprobs)
         if recorder is not None:
             recorder.finish(outs)
         for comp in outs:
@@ -451,6 +454,7 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
                 print(comp.dumps(), flush=True)
             else:
                 _show(comp, streamed=stream is not None)
+                _show_logprobs(comp)
     finally:
         out.close()
         if trace is not None:
@@ -641,6 +645,38 @@ def _show(comp, streamed: bool) -> None:
     console.print(table)
 
 
+def _logprobs_problem(args: argparse.Namespace, model) -> str | None:
+    vocab = int(model.config.vocab_size)
+    if args.logprobs > vocab:
+        return (f"--logprobs {args.logprobs} asks for more alternatives than this model has tokens "
+                f"({vocab}); give at most {vocab}")
+    return None
+
+
+def _show_logprobs(comp) -> None:
+    """Each sequence's tokens with their log-probs, one table per sequence (`--logprobs N`)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    for i, s in enumerate(comp.sequences, 1):
+        if s.logprobs is None:
+            return
+        table = Table(title=f"log-probs of sequence {i} (raw: the model's; processed: after the stages)",
+                      title_justify="left")
+        for col in ("#", "token", "raw", "processed", "likeliest (processed)"):
+            table.add_column(col, justify="right" if col in ("#", "raw", "processed") else "left")
+        for j, t in enumerate(s.logprobs):
+            top = "  ".join(f"{_visible(a.text) or a.id!r} {a.logprob:.3f}" for a in t.top_processed)
+            table.add_row(str(j), Text(_visible(t.text) or repr(t.id)), _number(t.raw), _number(t.processed), Text(top))
+        console.print(table)
+
+
+def _number(v: float | None) -> str:
+    return "-inf" if v is None else f"{v:.4f}"
+
+
 def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
     """--prompts FILE: decode every valid line, write as batches finish, resume on rerun.
     Under torchrun each process decodes a share (see jobs/distributed.py)."""
@@ -676,6 +712,8 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
         interrupted = False
         if todo:
             model = decode.load(args.model, device=device, dtype=args.dtype)
+            if _logprobs_problem(args, model):
+                return _usage_error(_logprobs_problem(args, model))
             plan = lower(recipe)
             out = batch.appending(target) if target else contextlib.nullcontext(_stdout_writer)
             label = "decoding" if world.size == 1 else f"rank 0 of {world.size} decoding its share"
@@ -684,7 +722,7 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
                 try:
                     failed = batch.decode_batches(plan, model, todo, write, seed=seed,
                                                   batch_size=args.batch_size, compiled=not args.no_compile,
-                                                  on_batch=advance)
+                                                  on_batch=advance, logprobs=args.logprobs)
                 except KeyboardInterrupt:
                     interrupted = True
         if interrupted:  # the parts keep what is done; a rerun merges them
@@ -779,6 +817,10 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="record every candidate of every step as JSON lines (see `decode viz`)")
+    p.add_argument("--logprobs", type=_whole(0), default=0, metavar="N",
+                   help="give every new token its log-prob and the N likeliest tokens, under the model's "
+                        "distribution (raw) and after the recipe's stages (processed): in the JSON, or a "
+                        "table per sequence")
     p.add_argument("--peer-timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="under torchrun: how long to wait for every process to start (default "
                         "$DECODE_PEER_TIMEOUT or 300)")

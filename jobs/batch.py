@@ -400,12 +400,13 @@ def prompt_seeds(run_seed: int, items: list[Item]) -> list[int]:
 
 def decode_batches(plan, model, items: list[Item], write: Callable[[str], None], *, seed: int,
                    batch_size: int = DEFAULT_BATCH, compiled: bool = True,
-                   on_batch: Callable[[int, int], None] | None = None) -> list[LineError]:
+                   on_batch: Callable[[int, int], None] | None = None, logprobs: int = 0) -> list[LineError]:
     """Decode `items` in batches; `write` gets each batch's output lines as one string.
 
     A batch the engine refuses (a prompt too long for the context, a text prompt without
     a tokenizer, ...) is retried one prompt at a time, so only the bad prompts fail; they
     come back as LineErrors. `on_batch(prompts, new_tokens)` is called after each write.
+    `logprobs=N` gives every token its log-probs and N alternatives (compiler/logprobs.py).
     """
     from decode.compiler.engine import run
     from decode.runtime import ModelError
@@ -420,13 +421,14 @@ def decode_batches(plan, model, items: list[Item], write: Callable[[str], None],
     for group in batches(items, batch_size):
         try:
             outs = run(plan, model, [it.prompt for it in group], compiled=compiled,
-                       seeds=prompt_seeds(seed, group))
+                       seeds=prompt_seeds(seed, group), logprobs=logprobs)
             done = list(zip(group, outs))
         except (ModelError, ValueError, RuntimeError):
             done = []
             for it in group:  # find the prompt(s) at fault; the others still get decoded
                 try:
-                    out = run(plan, model, [it.prompt], compiled=compiled, seeds=prompt_seeds(seed, [it]))
+                    out = run(plan, model, [it.prompt], compiled=compiled, seeds=prompt_seeds(seed, [it]),
+                              logprobs=logprobs)
                     done.append((it, out[0]))
                 except (ModelError, ValueError, RuntimeError) as err:
                     errors.append(LineError(it.line, it.id, _one_line(err)))

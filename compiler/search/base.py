@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from decode.compiler.logprobs import ROWS
 from decode.compiler.search.draw import gumbel, select  # noqa: F401  (gumbel: for searches)
 
 # process(scores [r, V], rows: LongTensor [r] | None) -> scores: the recipe's logit stages,
@@ -40,6 +41,7 @@ class SearchConfig:
     sampling: bool = False         # select by sampling (True) or by argmax
     eos: tuple[int, ...] = ()      # end-of-sequence ids
     pad: int = 0                   # token written after a row has finished
+    logprobs: int = 0              # alternatives per token in the log-probs (0: none; logprobs.py)
 
 
 class Choice(NamedTuple):
@@ -67,6 +69,7 @@ class At:
     alive: torch.Tensor | None = None   # [R] bool: the row has not ended
     trace: bool = False                 # the beam pool lists its candidates for a trace
     selects: Callable | None = None     # a stage that draws itself (mirostat): (logp, u) -> [X]
+    logprobs: object = None             # the step's log-probs (logprobs.StepLogprobs) when asked for
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -98,6 +101,7 @@ class Search:
     groups: int = 1        # groups the rows form (diverse, iterative)
     ranked: bool = True    # results sorted by score (False: in row order, e.g. samples)
     ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
+    renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -132,7 +136,7 @@ class Search:
 
         c = self.cfg
         mods = tuple(sorted((m, strip(p)) for m, p in c.modifiers.items()))
-        return (type(self), strip(c.params), mods, c.sampling, c.eos, c.pad, c.batch)
+        return (type(self), strip(c.params), mods, c.sampling, c.eos, c.pad, c.batch, c.logprobs)
 
     def is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(tokens, dtype=torch.bool)
@@ -176,9 +180,10 @@ class Search:
         """Per prompt: (new token ids incl. a final EOS, score, finish), best first."""
         p, n = int(lim["prompt"]), self.rows
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
+        paths = state[ROWS][:, p:].tolist() if ROWS in state else [None] * len(ids)
         out = []
         for b in range(self.cfg.batch):
-            rows = [result(ids[r], scores[r], self.cfg.eos) for r in range(b * n, (b + 1) * n)
+            rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in range(b * n, (b + 1) * n)
                     if scores[r] != float("-inf")]  # -inf: a row that never lived (sbeam)
             if self.ranked:
                 rows.sort(key=lambda x: -x[1])
@@ -186,10 +191,11 @@ class Search:
         return out
 
 
-def result(ids: list[int], score: float, eos: tuple[int, ...]) -> tuple[list[int], float, str]:
-    """One returned sequence: (its new ids up to the first EOS, its score, why it ended)."""
+def result(ids: list[int], score: float, eos: tuple[int, ...], lp: list | None = None) -> tuple:
+    """One returned sequence: (its new ids up to the first EOS, its score, why it ended),
+    and its tokens' log-probs (`lp`, one vector per new token: logprobs.py) when given."""
     kept, why = trim(ids, eos)
-    return kept, score, why
+    return (kept, score, why) if lp is None else (kept, score, why, lp[:len(kept)])
 
 
 def trim(ids: list[int], eos: tuple[int, ...]) -> tuple[list[int], str]:

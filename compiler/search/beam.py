@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from decode.compiler.search.base import result
-from decode.compiler.search.pool import INF, BeamPool, extended, merge
+from decode.compiler.search.pool import INF, BeamPool, carried, extended, merge, pool_state
 from decode.compiler.search.record import candidates
 
 
@@ -29,7 +29,8 @@ class Beam(BeamPool):
         long, flag = {"dtype": torch.long, "device": device}, {"dtype": torch.bool, "device": device}
         return {"run": run, "seq": torch.full((b, k, seq_len), self.cfg.pad, **long),
                 "score": torch.full((b, k), -INF, device=device), "len": torch.zeros(b, k, **long),
-                "fin": torch.zeros(b, k, **flag), "open": torch.ones(b, 1, **flag), "stop": torch.zeros((), **flag)}
+                "fin": torch.zeros(b, k, **flag), "open": torch.ones(b, 1, **flag), "stop": torch.zeros((), **flag),
+                **pool_state(self.cfg, (b, k), seq_len, device)}
 
     def advance(self, scores, at, state):
         b, k, n, t = self.cfg.batch, self.rows, max(2, 1 + len(self.cfg.eos)) * self.rows, at.t
@@ -41,15 +42,11 @@ class Beam(BeamPool):
         hits = self.is_eos(tok) | (t + 1 >= at.max_new)
 
         # go on with the best k continuations that did not end
-        live = torch.where(hits, -INF, top)
-        nxt = torch.topk(live, k).indices
-        run = live.gather(1, nxt)
+        run, nxt = torch.topk(torch.where(hits, -INF, top), k)
 
         # offer the ended ones among the first k to the pool
         just = hits & (torch.arange(n, device=dev) < k) & (top > -INF)
-        offered = state["open"] & just
-        if self.early is True:
-            offered = offered & ~state["fin"].all(-1, keepdim=True)
+        offered = state["open"] & just & ~(state["fin"].all(-1, keepdim=True) & (self.early is True))  # a full pool
         offer = torch.where(offered, top / (t + 1).to(top.dtype) ** lenpen, -INF)
         f_score, f_seq, f_len, sel = merge(state["score"], state["seq"], state["len"], offer,
                                            extended(at, parent, tok), (t + 1).expand(b, n))
@@ -61,7 +58,8 @@ class Beam(BeamPool):
         open_ = state["open"] & (best > worst).any(-1, keepdim=True)
         full = fin.all() if self.early is True else torch.zeros((), dtype=torch.bool, device=dev)
         stop = state["stop"] | ~(open_.any() & ~full & ~hits.all())
-        new = {"run": run, "seq": f_seq, "score": f_score, "len": f_len, "fin": fin, "open": open_, "stop": stop}
+        new = {"run": run, "seq": f_seq, "score": f_score, "len": f_len, "fin": fin, "open": open_, "stop": stop,
+               **carried(state, at, parent, tok, sel)}  # the hypotheses' log-probs, if asked for
         info = None
         if at.trace:
             pooled = torch.zeros(b, k + n, dtype=torch.bool, device=dev).scatter(1, sel, True)[:, k:]
@@ -71,8 +69,10 @@ class Beam(BeamPool):
 
     def finalize(self, state, seq, lim):
         p, r = int(lim["prompt"]), self.returns
-        seqs, scores, lens = (state[x][:, :r].tolist() for x in ("seq", "score", "len"))
-        return [[result(seqs[b][j][p:p + lens[b][j]], scores[b][j], self.cfg.eos) for j in range(r)
+        seqs, scores, lens, lp = (state[x][:, :r].tolist() if x in state else None
+                                  for x in ("seq", "score", "len", "lp"))  # lp: the tokens' log-probs, if asked for
+        return [[result(seqs[b][j][p:p + lens[b][j]], scores[b][j], self.cfg.eos, lp and lp[b][j][p:p + lens[b][j]])
+                 for j in range(r)
                  if scores[b][j] != -INF]  # never filled: fewer hypotheses survived the stages
                 for b in range(self.cfg.batch)]
 

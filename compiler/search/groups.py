@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.search.pool import INF, BeamPool, extended, group_results, offer_group
+from decode.compiler.search.pool import INF, BeamPool, extended, group_results, offer_group, pool_state
 from decode.compiler.search.record import candidates
 
 
@@ -37,8 +37,8 @@ class Groups(BeamPool):
         b, g, s = self.cfg.batch, self.groups, self.size
         run = torch.full((b, g, s), -INF, device=device)
         run[:, :, 0] = 0.0
-        long = {"dtype": torch.long, "device": device}
-        return {"run": run, "seq": torch.full((b, g, s, seq_len), self.cfg.pad, **long),
+        long, lp = {"dtype": torch.long, "device": device}, pool_state(self.cfg, (b, g, s), seq_len, device)
+        return {"run": run, **lp, "seq": torch.full((b, g, s, seq_len), self.cfg.pad, **long),
                 "score": torch.full((b, g, s), -INF, device=device), "len": torch.zeros(b, g, s, **long),
                 "count": torch.zeros(b, g, **long), "done": torch.zeros(b, g, dtype=torch.bool, device=device),
                 "memo": self.memory(device, seq_len), "stop": torch.zeros((), dtype=torch.bool, device=device)}
@@ -58,7 +58,7 @@ class Groups(BeamPool):
             top, idx = self.candidates(acc, n, u)
             tok, parent, eos, gdone = idx % v, base + g * s + idx // v, self.is_eos(idx % v), state["done"][:, g]
             stay = gdone[:, None]  # a done group stays where it is, writing padding
-            pool, count, add = offer_group(state, g, top, eos & (rank < s) & ~stay, extended(at, parent, tok), at)
+            pool, count, add = offer_group(state, g, top, eos & (rank < s) & ~stay, parent, tok, at)
             order = torch.sort(torch.where(eos, rank + n, rank), dim=1, stable=True).indices[:, :s]
             g_run, g_tok, g_par = (torch.where(stay, x, y.gather(1, order))
                                    for x, y in ((0.0, top), (self.cfg.pad, tok), (mine, parent)))
@@ -66,14 +66,14 @@ class Groups(BeamPool):
             chosen = chosen.scatter_add(1, g_tok, torch.ones_like(g_run))
             earlier.append((extended(at, g_par, g_tok), ~gdone))
             memo = self.remember(g, g_tok, gdone, g_done, at, memo)
-            out.append((g_tok, g_par, g_run, *pool, count, g_done))
+            out.append((g_tok, g_par, g_run, count, g_done, *pool))
             if at.trace:
                 kept = torch.zeros_like(eos).scatter(1, order, True) & ~stay | add
                 paid = pen.expand(b, s, v).reshape(b, s * v).gather(1, idx)
                 trace.append((tok, top, parent, kept, eos, torch.full_like(tok, g), paid))
-        tokens, parents, run, score, seq, length, count, done = (torch.stack(x, 1) for x in zip(*out))
+        tokens, parents, run, count, done, score, seq, length, *lp = (torch.stack(x, 1) for x in zip(*out))
         new = {"run": run, "seq": seq, "score": score, "len": length, "count": count, "done": done, "memo": memo,
-               "stop": done.all()}
+               "stop": done.all(), **({"lp": lp[0]} if lp else {})}  # lp: the hypotheses' log-probs
         info = candidates(*(torch.cat(x, 1) for x in zip(*trace))) if at.trace else None
         return tokens.reshape(-1), parents.reshape(-1), new, info
 

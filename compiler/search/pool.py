@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from decode.compiler.logprobs import ROWS, carried, pool_state, pooled  # noqa: F401  (for beam.py, groups.py)
 from decode.compiler.search.base import Search, result
 
 INF = float("inf")
@@ -32,6 +33,7 @@ class BeamPool(Search):
 
     logprobs = True
     ranks_sequences = True  # its candidates carry the sequence's score (see search/record.py)
+    renormalizes = False  # a token adds the stages' output to a beam's score as it is
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -92,13 +94,16 @@ def merge(score, seq, length, offer, cand, cand_len):
     return both.gather(1, sel), seq, torch.cat([length, cand_len], 1).gather(1, sel), sel
 
 
-def offer_group(state, g, top, ended, cand, at):
+def offer_group(state, g, top, ended, parent, tok, at):
     """Group g's pool after it is offered the candidates `ended` [B, n] (scores `top`,
-    texts `cand` [B, n, S]): ((score, seq, length), count, what was offered)."""
+    tokens `tok` continuing rows `parent`): ((score, seq, length[, log-prob paths]), count,
+    what was offered)."""
     add = ended & (top > -INF)
     offer = torch.where(add, top / (at.t + 1).to(top.dtype) ** at.hp["lenpen"], -INF)
-    pool = merge(state["score"][:, g], state["seq"][:, g], state["len"][:, g], offer, cand,
-                 (at.t + 1).expand(*top.shape))[:3]
+    *pool, sel = merge(state["score"][:, g], state["seq"][:, g], state["len"][:, g], offer,
+                       extended(at, parent, tok), (at.t + 1).expand(*top.shape))
+    if at.logprobs is not None:  # the hypotheses' log-probs go where their ids go
+        pool.append(pooled(state["lp"][:, g], at, parent, tok, sel))
     return pool, torch.clamp(state["count"][:, g] + add.sum(1), max=state["score"].shape[2]), add
 
 
@@ -114,25 +119,29 @@ def group_results(self, state, seq, lim):
     s, steps, p = self.size, int(lim["steps"]), int(lim["prompt"])
     run, done, seqs, scores, lens, count = (state[x].tolist() for x in ("run", "done", "seq", "score", "len", "count"))
     rows, lenpen, out = seq.tolist(), float(self.cfg.params.get("lenpen", 1.0)), []
+    lp = state["lp"].tolist() if "lp" in state else None  # the tokens' log-probs ride with the ids
+    paths = state[ROWS][:, p:p + steps].tolist() if lp is not None else None
     for b in range(self.cfg.batch):
         pool = []
         for g in range(self.groups):
-            hyps = [(scores[b][g][j], seqs[b][g][j][p:p + lens[b][g][j]]) for j in range(count[b][g])]
+            hyps = [(scores[b][g][j], seqs[b][g][j][p:p + lens[b][g][j]],
+                     *([lp[b][g][j][p:p + lens[b][g][j]]] if lp else [])) for j in range(count[b][g])]
             for j in range(s) if not done[b][g] else ():
-                score = run[b][g][j] / float(steps) ** lenpen
+                score, r = run[b][g][j] / float(steps) ** lenpen, b * self.rows + g * s + j
                 if score > -INF:  # a beam that never lived is no hypothesis
-                    hyps = _offer(hyps, score, rows[b * self.rows + g * s + j][p:p + steps], s)
+                    hyps = _offer(hyps, (score, rows[r][p:p + steps], *([paths[r]] if lp else [])), s)
             pool.extend(hyps)
         pool.sort(key=lambda x: x[0])  # stable; the reference pops from the end
         best = [pool.pop() for _ in range(min(self.returns, len(pool)))]
-        out.append([result(ids, sc, self.cfg.eos) for sc, ids in best])
+        out.append([result(ids, sc, self.cfg.eos, *more) for sc, ids, *more in best])
     return out
 
 
-def _offer(hyps, score, ids, size):
-    """The reference's BeamHypotheses.add: keep the best `size`, a newcomer must beat the worst."""
-    if len(hyps) < size or score > min(h[0] for h in hyps):
-        hyps = hyps + [(score, ids)]
+def _offer(hyps, hyp, size):
+    """The reference's BeamHypotheses.add: keep the best `size`, a newcomer `hyp` (score, ids,
+    ...) must beat the worst."""
+    if len(hyps) < size or hyp[0] > min(h[0] for h in hyps):
+        hyps = hyps + [hyp]
         if len(hyps) > size:
             worst = min(range(len(hyps)), key=lambda i: (hyps[i][0], i))
             hyps = hyps[:worst] + hyps[worst + 1:]
