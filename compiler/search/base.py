@@ -40,6 +40,7 @@ class SearchConfig:
     sampling: bool = False         # select by sampling (True) or by argmax
     eos: tuple[int, ...] = ()      # end-of-sequence ids
     pad: int = 0                   # token written after a row has finished
+    vocab: int = 0                 # the model's vocabulary size (0: not known here)
 
 
 class Choice(NamedTuple):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from decode.compiler.search.base import Choice, Search
+from decode.runtime.errors import ModelError
 
 
 def unit(h: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,9 @@ class Contrastive(Search):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.ahead = int(cfg.params["k"])
+        if cfg.vocab and self.ahead > cfg.vocab:
+            raise ModelError(f"contrastive k={self.ahead} asks for more candidates than this model "
+                             f"has tokens ({cfg.vocab}); use k <= {cfg.vocab}")
 
     def hyper(self):
         # both factors as the reference rounds them: float32 of (1 - A) computed in double
