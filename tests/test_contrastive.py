@@ -147,3 +147,23 @@ def test_explain_says_it_in_words_and_gives_the_transformers_call(capsys):
     out = capsys.readouterr().out
     for kwarg in ("penalty_alpha=0.7", "top_k=3", "repetition_penalty=1.2", "do_sample=False"):
         assert kwarg in out
+
+
+def test_the_prompts_padding_is_not_context():
+    """A padding slot whose hidden state is the top candidate's own must not penalise it (the
+    reference's cosine_matrix_mask); random checkpoints rarely show this, so it is built here."""
+    from decode.compiler.search.base import At, SearchConfig
+    from decode.compiler.search.contrastive import Contrastive
+
+    search = Contrastive(SearchConfig(batch=1, params={"k": 2, "alpha": 0.5}, vocab=4))
+    basis = torch.eye(3)  # candidate token j's hidden state is basis[j]; slot 1 holds basis[2]
+    state = search.prompted(search.begin(torch.device("cpu"), 4), basis[[0, 2]][None], 4)
+    taken = []
+    at = At(t=torch.tensor(0), process=lambda x, rows: x, noise=None, seq=torch.zeros(1, 4, dtype=torch.long),
+            prompt=torch.tensor(2), max_new=torch.tensor(2),
+            hp={k: torch.tensor(v) for k, v in search.hyper().items()}, score=torch.zeros(1),
+            pad=torch.tensor([1]), ahead=lambda cand: (None, basis[cand]), take=taken.append)
+    choice = search.step(torch.tensor([[3.0, 2.0, 0.0, -1.0]]), at, state["own"])
+    assert choice.tokens.tolist() == [0] and taken[0].tolist() == [0]
+    at.pad = torch.tensor([0])  # the same slot as context: token 0 is now a repetition
+    assert search.step(torch.tensor([[3.0, 2.0, 0.0, -1.0]]), at, state["own"]).tokens.tolist() == [1]
