@@ -33,7 +33,7 @@ def prefill(model, cache, seq, pad, p_len: int, search=None, state=None):
 
 class Ahead:
     """A search's look one step ahead (At.ahead, At.take): K candidates per row run in one
-    forward, their keys and values in the K cache slots past the row's `scratch`; the one a
+    forward, their keys and values in the K cache slots from `scratch` on; the one a
     row takes moves to its slot, and its logits are the next step's."""
 
     def __init__(self, model, cache, slot, pad, scratch: int):
