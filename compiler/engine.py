@@ -158,9 +158,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     check_fits(p_len, max_new, model.config)
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
-    ahead = f", the candidates looked ahead at (now {search.ahead})" if search.ahead else ""
+    ahead = f", the candidates a row looks ahead at (now {search.ahead})" if search.ahead else ""
     check_decode(model, b * k, s_len + search.ahead, p_len, fix=f"Lower the beam/sample width "
-                 f"(now {k}){ahead}, the prompts decoded together (now {b}) or `max` (now {max_new}).")
+                 f"(now {k}){ahead}, the prompts decoded together (now {b}) or `max` (now {max_new}).",
+                 ahead=search.ahead)
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len, trace)

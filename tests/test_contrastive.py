@@ -167,3 +167,17 @@ def test_the_prompts_padding_is_not_context():
     assert choice.tokens.tolist() == [0] and taken[0].tolist() == [0]
     at.pad = torch.tensor([0])  # the same slot as context: token 0 is now a repetition
     assert search.step(torch.tensor([[3.0, 2.0, 0.0, -1.0]]), at, state["own"]).tokens.tolist() == [1]
+
+
+def test_candidates_past_memory_are_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    """k candidates per row cost k rows of logits a step: counted before anything is built."""
+    from decode.runtime import Llama, memory
+
+    path = make_hf_llama(tmp_path / "wide", vocab=30000, dim=8, layers=1, heads=1, kv_heads=1, ff=8)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * 10**9)
+    monkeypatch.setattr(Llama, "new_cache", lambda *a, **k: pytest.fail("allocated before checking"))
+    code = main(["run", "contrastive k=30000 | max 2", "--model", str(path), "--prompt-ids", "1,5,7",
+                 "--no-compile"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Decoding needs" in err and "the candidates a row looks ahead at (now 30000)" in err
+    assert "Traceback" not in err
