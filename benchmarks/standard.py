@@ -25,6 +25,7 @@ STANDARD = {
     "diverse 4/2": "beam 4 | diverse groups=2 penalty=0.5",
     "card: diverse beam sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7",
     "sbeam 4": "sbeam 4",
+    "contrastive 4": "contrastive k=4 alpha=0.6",
 }
 
 

@@ -148,7 +148,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     b = len(ids)
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
-                       sampling=plan.sampling, eos=eos, pad=pad_tok, logprobs=logprobs)
+                       sampling=plan.sampling, eos=eos, pad=pad_tok, logprobs=logprobs,
+                       vocab=model.config.vocab_size)
     search = plan.search(cfg)
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
@@ -161,8 +162,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     check_fits(p_len, max_new, model.config)
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
-    check_decode(model, b * k, s_len, p_len, fix=f"Lower the beam/sample width (now {k}), the "
-                 f"prompts decoded together (now {b}) or `max` (now {max_new}).")
+    ahead = f", the candidates a row looks ahead at (now {search.ahead})" if search.ahead else ""
+    check_decode(model, b * k, s_len + search.ahead, p_len, fix=f"Lower the beam/sample width "
+                 f"(now {k}){ahead}, the prompts decoded together (now {b}) or `max` (now {max_new}).",
+                 ahead=search.ahead)
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
     step = _get_step(model, search, kernels, compiled, s_len, trace)
@@ -180,15 +183,15 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                 pad[i * k + j] = p_len - len(x)
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         t_start = time.perf_counter()
-        cache = model.new_cache(b * k, s_len)
+        cache = model.new_cache(b * k, s_len + search.ahead)  # + the look-ahead's scratch slots
         if compiled and device.type == "cuda" and isinstance(cache, torch.nn.Module):
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
-        logits = prefill(model, cache, seq, pad, p_len)
+        state = search.begin(device, s_len)
+        logits, state = prefill(model, cache, seq, pad, p_len, search, state)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
-        state = search.begin(device, s_len)
         start = context(seq, pad, lim["prompt"], torch.zeros((), dtype=torch.long, device=device),
                         torch.tensor(eos, dtype=torch.long, device=device))
         sst = [kernel.init(start, model.config.vocab_size, **static, **dyn) if stateful(kernel) else {}

@@ -23,9 +23,37 @@ from decode.compiler.stages import selection, stateful
 MODEL, STAGE = 1, 2
 
 
-def prefill(model, cache, seq, pad, p_len: int):
-    """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len)."""
-    return model.prefill(cache, seq[:, :p_len], pad)
+def prefill(model, cache, seq, pad, p_len: int, search=None, state=None):
+    """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len), and
+    the search's `state`, which a search that looks ahead takes from the prompts' hidden states."""
+    if search is None or not search.ahead:
+        return model.prefill(cache, seq[:, :p_len], pad), state
+    logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
+    return logits, search.prompted(state, hidden, seq.shape[1])
+
+
+class Ahead:
+    """A search's look one step ahead (At.ahead, At.take): K candidates per row run in one
+    forward, their keys and values in the K cache slots from `scratch` on; the one a
+    row takes moves to its slot, and its logits are the next step's."""
+
+    def __init__(self, model, cache, slot, pad, scratch: int):
+        self.model, self.cache, self.slot, self.pad, self.scratch = model, cache, slot, pad, scratch
+        self.seen = self.logits = None
+
+    def run(self, tokens):
+        self.seen, hidden = self.model.candidates(self.cache, tokens, self.slot, self.pad, self.scratch)
+        return self.seen, hidden
+
+    def take(self, index):
+        self.cache.copy_slot(self.scratch + index, self.slot)
+        at = index.view(-1, 1, 1).expand(-1, 1, self.seen.shape[-1])
+        self.logits = self.seen.gather(1, at)[:, 0]
+
+    def next_logits(self, parents):
+        if self.logits is None:
+            raise TypeError("a search with `ahead` must call at.take(index) with the candidate each row took")
+        return self.logits if parents is None else self.logits[parents]
 
 
 def context(seq, pad, prompt, t, eos) -> StepContext:
@@ -63,11 +91,14 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         return x
 
     noise = None if keys is None else uniform(keys, t, logits.shape[-1])
+    slot = lim["prompt"] + t
     lp = None if paths is None else StepLogprobs(paths, torch.log_softmax(logits.float(), dim=-1),
                                                  lambda: gathered(seen.get(-1), scores), search.renormalizes,
-                                                 lim["prompt"] + t)
+                                                 slot)
+    look = Ahead(model, cache, slot, pad, seq.shape[1]) if search.ahead else None
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp)
+            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=pad,
+            ahead=look and look.run, take=look and look.take)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
@@ -86,9 +117,8 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     if parents is not None:
         seq = seq[parents]
         cache.reorder(parents)
-    slot = lim["prompt"] + t
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = model.decode(cache, tokens, slot, pad)
+    logits = model.decode(cache, tokens, slot, pad) if look is None else look.next_logits(parents)
     return logits, seq, state, sst, tokens, info, health, paths
 
 

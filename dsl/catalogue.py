@@ -471,3 +471,50 @@ for _spec in (
         hf=HF(note=lambda p: f"call torch.manual_seed({p['s']}) right before generate()")),
 ):
     register(_spec)
+
+
+# -- issue 17: the searches researchers compare against -------------------------------------
+
+def _check_contrastive(c: Any, clauses: tuple) -> Problem | None:
+    samplers = [x for x in clauses if x.sampling]
+    if samplers:
+        return Problem(f"contrastive search chooses by its own score, never by a draw: drop "
+                       f"'{samplers[0].canonical}' (it makes the recipe sample), or use 'sample' "
+                       "or 'beam K' with it instead of contrastive")
+    return None
+
+
+def _explain_contrastive(p: Params) -> str:
+    k, a = p["k"], p["alpha"]
+    return (f"each step the {k} most likely tokens (after the logit stages) each run one step "
+            f"ahead; each scores {spell_value(round(1.0 - a, 12))}·p - {spell_value(a)}·(its largest cosine "
+            "similarity with the last hidden states of the text so far), and the best is taken"
+            + (" (alpha=0: greedy)" if a == 0 else ""))
+
+
+register(ClauseSpec(
+    "contrastive", "search",
+    "contrastive search: of the K most likely tokens, take the one whose hidden state is least "
+    "like the text's so far, weighed against its probability",
+    keywords=(Param("k", "int", 4, lo=1, doc="candidates per step (transformers' top_k)"),
+              Param("alpha", "float", 0.6, lo=0.0, hi=1.0,
+                    doc="weight of the degeneration penalty (0: greedy)")),
+    reference="penalty_alpha=ALPHA, top_k=K",
+    cite="Su et al. 2022, A Contrastive Framework for Neural Text Generation (NeurIPS 2022, "
+         "arXiv:2202.06417)",
+    impl=_S + "contrastive", check=_check_contrastive, explain=_explain_contrastive,
+    aliases=("contrastive_search", "penalty_alpha"),
+    hf=HF(_sets(penalty_alpha="alpha", top_k="k"), {"penalty_alpha": None},
+          note=lambda p: "transformers 4.55.4 runs contrastive search itself and warns that it "
+                         "will move to a hub repository; trust_remote_code=True silences that "
+                         "(without custom_generate it loads nothing)"),
+    details="Each step, the logit stages process each row's logits; its K most likely tokens "
+            "(softmax probabilities p) run one step ahead of the row, all K·rows in one batched "
+            "forward, each attending to the row's text and itself. Candidate j's degeneration "
+            "penalty s_j is the largest cosine similarity between its last hidden state (after the "
+            "final norm) and those of the row's text so far (the prompt without its padding, and "
+            "the tokens chosen); the row takes the candidate with the largest (1-ALPHA)·p_j - "
+            "ALPHA·s_j (the first on a tie), and that candidate's look-ahead is its next step (no "
+            "second forward). ALPHA=0 or K=1 is greedy search. As transformers' "
+            "generate(penalty_alpha=ALPHA, top_k=K), token for token; `score` is the sum of the "
+            "chosen tokens' processed log-probabilities."))

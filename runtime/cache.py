@@ -51,3 +51,12 @@ class KVCache(nn.Module):
             for kind in "kv":
                 buf = getattr(self, f"{kind}{i}")
                 buf.copy_(buf.index_select(0, index))
+
+    def copy_slot(self, src: Tensor, dst: Tensor) -> None:
+        """Row r's keys and values at slot src[r] [R] go to slot `dst` (0-d), in every layer:
+        the candidate a row chose (Llama.candidates) becomes its token at `dst`."""
+        for i in range(self.layers):
+            for kind in "kv":
+                buf = getattr(self, f"{kind}{i}")
+                at = src.view(-1, 1, 1, 1).expand(-1, buf.shape[1], 1, buf.shape[3])
+                buf.index_copy_(2, dst.reshape(1), buf.gather(2, at))

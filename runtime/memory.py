@@ -59,30 +59,33 @@ def cache_bytes(config: LlamaConfig, rows: int, slots: int, dtype: torch.dtype) 
 
 
 def step_bytes(config: LlamaConfig, rows: int, slots: int, prompt_len: int,
-               dtype: torch.dtype) -> int:
+               dtype: torch.dtype, ahead: int = 0) -> int:
     """A floor on the other buffers of a run: the larger of the prefill's (attention mask,
     hidden states, MLP activations) and a step's (float32 logits, scores, a sorted copy and
-    its order), plus the token history and finished beams (int64)."""
+    its order), plus the token history and finished beams (int64). With `ahead` candidates
+    per row run one step ahead (Llama.candidates): their logits and a copy, and the context
+    of hidden states a search keeps (twice: it is updated each step)."""
     c = config
     prefill = prompt_len * prompt_len + prompt_len * (2 * c.dim + 2 * c.hidden_dim) * dtype.itemsize
-    step = 4 * c.vocab_size * 4
+    step = 4 * c.vocab_size * 4 + ahead * 2 * c.vocab_size * 4 + (ahead > 0) * 2 * slots * c.dim * 4
     return rows * (max(prefill, step) + 3 * slots * 8)
 
 
-def check_decode(model, rows: int, slots: int, prompt_len: int, fix: str) -> None:
+def check_decode(model, rows: int, slots: int, prompt_len: int, fix: str, ahead: int = 0) -> None:
     """Raise ModelError when decoding `rows` sequences in a `slots`-long cache cannot fit.
 
         >>> check_decode(m, rows=100000, slots=288, prompt_len=16, fix="Lower the beam width.")
         ModelError: Decoding needs 124.3 GB (100000 rows x 288 slots: KV cache 117.9 GB, ...
 
-    A model that is not a runtime `Llama` (a test double of the engine's contract) has no
+    `ahead`: candidates per row a search runs one step ahead (their cache slots are in
+    `slots`). A model that is not a runtime `Llama` (a test double of the engine's contract) has no
     known layout, so it is not checked.
     """
     if not isinstance(model.config, LlamaConfig):
         return
     w = model.tok_embeddings.weight
     cache = cache_bytes(model.config, rows, slots, w.dtype)
-    other = step_bytes(model.config, rows, slots, prompt_len, w.dtype)
+    other = step_bytes(model.config, rows, slots, prompt_len, w.dtype, ahead)
     check_memory(cache + other, w.device, f"Decoding needs {_size(cache + other)} ({rows} rows x "
                  f"{slots} slots: KV cache {_size(cache)}, other buffers {_size(other)})", fix)
 

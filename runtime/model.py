@@ -257,3 +257,36 @@ class Llama(nn.Module):
         mask = (idx[None, :] >= pad[:, None]) & (idx[None, :] <= slot)  # [R, max_len]
         h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1))
         return self._head(h[:, 0]).float()
+
+    def prefill_hidden(self, cache: KVCache, tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        """`prefill`, also giving the last layer's hidden state of every slot, after the final
+        norm (transformers' hidden_states[-1]): (float32 logits [R, V], hidden [R, T, dim])."""
+        R, T = tokens.shape
+        idx = torch.arange(T, device=tokens.device)
+        pos = (idx[None, :] - pad[:, None]).clamp(min=0)
+        real = idx[None, :] >= pad[:, None]
+        mask = ((idx[None, :] <= idx[:, None])[None] & real[:, None, :]) | torch.eye(
+            T, dtype=torch.bool, device=tokens.device)  # as prefill's: padding sees itself
+        h = self._hidden(tokens, pos, mask[:, None], cache, idx)
+        return self._head(h[:, -1]).float(), h
+
+    def candidates(self, cache: KVCache, tokens: Tensor, slot: Tensor, pad: Tensor,
+                   scratch: int) -> tuple[Tensor, Tensor]:
+        """K candidate next tokens per row [R, K], each run as if it were the row's token at
+        cache slot `slot`, in one batched forward: (float32 logits [R, K, V], the last layer's
+        hidden states [R, K, dim]).
+
+        Candidate j attends to the row's slots pad..slot-1 and to itself, whose keys and
+        values go to scratch slot `scratch + j` (the cache needs K slots past `scratch`);
+        `cache.copy_slot` then makes the chosen one the row's token at `slot`.
+
+            >>> logits, hidden = m.candidates(cache, top4, slot, pad, scratch=cache.max_len - 4)
+        """
+        R, K = tokens.shape
+        idx = torch.arange(cache.max_len, device=tokens.device)
+        own = scratch + torch.arange(K, device=tokens.device)
+        past = (idx[None, :] >= pad[:, None]) & (idx[None, :] < slot)         # [R, max_len]
+        mask = past[:, None, :] | (idx[None, None, :] == own[None, :, None])  # [R, K, max_len]
+        pos = (slot - pad)[:, None].expand(R, K)
+        h = self._hidden(tokens, pos, mask[:, None], cache, own)
+        return self._head(h.reshape(R * K, -1)).float().view(R, K, -1), h

@@ -14,6 +14,7 @@ EVERY_CLAUSE = {
     "beam": ("beam 4 lenpen=0.6 early=never return=2",
              {"k": 4, "lenpen": 0.6, "early": "never", "return": 2}),
     "sbeam": ("sbeam 8", {"k": 8}),
+    "contrastive": ("contrastive k=6 alpha=0.4", {"k": 6, "alpha": 0.4}),
     "diverse": ("beam 6 | diverse groups=3 penalty=1.5 kind=ngram n=3",
                 {"groups": 3, "penalty": 1.5, "kind": "ngram", "n": 3}),
     "siblings": ("beam 4 | siblings 0.5", {"gamma": 0.5}),

@@ -42,6 +42,7 @@ class SearchConfig:
     eos: tuple[int, ...] = ()      # end-of-sequence ids
     pad: int = 0                   # token written after a row has finished
     logprobs: int = 0              # alternatives per token in the log-probs (0: none; logprobs.py)
+    vocab: int = 0                 # the model's vocabulary size (0: not known here)
 
 
 class Choice(NamedTuple):
@@ -70,6 +71,12 @@ class At:
     trace: bool = False                 # the beam pool lists its candidates for a trace
     selects: Callable | None = None     # a stage that draws itself (mirostat): (logp, u) -> [X]
     logprobs: object = None             # the step's log-probs (logprobs.StepLogprobs) when asked for
+    pad: torch.Tensor | None = None     # [R] each row's first real slot (prompts are left-padded)
+    # a search with `ahead` (contrastive): ahead(tokens [R, K]) runs K candidates per row one
+    # step ahead -> (logits [R, K, V], last hidden states [R, K, dim]); take(index [R]) says
+    # which each row took: its keys, values and logits become the row's (no second forward)
+    ahead: Callable | None = None
+    take: Callable | None = None
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -102,6 +109,7 @@ class Search:
     ranked: bool = True    # results sorted by score (False: in row order, e.g. samples)
     ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
     renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
+    ahead: int = 0         # candidates per row run one step ahead (`At.ahead`; contrastive)
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -118,6 +126,11 @@ class Search:
     def init(self, device: torch.device, seq_len: int) -> dict:
         """The search's own state before the first step (a dict of tensors)."""
         return {}
+
+    def prompted(self, state: dict, hidden: torch.Tensor, seq_len: int) -> dict:
+        """The state once the prompts ran, given their last hidden states [R, T, dim] (after
+        the final norm; only for a search with `ahead`); `seq_len` slots a row has in all."""
+        return state
 
     def step(self, scores: torch.Tensor, at: At, state: dict) -> Choice:
         """What each row takes next, the row it continues and the score it carries."""
