@@ -147,6 +147,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
                        sampling=plan.sampling, eos=eos, pad=pad_tok)
     search = plan.search(cfg)
+    exits = search.exits(model.config)  # a search that reads early exits refuses a model without them
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
     kernels = [(n, mod, st) for n, mod, st, _ in bound]
@@ -181,7 +182,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         if compiled and device.type == "cuda" and isinstance(cache, torch.nn.Module):
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
-        logits = prefill(model, cache, seq, pad, p_len)
+        logits = prefill(model, cache, seq, pad, p_len, exits)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()

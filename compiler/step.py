@@ -22,9 +22,10 @@ from decode.compiler.stages import selection, stateful
 MODEL, STAGE = 1, 2
 
 
-def prefill(model, cache, seq, pad, p_len: int):
-    """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len)."""
-    return model.prefill(cache, seq[:, :p_len], pad)
+def prefill(model, cache, seq, pad, p_len: int, exits: tuple[int, ...] = ()):
+    """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len);
+    [1 + E, R, V] with the early exits a search reads (`Search.exits`)."""
+    return model.prefill(cache, seq[:, :p_len], pad, exits=exits)
 
 
 def context(seq, pad, prompt, t, eos) -> StepContext:
@@ -38,6 +39,9 @@ def context(seq, pad, prompt, t, eos) -> StepContext:
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):
     """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
+    exits = search.exits(model.config)
+    early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
+    logits = logits[0] if exits else logits
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
@@ -61,7 +65,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
 
     noise = None if keys is None else uniform(keys, t, logits.shape[-1])
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain))
+            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), exits=early)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
@@ -80,7 +84,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         cache.reorder(parents)
     slot = lim["prompt"] + t
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = model.decode(cache, tokens, slot, pad)
+    logits = model.decode(cache, tokens, slot, pad, exits=exits)
     return logits, seq, state, sst, tokens, info, health
 
 

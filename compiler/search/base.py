@@ -67,6 +67,7 @@ class At:
     alive: torch.Tensor | None = None   # [R] bool: the row has not ended
     trace: bool = False                 # the beam pool lists its candidates for a trace
     selects: Callable | None = None     # a stage that draws itself (mirostat): (logp, u) -> [X]
+    exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -114,6 +115,12 @@ class Search:
     def init(self, device: torch.device, seq_len: int) -> dict:
         """The search's own state before the first step (a dict of tensors)."""
         return {}
+
+    def exits(self, config) -> tuple[int, ...]:
+        """The layers (distinct; 0: the embeddings) whose early-exit logits `step` reads in
+        `at.exits`, for a model of this `LlamaConfig`: none by default. The engine asks
+        before the first forward, so a search that cannot run on the model raises ModelError."""
+        return ()
 
     def step(self, scores: torch.Tensor, at: At, state: dict) -> Choice:
         """What each row takes next, the row it continues and the score it carries."""
