@@ -99,6 +99,8 @@ class Param:
             return self.default_from.upper()
         if self.default is REQUIRED:
             return "required"
+        if self.variadic and self.default == ():
+            return "none"  # an optional list, left empty
         return self.spell(self.default)
 
     def spell(self, value: Any) -> str:
