@@ -229,11 +229,11 @@ def _explain_dola(p: Params) -> str:
             "score log p(final) - log p(premature); then the logit stages apply")
 
 
-def _note_dola(p: Params) -> str | None:
+def _note_dola(p: Params) -> str:
+    said = "transformers picks the premature layer by the divergence averaged over the whole batch"
     if p["pick"] == "batch":
-        return None
-    return ("transformers picks the premature layer by the divergence averaged over the whole "
-            "batch: call generate() with one prompt at a time (or write pick=batch)")
+        return said + ", as pick=batch does"
+    return said + ": call generate() with one prompt at a time (or write pick=batch)"
 
 
 _MAX_NEW = 128  # new tokens when a recipe has no `max`

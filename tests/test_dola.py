@@ -138,7 +138,7 @@ def test_compiled_equals_eager_and_a_number_does_not_recompile(checkpoints):
     """One compiled step for `dola | repetition R`: R is a tensor, so 1.3 reuses 1.2's graph."""
     from torch._dynamo.utils import counters
 
-    hf, ours = checkpoints["gqa-untied"]
+    ours = checkpoints["gqa-untied"][1]
     for r in (1.2, 1.3):
         text = f"dola | repetition {r} | max {MAX_NEW}"
         eager = decode.generate(ours, text, PROMPTS, compile=False)
@@ -148,8 +148,6 @@ def test_compiled_equals_eager_and_a_number_does_not_recompile(checkpoints):
         if r == 1.2:
             graphs = counters["stats"]["unique_graphs"]
     assert counters["stats"]["unique_graphs"] == graphs
-    check(decode.generate(ours, f"dola | repetition 1.3 | max {MAX_NEW}", PROMPTS[:1]),
-          hf_dola(hf, PROMPTS[:1], "high", repetition_penalty=1.3))
 
 
 def test_sampled_rows_score_the_reference_contrast(checkpoints):
@@ -262,5 +260,5 @@ def test_explain_and_the_reference_call():
     assert hf_reference("sample 2 | dola 0 2 4").kwargs["dola_layers"] == [0, 2, 4]
     ref = hf_reference("dola")
     assert ref.kwargs["dola_layers"] == "high" and any("one prompt at a time" in n for n in ref.notes)
-    assert not hf_reference("dola pick=batch").notes
+    assert not any("one prompt at a time" in n for n in hf_reference("dola pick=batch").notes)
     assert decode.parse("dola").warnings and not decode.parse("dola | repetition 1.2").warnings
