@@ -25,6 +25,8 @@ STANDARD = {
     "diverse 4/2": "beam 4 | diverse groups=2 penalty=0.5",
     "card: diverse beam sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7",
     "sbeam 4": "sbeam 4",
+    # the reference's batched rule (pick=batch), so that batch 8 runs the same algorithm
+    "dola": "dola pick=batch | repetition 1.2",
 }
 
 
