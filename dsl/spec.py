@@ -99,12 +99,12 @@ class Param:
             return self.default_from.upper()
         if self.default is REQUIRED:
             return "required"
-        if self.variadic and self.default == ():
-            return "none"  # an optional list, left empty
         return self.spell(self.default)
 
     def spell(self, value: Any) -> str:
         """Canonical spelling of a value of this parameter (enum names are bare)."""
+        if self.variadic and value == ():
+            return "none"  # an optional list left empty (always last, so canonical drops it)
         if self.type == "enum" and isinstance(value, str):
             return value
         return spell_value(value)
