@@ -26,6 +26,8 @@ STANDARD = {
     "card: diverse beam sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7",
     "sbeam 4": "sbeam 4",
     "contrastive 4": "contrastive k=4 alpha=0.6",
+    # the reference's batched rule (pick=batch), so that batch 8 runs the same algorithm
+    "dola": "dola pick=batch | repetition 1.2",
 }
 
 

@@ -151,6 +151,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                        sampling=plan.sampling, eos=eos, pad=pad_tok, logprobs=logprobs,
                        vocab=model.config.vocab_size)
     search = plan.search(cfg)
+    exits = search.exits(model.config)  # a search that reads early exits refuses a model without them
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
     kernels = [(n, mod, st) for n, mod, st, _ in bound]
@@ -188,7 +189,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
         state = search.begin(device, s_len)
-        logits, state = prefill(model, cache, seq, pad, p_len, search, state)
+        logits, state = prefill(model, cache, seq, pad, p_len, search, state, exits)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()

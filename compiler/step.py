@@ -23,11 +23,12 @@ from decode.compiler.stages import selection, stateful
 MODEL, STAGE = 1, 2
 
 
-def prefill(model, cache, seq, pad, p_len: int, search=None, state=None):
+def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: tuple[int, ...] = ()):
     """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len), and
-    the search's `state`, which a search that looks ahead takes from the prompts' hidden states."""
+    the search's `state`, which a search that looks ahead takes from the prompts' hidden states;
+    the logits are [1 + E, R, V] with the early exits a search reads (`Search.exits`)."""
     if search is None or not search.ahead:
-        return model.prefill(cache, seq[:, :p_len], pad), state
+        return model.prefill(cache, seq[:, :p_len], pad, exits=exits), state
     logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
     return logits, search.prompted(state, hidden, seq.shape[1])
 
@@ -69,6 +70,9 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
                 paths=None):
     """One step: (logits, seq, state, stage states, tokens, trace info, health, paths); `paths`
     [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for."""
+    exits = search.exits(model.config)
+    early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
+    logits = logits[0] if exits else logits
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
@@ -98,7 +102,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     look = Ahead(model, cache, slot, pad, seq.shape[1]) if search.ahead else None
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
             hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=pad,
-            ahead=look and look.run, take=look and look.take)
+            ahead=look and look.run, take=look and look.take, exits=early)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
@@ -118,7 +122,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         seq = seq[parents]
         cache.reorder(parents)
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = model.decode(cache, tokens, slot, pad) if look is None else look.next_logits(parents)
+    logits = model.decode(cache, tokens, slot, pad, exits=exits) if look is None else look.next_logits(parents)
     return logits, seq, state, sst, tokens, info, health, paths
 
 

@@ -193,6 +193,49 @@ def _explain_iterative(p: Params) -> str:
             "(score -1e9), not merely penalised")
 
 
+def _check_dola(c: Any, clauses: tuple) -> Problem | None:
+    """DoLa replaces greedy decoding or sampling (transformers runs it with nothing else), and
+    takes its layers either listed or as a part of the model."""
+    search = next((x for x in clauses if x.kind == "search"), None)
+    if search is not None and search.name not in ("greedy", "sample"):
+        return Problem(f"'dola' contrasts layers for greedy decoding or sampling, not for "
+                       f"'{search.canonical}' (transformers ignores dola_layers in beam search); "
+                       "drop the search clause, or write 'sample N'")
+    if c["layer"] and any(a.key == "layers" for a in c.args):
+        return Problem("give the candidate layers either as a list (e.g. 'dola 0 2') or as "
+                       "layers=high|low, not both", key="layers")
+    return None
+
+
+def _warn_dola(c: Any, clauses: tuple) -> str | None:
+    rep = next((x for x in clauses if x.name == "repetition"), None)
+    if rep is None or rep["r"] < 1.2:
+        return ("DoLa tends to repeat itself: its authors and transformers recommend it with a "
+                "repetition penalty of at least 1.2; add 'repetition 1.2'")
+    return None
+
+
+def _dola_layers(p: Params) -> Any:
+    return list(p["layer"]) if p["layer"] else p["layers"]
+
+
+def _explain_dola(p: Params) -> str:
+    which = (f"the layers {', '.join(map(str, p['layer']))}" if p["layer"]
+             else f"the {p['layers']} layers (transformers' dola_layers={p['layers']!r})")
+    over = "of the prompt's rows" if p["pick"] == "prompt" else "of every row in the batch"
+    return (f"each step, the premature layer is the one among {which} whose early-exit "
+            f"distribution is furthest from the final layer's (Jensen-Shannon divergence, the mean "
+            f"{over}); tokens less than 0.1 times as likely as the top token are dropped, the rest "
+            "score log p(final) - log p(premature); then the logit stages apply")
+
+
+def _note_dola(p: Params) -> str:
+    said = "transformers picks the premature layer by the divergence averaged over the whole batch"
+    if p["pick"] == "batch":
+        return said + ", as pick=batch does"
+    return said + ": call generate() with one prompt at a time (or write pick=batch)"
+
+
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
 _S = "decode.compiler.search."
 _L = "decode.compiler.stages."
@@ -335,6 +378,44 @@ for _spec in (
                 "last. Why it is here: it is the diversity rule stated on whole partial texts rather "
                 "than tokens, with a guarantee a penalty cannot give (no two passes keep texts "
                 "closer than DISTANCE), and it needs no penalty scale to tune."),
+    ClauseSpec(
+        "dola", "modifier",
+        "DoLa: score tokens by how much more likely the last layer finds them than an earlier layer",
+        positional=(Param("layer", "int", (), lo=0, variadic=True,
+                          doc="candidate premature layers (0: the embeddings' output); given, "
+                              "they replace layers="),),
+        keywords=(
+            Param("layers", "enum", "high", choices=("high", "low"),
+                  doc="the candidates as a part of the model: its upper or lower half, every "
+                      "second layer (transformers' dola_layers='high' / 'low')"),
+            Param("pick", "enum", "prompt", choices=("prompt", "batch"),
+                  doc="the rows whose mean divergence picks the layer: each prompt's own, or the "
+                      "whole batch's (as transformers' batched generate)"),
+        ),
+        reference="dola_layers=LAYERS",
+        cite="Chuang et al. 2023, DoLa: Decoding by Contrasting Layers Improves Factuality in "
+             "Large Language Models (ICLR 2024, arXiv:2309.03883); transformers' _dola_decoding",
+        impl=_S + "dola", check=_check_dola, warn=_warn_dola, explain=_explain_dola,
+        aliases=("dola_layers",),
+        hf=HF(lambda p, ids, kw: {"dola_layers": _dola_layers(p)}, {"dola_layers": None},
+              note=_note_dola),
+        details="A modifier of greedy decoding or `sample N` (transformers runs DoLa with no other "
+                "search). The candidate premature layers are transformers': for a model of N "
+                "layers, `layers=high` is every second layer from N/2 (rounded down) up, "
+                "`layers=low` every second from 0 below N/2, where layer i is the residual "
+                "stream entering block i (0: the embeddings' output) and the lowest two are "
+                "skipped when the embeddings are tied to the output head (one when N = 2); "
+                "beyond 40 layers, the 20 highest or lowest. A list (`dola 0 2 4`) names them. "
+                "Each step, every candidate's early exit (its stream through the output head, "
+                "without the final norm, in the same forward) is compared with the final "
+                "distribution by Jensen-Shannon divergence, averaged over the rows of one prompt "
+                "(`pick=prompt`, the paper's per-sequence choice) or of the whole batch "
+                "(`pick=batch`, what transformers' batched generate does); the furthest layer is "
+                "the premature one. Tokens whose final probability is below 0.1 times the top "
+                "one's score -inf (transformers' relative top filter), the others log p(final) - "
+                "log p(premature). The logit stages (`repetition 1.2` is the recommended "
+                "companion) and the selection, argmax or a draw, work on these scores. A model "
+                "of one layer, or layers outside 0..N-1, are refused when the run starts."),
     ClauseSpec(
         "temp", "logit", "divide the logits by T (T=0 means argmax)",
         positional=(Param("t", "float", lo=1 / SCALE, hi=SCALE, or_zero=True, doc="temperature",

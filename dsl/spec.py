@@ -104,6 +104,8 @@ class Param:
 
     def spell(self, value: Any) -> str:
         """Canonical spelling of a value of this parameter (enum names are bare)."""
+        if self.variadic and value == ():
+            return "none"  # an optional list left empty (always last, so canonical drops it)
         if self.type == "enum" and isinstance(value, str):
             return value
         return spell_value(value)

@@ -5,6 +5,11 @@ Three ways to run it:
   m.prefill(cache, tokens, pad)         a LEFT-padded batch of prompts into the cache
   m.decode(cache, tokens, slot, pad)    one token per row at cache slot `slot` -> [R, V]
 
+`prefill` and `decode` also give early-exit logits, in the same forward: with
+`exits=(i, ...)` they return [1 + len(exits), R, V], the final logits and then, for each i,
+the residual stream entering layer i (0: the embeddings) through the output head, without
+the final norm (transformers' `lm_head(hidden_states[i])`, as its DoLa reads them).
+
 Padding: row r's prompt sits at slots pad[r]..T-1 and RoPE position of slot s is s - pad[r],
 so a padded row computes exactly what the prompt alone would. `decode` has static shapes
 (it attends over the whole preallocated cache with a boolean mask) and takes `slot` as a
@@ -203,12 +208,15 @@ class Llama(nn.Module):
         return self
 
     def _hidden(self, tokens: Tensor, pos: Tensor, mask: Tensor,
-                cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:
+                cache: KVCache | None = None, slots: Tensor | None = None,
+                early: dict | None = None) -> Tensor:
         x = self.tok_embeddings(tokens)
         freqs = pos[..., None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, head_dim]
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for i, layer in enumerate(self.layers):
+            if early is not None and i in early:  # the last slot's stream entering layer i
+                early[i] = x[:, -1]
             x = layer(x, cos, sin, mask, cache, i, slots)
         return self.norm(x)
 
@@ -233,40 +241,45 @@ class Llama(nn.Module):
         c, w = self.config, self.tok_embeddings.weight
         return KVCache(c.n_layers, rows, c.n_kv_heads, max_len, c.head_dim, w.dtype, w.device)
 
-    def prefill(self, cache: KVCache, tokens: Tensor, pad: Tensor,
-                all_logits: bool = False) -> Tensor:
-        """Run LEFT-padded prompts [R, T] (row r real from slot pad[r]) into cache slots 0..T-1.
-
-        Returns float32 logits of the last slot [R, V], or of every slot [R, T, V].
-        """
-        R, T = tokens.shape
+    @staticmethod
+    def _prompt_frame(tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """LEFT-padded prompts [R, T]: (slots [T], positions [R, T], attention mask [R, T, T])."""
+        T = tokens.shape[1]
         idx = torch.arange(T, device=tokens.device)
         pos = (idx[None, :] - pad[:, None]).clamp(min=0)
         causal = idx[None, :] <= idx[:, None]                       # [T query, T key]
         real = idx[None, :] >= pad[:, None]                         # [R, T key]
         # Padding queries see only themselves: garbage but finite, and nobody reads them.
-        mask = (causal[None] & real[:, None, :]) | torch.eye(T, dtype=torch.bool,
-                                                              device=tokens.device)
-        h = self._hidden(tokens, pos, mask[:, None], cache, idx)
-        return (self.output(h) if all_logits else self._head(h[:, -1])).float()
+        mask = (causal[None] & real[:, None, :]) | torch.eye(T, dtype=torch.bool, device=tokens.device)
+        return idx, pos, mask
 
-    def decode(self, cache: KVCache, tokens: Tensor, slot: Tensor, pad: Tensor) -> Tensor:
-        """One token per row [R] at cache slot `slot` (0-d tensor) -> float32 logits [R, V]."""
+    def prefill(self, cache: KVCache, tokens: Tensor, pad: Tensor,
+                all_logits: bool = False, exits: tuple[int, ...] = ()) -> Tensor:
+        """Run LEFT-padded prompts [R, T] (row r real from slot pad[r]) into cache slots 0..T-1.
+
+        Returns float32 logits of the last slot [R, V], or of every slot [R, T, V]; with
+        `exits`, the last slot's [1 + len(exits), R, V] (see the module's docstring).
+        """
+        idx, pos, mask = self._prompt_frame(tokens, pad)
+        early = dict.fromkeys(self._exits(exits))
+        h = self._hidden(tokens, pos, mask[:, None], cache, idx, early)
+        return self._with_exits((self.output(h) if all_logits else self._head(h[:, -1])).float(), early)
+
+    def decode(self, cache: KVCache, tokens: Tensor, slot: Tensor, pad: Tensor,
+               exits: tuple[int, ...] = ()) -> Tensor:
+        """One token per row [R] at cache slot `slot` (0-d tensor) -> float32 logits [R, V]
+        ([1 + len(exits), R, V] with `exits`: see the module's docstring)."""
         idx = torch.arange(cache.max_len, device=tokens.device)
         pos = (slot - pad)[:, None]
         mask = (idx[None, :] >= pad[:, None]) & (idx[None, :] <= slot)  # [R, max_len]
-        h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1))
-        return self._head(h[:, 0]).float()
+        early = dict.fromkeys(self._exits(exits))
+        h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1), early)
+        return self._with_exits(self._head(h[:, 0]).float(), early)
 
     def prefill_hidden(self, cache: KVCache, tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
         """`prefill`, also giving the last layer's hidden state of every slot, after the final
         norm (transformers' hidden_states[-1]): (float32 logits [R, V], hidden [R, T, dim])."""
-        R, T = tokens.shape
-        idx = torch.arange(T, device=tokens.device)
-        pos = (idx[None, :] - pad[:, None]).clamp(min=0)
-        real = idx[None, :] >= pad[:, None]
-        mask = ((idx[None, :] <= idx[:, None])[None] & real[:, None, :]) | torch.eye(
-            T, dtype=torch.bool, device=tokens.device)  # as prefill's: padding sees itself
+        idx, pos, mask = self._prompt_frame(tokens, pad)
         h = self._hidden(tokens, pos, mask[:, None], cache, idx)
         return self._head(h[:, -1]).float(), h
 
@@ -290,3 +303,18 @@ class Llama(nn.Module):
         pos = (slot - pad)[:, None].expand(R, K)
         h = self._hidden(tokens, pos, mask[:, None], cache, own)
         return self._head(h.reshape(R * K, -1)).float().view(R, K, -1), h
+
+    def _exits(self, exits: tuple[int, ...]) -> tuple[int, ...]:
+        """`exits`, refused unless each names a layer's input (0 .. n_layers - 1)."""
+        n = self.config.n_layers
+        bad = [i for i in exits if not 0 <= i < n]
+        if bad:
+            raise ModelError(f"early exit at layer {bad[0]}: this model has {n} layers, so an early "
+                             f"exit is at 0 (the embeddings) .. {n - 1}; choose layers in that range")
+        return exits
+
+    def _with_exits(self, logits: Tensor, early: dict) -> Tensor:
+        """logits [R, V], or stacked over the early exits' logits [1 + E, R, V]."""
+        if not early:
+            return logits
+        return torch.stack([logits, *(self._head(h).float() for h in early.values())])

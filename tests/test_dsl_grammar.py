@@ -19,6 +19,7 @@ EVERY_CLAUSE = {
                 {"groups": 3, "penalty": 1.5, "kind": "ngram", "n": 3}),
     "siblings": ("beam 4 | siblings 0.5", {"gamma": 0.5}),
     "iterative": ("beam 6 | iterative groups=3", {"groups": 3, "distance": 2}),
+    "dola": ("dola 0 2 pick=batch | repetition 1.2", {"layer": (0, 2), "layers": "high", "pick": "batch"}),
     "temp": ("temp 0.7", {"t": 0.7}),
     "topk": ("topk 40 keep=2", {"k": 40, "keep": 2}),
     "topp": ("topp .9", {"p": 0.9, "keep": 1}),

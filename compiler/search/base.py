@@ -77,6 +77,7 @@ class At:
     # which each row took: its keys, values and logits become the row's (no second forward)
     ahead: Callable | None = None
     take: Callable | None = None
+    exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -131,6 +132,11 @@ class Search:
         """The state once the prompts ran, given their last hidden states [R, T, dim] (after
         the final norm; only for a search with `ahead`); `seq_len` slots a row has in all."""
         return state
+    def exits(self, config) -> tuple[int, ...]:
+        """The layers (distinct; 0: the embeddings) whose early-exit logits `step` reads in
+        `at.exits`, for a model of this `LlamaConfig`: none by default. The engine asks
+        before the first forward, so a search that cannot run on the model raises ModelError."""
+        return ()
 
     def step(self, scores: torch.Tensor, at: At, state: dict) -> Choice:
         """What each row takes next, the row it continues and the score it carries."""
