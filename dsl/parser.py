@@ -15,6 +15,7 @@ from lark.exceptions import VisitError
 
 from decode.dsl.errors import RecipeError
 from decode.dsl.ir import Arg, Span
+from decode.dsl.spec import Call
 
 
 class Symbol(str):
@@ -137,6 +138,12 @@ class _ToRaw(Transformer):
         key, value = items
         return Arg(str(key), value.value, Span(key.start_pos, value.span.end))
 
+    def call(self, items: list[Any]) -> Arg:
+        head, close = items[0], items[-1]
+        args = [x if isinstance(x, Arg) else _value(x) for x in items[1:-1]]
+        call = Call(str(head)[:-1], tuple(a.value for a in args), tuple(a.span for a in args))
+        return Arg(None, call, Span(head.start_pos, close.end_pos))
+
     def clause(self, items: list[Any]) -> RawClause:
         name, args = items[0], []
         for x in items[1:]:
@@ -164,6 +171,7 @@ def parse_raw(text: str) -> list[RawClause]:
 _WORDS = {
     "NAME": "a clause name", "KEY": "a key=value argument", "NUMBER": "a number",
     "STRING": "a \"string\"", "VBAR": "|", "EQUAL": "=", "$END": "the end of the recipe",
+    "CALL": "a group such as any(...)", "CLOSE": "')'", "COMMA": "','",
 }
 
 
@@ -198,6 +206,8 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
     expected = set(err.expected) - {"STRINGS"}
     if tok.type in ("VBAR", "$END") and prev == "=":
         return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
+    if tok.type == "COMMA":
+        return _bad_character(text, start)  # ',' belongs inside a group only
     if tok.type == "EQUAL":
         return RecipeError("'=' must follow a key inside a clause, as in 'beam 4 lenpen=0.6'", span)
     if prev == "|" and tok.type in ("VBAR", "$END"):
@@ -247,6 +257,9 @@ def _bad_character(text: str, pos: int) -> RecipeError:
         return RecipeError(f"malformed number '{word}': write numbers like 4, -1, 0.9, .5 or 1e-3",
                            Span(pos, pos + len(word)))
     shown = repr(ch)
+    if ch in "()":
+        return RecipeError(f"unexpected {shown}: a group is a name glued to '(', as in "
+                           "any(\"big\", \"large\") or ids(5, 7)", Span(pos, pos + 1))
     if ch in ",;":
         return RecipeError(f"unexpected character {shown}: separate clauses with '|' or a space",
                            Span(pos, pos + 1), suggestion="|")
