@@ -145,7 +145,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     b = len(ids)
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
-                       sampling=plan.sampling, eos=eos, pad=pad_tok)
+                       sampling=plan.sampling, eos=eos, pad=pad_tok, prompts=tuple(map(tuple, ids)),
+                       tokenizer=model.tokenizer, vocab=model.config.vocab_size, max_new=plan.max_new)
     search = plan.search(cfg)
     k = search.rows
     bound = _bind_stages(plan, model, search, device)

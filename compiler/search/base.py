@@ -40,6 +40,10 @@ class SearchConfig:
     sampling: bool = False         # select by sampling (True) or by argmax
     eos: tuple[int, ...] = ()      # end-of-sequence ids
     pad: int = 0                   # token written after a row has finished
+    prompts: tuple = ()            # each prompt's token ids; what the model reads (`force` starts from them)
+    tokenizer: object = None       # the model's tokenizer, vocabulary size and the recipe's `max`
+    vocab: int = 0
+    max_new: int = 0
 
 
 class Choice(NamedTuple):
