@@ -393,8 +393,9 @@ for _spec in (
         hf=HF(_force_kwargs, {"force_words_ids": None}),
         details="A modifier of `beam K` (K >= 2): transformers' constrained beam search "
                 "(`_constrained_beam_search` with `ConstrainedBeamSearchScorer`, 4.55.4), token "
-                "for token. Each PHRASE is one constraint: a \"text\" (its tokens as the text "
-                "reads mid-text: no BOS), `ids(N, ...)` (token ids) or `any(...)` of two or more "
+                "for token. Each PHRASE is one constraint: a \"text\" (its tokens as `ban` finds "
+                "them: the tokenizer's, without BOS; a word inside a text has its leading space, "
+                "so write \" love\" for the word), `ids(N, ...)` (token ids) or `any(...)` of two or more "
                 "of those (a disjunctive constraint: one of them must appear; none may be the "
                 "start of another). A phrase written twice must appear twice. A beam's progress "
                 "is transformers' ConstraintListState read over its whole text, the prompt "

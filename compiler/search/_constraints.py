@@ -212,37 +212,3 @@ def encode(phrases: tuple, tokenizer, vocab: int, max_new: int) -> list[list[tup
     check(ids, [[spell_value(o if isinstance(o, str) else Call("ids", o)) for o in c] for c in opts], vocab, max_new)
     return ids
 
-
-def proposals(T: dict, st: dict, acc: torch.Tensor, top_par: torch.Tensor, top_tok: torch.Tensor,
-              t: torch.Tensor, branches: tuple[int, ...]):
-    """Each beam's advancing tokens as candidates, [B, K·E] (beam j's edges at j·E + i):
-    (token, beam, score, bank, the state it leads to, whether it is a new candidate). A
-    token is not new when the text it makes is a candidate already (a top one, or an
-    earlier advancing one; at step 0 every beam holds the same text)."""
-    b, kv = acc.shape
-    k, e = top_par.shape[1], T["et"].shape[0]
-    ok = advancing(T, st).view(b, k * e)
-    banks, after = advance_banks(T, st, ok.view(b * k, e), branches)
-    tok = T["et"].repeat(k).expand(b, -1)
-    par = torch.arange(k, device=acc.device).repeat_interleave(e).expand(b, -1)
-    score = acc.gather(1, par * (kv // k) + tok)
-    text = torch.where(t > 0, par, 0)
-    all_par, all_tok = torch.cat([torch.where(t > 0, top_par, 0), text], 1), torch.cat([top_tok, tok], 1)
-    same = (text[:, :, None] == all_par[:, None, :]) & (tok[:, :, None] == all_tok[:, None, :])
-    before = torch.ones(k * e, k + k * e, dtype=torch.bool, device=acc.device).tril(k - 1)
-    dup = (same & before & torch.cat([torch.ones_like(top_tok, dtype=torch.bool), ok], 1)[:, None, :]).any(-1)
-    return tok, par, score, banks.view(b, k * e), after, ok & ~dup
-
-
-def choose(bank: torch.Tensor, score: torch.Tensor, valid: torch.Tensor, any_new: torch.Tensor, k: int):
-    """[B, K]: the candidates kept (ConstrainedBeamSearchScorer.step_sentence_constraint):
-    sorted by bank·100 + score, then taken round robin over the runs of equal bank (the
-    first of each run, then the second, ...); without new candidates, the first K."""
-    order = torch.sort(bank * 100 + score, dim=1, descending=True, stable=True).indices
-    order = order.gather(1, torch.sort((~valid).gather(1, order).long(), dim=1, stable=True).indices)
-    sb = bank.gather(1, order)
-    i = torch.arange(sb.shape[1], device=sb.device).expand_as(sb)
-    run_start = torch.where(torch.cat([torch.ones_like(sb[:, :1], dtype=torch.bool), sb[:, 1:] != sb[:, :-1]], 1), i, 0)
-    inc = torch.where(valid.gather(1, order), i - run_start.cummax(1).values, BIG)
-    pick = order.gather(1, torch.sort(inc, dim=1, stable=True).indices)[:, :k]
-    return torch.where(any_new[:, None], pick, torch.arange(k, device=sb.device))
