@@ -28,6 +28,7 @@ STANDARD = {
     "contrastive 4": "contrastive k=4 alpha=0.6",
     # the reference's batched rule (pick=batch), so that batch 8 runs the same algorithm
     "dola": "dola pick=batch | repetition 1.2",
+    "force 4": "beam 4 | force ids(100, 200) any(ids(300), ids(400, 500))",
 }
 
 
@@ -37,6 +38,7 @@ COMPARE = [
     ("diverse 4/2", "beam 4", 1.10),
     ("card: diverse beam sampling", "beam 4", 1.10),
     ("sbeam 4", "beam 4", None),
+    ("force 4", "beam 4", None),
 ]
 
 

@@ -149,7 +149,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     device = next(model.parameters()).device
     cfg = SearchConfig(batch=b, params=plan.search_params, modifiers=plan.modifiers,
                        sampling=plan.sampling, eos=eos, pad=pad_tok, logprobs=logprobs,
-                       vocab=model.config.vocab_size)
+                       prompts=tuple(map(tuple, ids)), tokenizer=model.tokenizer,
+                       vocab=model.config.vocab_size, max_new=plan.max_new)
     search = plan.search(cfg)
     exits = search.exits(model.config)  # a search that reads early exits refuses a model without them
     k = search.rows

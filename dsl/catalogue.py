@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from decode.dsl.phrases import constraints, shortest
 from decode.dsl.spec import (BIG_WHY, DIVISOR_WHY, HF, LENPEN, SCALE, ClauseSpec, Param, Params,
                              Problem, spell_value)
 
@@ -234,6 +235,48 @@ def _note_dola(p: Params) -> str:
     if p["pick"] == "batch":
         return said + ", as pick=batch does"
     return said + ": call generate() with one prompt at a time (or write pick=batch)"
+def _max_new(clauses: tuple) -> int:
+    """The recipe's `max` (new tokens), its default when not written."""
+    found = next((x for x in clauses if x.spec.setting == "max_new_tokens"), None)
+    return _MAX_NEW if found is None else found["n"]
+
+
+def _check_force(c: Any, clauses: tuple) -> Problem | None:
+    search = next(x for x in clauses if x.kind == "search")
+    if search["k"] < 2:
+        return Problem("'force' needs at least 2 beams (transformers' constrained beam search "
+                       "refuses num_beams=1)", suggestion="beam 2")
+    samplers = [x.canonical for x in clauses if x.sampling]
+    if samplers:
+        return Problem(f"'force' does not sample, but {', '.join(samplers)} does (transformers' "
+                       "constrained beam search refuses do_sample=True); drop the sampling clauses")
+    limit = _max_new(clauses)
+    for options in constraints(c["phrases"]):
+        n = shortest(options)
+        if n is not None and n > limit:
+            return Problem(f"a forced phrase of {n} tokens cannot fit in max {limit} new tokens; "
+                           f"raise max or shorten the phrase", suggestion=f"max {n}")
+    return None
+
+
+def _spell_phrases(phrases: tuple) -> str:
+    return ", ".join(spell_value(p) for p in phrases)
+
+
+def _explain_force(p: Params) -> str:
+    return (f"constrained beam search: a finished sequence must contain every one of "
+            f"{_spell_phrases(p['phrases'])} (any(...): one of its phrases); each step the beams "
+            "are chosen round robin from banks of candidates grouped by how many forced tokens "
+            "they have met, best score first in each bank, so hypotheses that make progress on "
+            "the phrases survive next to the most likely ones")
+
+
+def _force_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    def one(o: Any) -> Any:
+        return list(o) if isinstance(o, tuple) else ids(o)
+
+    words = [[one(o) for o in opts] if len(opts) > 1 else one(opts[0]) for opts in constraints(p["phrases"])]
+    return {"force_words_ids": words}
 
 
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
@@ -416,6 +459,47 @@ for _spec in (
                 "log p(premature). The logit stages (`repetition 1.2` is the recommended "
                 "companion) and the selection, argmax or a draw, work on these scores. A model "
                 "of one layer, or layers outside 0..N-1, are refused when the run starts."),
+    ClauseSpec(
+        "force", "modifier", "constrained beam search: every phrase must appear in the output",
+        positional=(Param("phrases", "phrase", variadic=True,
+                          doc='one or more phrases: "text", ids(N, ...) or any(...) of those'),),
+        reference="force_words_ids=[ids(PHRASE), [ids(A), ids(B)] for any(A, B), ...]",
+        cite="Anderson et al. 2017, Guided Open Vocabulary Image Captioning with Constrained Beam "
+             "Search (EMNLP 2017); Hokamp & Liu 2017, Lexically Constrained Decoding for Sequence "
+             "Generation Using Grid Beam Search (ACL 2017); transformers' ConstrainedBeamSearchScorer",
+        impl=_S + "force", beam_variant=True, check=_check_force, explain=_explain_force,
+        aliases=("force_words", "force_words_ids", "constraints"),
+        hf=HF(_force_kwargs, {"force_words_ids": None}),
+        details="A modifier of `beam K` (K >= 2): transformers' constrained beam search "
+                "(`_constrained_beam_search` with `ConstrainedBeamSearchScorer`, 4.55.4), token "
+                "for token. Each PHRASE is one constraint: a \"text\" (its tokens as `ban` finds "
+                "them: the tokenizer's, without BOS; a word inside a text has its leading space, "
+                "so write \" love\" for the word), `ids(N, ...)` (token ids) or `any(...)` of two or more "
+                "of those (a disjunctive constraint: one of them must appear; none may be the "
+                "start of another). A phrase written twice must appear twice. A beam's progress "
+                "is transformers' ConstraintListState read over its whole text, the prompt "
+                "included (a phrase the prompt holds is met): one constraint at a time is in "
+                "progress; a token that continues it steps it, any other token sends it to the "
+                "end of the pending list and is not tried against the others (so `a a b` does "
+                "not meet \"a b\"); a token that starts pending constraints steps the first in "
+                "that list. Each step takes the 2·K best continuations (beam score + processed "
+                "log-prob). Those ending in EOS among the first K become finished hypotheses "
+                "(score / length ** LENPEN) only if their beam has met every constraint; the "
+                "first K that do not end are candidates, and so is every token that advances a "
+                "beam that has not met them all (its constraint in progress, else any pending "
+                "one) unless that text is a candidate already. A candidate's bank is (constraints "
+                "met)·M + (M - tokens left of the one in progress), M the longest phrase; "
+                "candidates are sorted by bank·100 + score and the K beams taken round robin over "
+                "the runs of equal bank in that order (the first of each run, then the second, "
+                "...); when no beam adds a token, the K keep score order. A prompt stops as "
+                "`beam` does, judged on the best of the 2·K. At `max`, each beam that met every "
+                "constraint is offered as a hypothesis, and if fewer than RETURN did, every other "
+                "beam too: a returned sequence can then miss a phrase. Kept from the reference: "
+                "a second token advancing the same in-progress any(...) gets its bank from the "
+                "progress the first one left (the reference's copies share that list); a score "
+                "gap over 100 outranks a bank. Not kept: the reference also reads a batch's left "
+                "padding as text (the same unless a pad id starts a phrase), and it breaks ties "
+                "in bank·100 + score by an unstable sort (here: candidate order)."),
     ClauseSpec(
         "temp", "logit", "divide the logits by T (T=0 means argmax)",
         positional=(Param("t", "float", lo=1 / SCALE, hi=SCALE, or_zero=True, doc="temperature",

@@ -16,7 +16,8 @@ from decode.dsl.ir import Arg, Choices, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
 from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, clause_problem, lookup
-from decode.dsl.spec import ClauseSpec, Param, spell_value
+from decode.dsl.phrases import phrase_value
+from decode.dsl.spec import Call, ClauseSpec, Param, spell_value
 
 def parse(text: "str | Recipe") -> Recipe:
     """Parse and check a recipe; every mistake is a RecipeError with a span.
@@ -208,6 +209,11 @@ def _keywords(spec: ClauseSpec, rc: RawClause, values: dict[str, Any]) -> None:
 def _convert(spec: ClauseSpec, p: Param, arg: Arg) -> Any:
     """Check one written value against its Param: type, choices, range."""
     where = f"'{spec.name}' {p.name}"
+    if p.type == "phrase":
+        return phrase_value(where, arg)
+    if isinstance(arg.value, Call):
+        raise RecipeError(f"wrong type: {where} takes no group such as {arg.value.spell()}; groups "
+                          "are phrases of 'force'", arg.span)
     if p.type in ("int", "float"):
         return _number_value(where, p, arg)
     if p.type == "str":

@@ -15,6 +15,7 @@ from lark.exceptions import VisitError
 
 from decode.dsl.errors import RecipeError
 from decode.dsl.ir import Arg, Choices, Span
+from decode.dsl.spec import Call
 
 
 class Symbol(str):
@@ -178,6 +179,13 @@ class _ToRaw(Transformer):
         key, value = items
         return Arg(str(key), value.value, Span(key.start_pos, value.span.end))
 
+    def call(self, items: list[Any]) -> Arg:
+        head, close = items[0], items[-1]
+        args = [x if isinstance(x, Arg) else _value(x) for x in items[1:-1]
+                if not (isinstance(x, Token) and x.type == "COMMA")]
+        call = Call(str(head)[:-1], tuple(a.value for a in args), tuple(a.span for a in args))
+        return Arg(None, call, Span(head.start_pos, close.end_pos))
+
     def clause(self, items: list[Any]) -> RawClause:
         name, args = items[0], []
         for x in items[1:]:
@@ -206,6 +214,7 @@ _WORDS = {
     "NAME": "a clause name", "KEY": "a key=value argument", "NUMBER": "a number",
     "STRING": "a \"string\"", "VBAR": "|", "EQUAL": "=", "$END": "the end of the recipe",
     "LBRACE": "a {set} of numbers", "RBRACE": "'}'", "COMMA": "','", "RANGE": "a range lo..hi step s",
+    "CALL": "a group such as any(...)", "CLOSE": "')'",
 }
 
 
@@ -240,7 +249,7 @@ def syntax_error(text: str, err: UnexpectedInput) -> RecipeError:
     expected = set(err.expected) - {"STRINGS"}
     if tok.type in ("VBAR", "$END") and prev == "=":
         return RecipeError(f"missing value after '{_key_before(text, start)}='", span)
-    if tok.type == "COMMA" and "RBRACE" not in expected:  # commas belong in {sets} only
+    if tok.type == "COMMA" and "RBRACE" not in expected:  # commas belong in {sets} and groups only
         return RecipeError("unexpected character ',': separate clauses with '|' or a space", span,
                            suggestion="|")
     if tok.type in ("LBRACE", "RANGE") and prev != "=" and "NUMBER" not in expected:
@@ -295,6 +304,9 @@ def _bad_character(text: str, pos: int) -> RecipeError:
         return RecipeError(f"malformed number '{word}': write numbers like 4, -1, 0.9, .5 or 1e-3",
                            Span(pos, pos + len(word)))
     shown = repr(ch)
+    if ch in "()":
+        return RecipeError(f"unexpected {shown}: a group is a name glued to '(', as in "
+                           "any(\"big\", \"large\") or ids(5, 7)", Span(pos, pos + 1))
     if ch in ",;":
         return RecipeError(f"unexpected character {shown}: separate clauses with '|' or a space",
                            Span(pos, pos + 1), suggestion="|")

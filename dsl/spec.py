@@ -20,7 +20,7 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-TYPES = ("int", "float", "str", "bool", "enum")
+TYPES = ("int", "float", "str", "bool", "enum", "phrase")  # phrase: a "string" or a Call (force)
 KINDS = ("search", "modifier", "logit", "stop", "limit", "control")
 
 # Limits that keep float32 scores finite (the largest float32 is 3.4e38; past it a score is
@@ -257,8 +257,27 @@ class ClauseSpec:
         return " ".join(parts)
 
 
+@dataclass(frozen=True)
+class Call:
+    """A written `name(value, ...)`: `any("big", "large")`, `ids(5, 7)` (the phrases of
+    `force`, dsl/phrases.py); `spans` are where each value was written.
+
+        >>> Call("any", ("big", Call("ids", (5, 7)))).spell()
+        'any("big", ids(5, 7))'
+    """
+
+    name: str
+    args: tuple
+    spans: tuple = field(default=(), compare=False)
+
+    def spell(self) -> str:
+        return f"{self.name}({', '.join(spell_value(a) for a in self.args)})"
+
+
 def spell_value(value: Any) -> str:
     """Canonical spelling of one value (shared with `fmt`)."""
+    if isinstance(value, Call):
+        return value.spell()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -3,7 +3,7 @@ import pytest
 
 from decode.dsl import CATALOGUE, LANG_VERSION, Recipe, Span, fmt, lookup, parse
 from decode.dsl.docs import reference_markdown
-from decode.dsl.spec import REQUIRED
+from decode.dsl.spec import REQUIRED, Call
 
 DESIGN_CARD = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7"
 
@@ -20,6 +20,8 @@ EVERY_CLAUSE = {
     "siblings": ("beam 4 | siblings 0.5", {"gamma": 0.5}),
     "iterative": ("beam 6 | iterative groups=3", {"groups": 3, "distance": 2}),
     "dola": ("dola 0 2 pick=batch | repetition 1.2", {"layer": (0, 2), "layers": "high", "pick": "batch"}),
+    "force": ('beam 4 | force "a b" any("c", ids(3, 4))',
+              {"phrases": ("a b", Call("any", ("c", Call("ids", (3, 4)))))}),
     "temp": ("temp 0.7", {"t": 0.7}),
     "topk": ("topk 40 keep=2", {"k": 40, "keep": 2}),
     "topp": ("topp .9", {"p": 0.9, "keep": 1}),

@@ -59,6 +59,10 @@ def random_value(rng: random.Random, p: Param) -> str:
         return spell_float(rng, random_float(rng, p))
     if p.type == "str":
         return quote(random_text(rng))
+    if p.type == "phrase":  # force: a text, ids(...) or any(...) of distinct ones
+        ids = f"ids({', '.join(str(rng.randint(0, 99)) for _ in range(rng.randint(1, 3)))})"
+        a = random_text(rng)
+        return rng.choice([quote(a), ids, f"any({quote(a)}, {ids})", f"any({ids},{quote(a + 'x')} , {quote(a)})"])
     v = rng.choice(p.choices)
     return p.spell(v) if not isinstance(v, str) else rng.choice([v, quote(v)])
 
@@ -96,15 +100,18 @@ def clause_text(rng: random.Random, name: str, k: int = 1) -> str:
 def valid_recipe(rng: random.Random) -> str:
     search = rng.choice([None, "greedy", "sample", "beam", "sbeam"])
     parts = []
+    forced = search == "beam" and rng.random() < 0.3
     if search == "beam":
-        k = rng.randint(1, 12)
+        k = rng.randint(2 if forced else 1, 12)
         parts.append(clause_text(rng, "beam", k))
-        if rng.random() < 0.5:
+        if forced:  # constrained beam search: no sampling clause, no other beam variant
+            parts.append(clause_text(rng, "force"))
+        elif rng.random() < 0.5:
             parts.append(clause_text(rng, "diverse", k))
     elif search:
         parts.append(clause_text(rng, search))
     singles = [n for n, s in CATALOGUE.items() if s.kind in ("logit", "limit", "stop", "control")
-               and not s.repeatable]
+               and not s.repeatable and not (forced and (s.sampling or s.name == "max"))]
     parts += [clause_text(rng, n) for n in rng.sample(singles, rng.randint(0, 5))]
     parts += [clause_text(rng, "bias") for _ in range(rng.randint(0, 2))]
     rng.shuffle(parts)

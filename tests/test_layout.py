@@ -47,7 +47,7 @@ LIMITS = {"compiler/engine.py": 250, "compiler/search/pool.py": 150}
 HELPERS = {"compiler/search/base.py", "compiler/search/draw.py", "compiler/search/record.py",
            "compiler/search/plugin.py", "compiler/search/overlap.py", "compiler/search/__init__.py",
            "compiler/stages/__init__.py", "compiler/stages/_common.py", "compiler/stages/_nucleus.py",
-           "compiler/search/_dola.py"}
+           "compiler/search/_dola.py", "compiler/search/_constraints.py", "compiler/search/_banks.py"}
 
 
 def _limit(rel: str) -> int:

@@ -43,6 +43,9 @@ class SearchConfig:
     pad: int = 0                   # token written after a row has finished
     logprobs: int = 0              # alternatives per token in the log-probs (0: none; logprobs.py)
     vocab: int = 0                 # the model's vocabulary size (0: not known here)
+    prompts: tuple = ()            # each prompt's token ids; what the model reads (`force` starts from them)
+    tokenizer: object = None       # the model's tokenizer
+    max_new: int = 0               # the recipe's `max`
 
 
 class Choice(NamedTuple):
