@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from decode.compiler import step_cache
+from decode.compiler import guidance, step_cache
 from decode.compiler.arguments import check_model, prompt_list, recipe_plan, seed_value
 from decode.compiler.noise import row_keys
 from decode.compiler.plan import Plan
@@ -156,9 +156,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     p_len = max(len(x) for x in ids)
     max_new = plan.max_new
     check_fits(p_len, max_new, model.config)
+    uncond = guidance.prompts(plan, model, ids)  # each prompt's unconditional row (cfg), or None
+    p_len = max([p_len, *map(len, uncond or [])])
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
-    check_decode(model, b * k, s_len, p_len, fix=f"Lower the beam/sample width (now {k}), the "
+    rows = b * k * (2 if uncond else 1)  # cfg decodes an unconditional row beside each row
+    check_decode(model, rows, s_len, p_len, fix=f"Lower the beam/sample width (now {k}), the "
                  f"prompts decoded together (now {b}) or `max` (now {max_new}).")
 
     keys = _row_keys(plan, seed, seeds, b, k, device)
@@ -177,11 +180,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                 pad[i * k + j] = p_len - len(x)
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         t_start = time.perf_counter()
-        cache = model.new_cache(b * k, s_len)
+        seq_all, pad_all = guidance.stack(seq, pad, uncond, k, p_len)  # the rows [+ unconditional rows]
+        cache = model.new_cache(seq_all.shape[0], s_len)
         if compiled and device.type == "cuda" and isinstance(cache, torch.nn.Module):
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
-        logits = prefill(model, cache, seq, pad, p_len)
+        logits = prefill(model, cache, seq_all, pad_all, p_len)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
@@ -194,7 +198,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, sst, tokens, info, health = step(cache, t, logits, keys, seq, pad, lim,
+            logits, seq, state, sst, tokens, info, health = step(cache, t, logits, keys, seq, pad_all, lim,
                                                                  hp, sp, state, sst, health)
             t = t + 1
             if on_step is not None:  # it reads the tokens anyway: never show a broken step

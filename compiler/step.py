@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from decode.compiler.context import StepContext
+from decode.compiler.guidance import both, split
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
 from decode.compiler.search.record import row_candidates
@@ -27,25 +28,27 @@ def prefill(model, cache, seq, pad, p_len: int):
     return model.prefill(cache, seq[:, :p_len], pad)
 
 
-def context(seq, pad, prompt, t, eos) -> StepContext:
-    """What a stage reads at step t: the rows' token slots and which of them are filled."""
+def context(seq, pad, prompt, t, eos, guide=None) -> StepContext:
+    """What a stage reads at step t: the rows' token slots and which of them are filled (and
+    the logits of their unconditional rows, with cfg)."""
     slots = torch.arange(seq.shape[1], device=seq.device)
     length = prompt + t
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
                        generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
-                       length=length, new_len=t, eos=eos)
+                       length=length, new_len=t, eos=eos, guide=guide)
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):
-    """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
+    """One step: (logits, seq, state, stage states, tokens, trace info, health). With cfg the
+    logits and `pad` also hold the unconditional rows, after the rows (guidance.py)."""
+    logits, guide = split(logits, seq.shape[0])
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
-    ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
+    ctx = context(seq, pad[:seq.shape[0]], lim["prompt"], t, eos, guide) if chain else None  # what stages read
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):
-        c = ctx if rows is None or ctx is None else StepContext(
-            ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows], ctx.length, ctx.new_len, ctx.eos)
+        c = ctx if rows is None or ctx is None else ctx.subset(rows)
         code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         for i, ((name, kernel, static), dyn) in enumerate(zip(chain, sp)):
             if stateful(kernel):
@@ -77,10 +80,10 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
            if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
     if parents is not None:
         seq = seq[parents]
-        cache.reorder(parents)
+        cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
     slot = lim["prompt"] + t
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = model.decode(cache, tokens, slot, pad)
+    logits = model.decode(cache, both(tokens, guide), slot, pad)
     return logits, seq, state, sst, tokens, info, health
 
 

@@ -102,6 +102,8 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
     sampling, stages, notes = _selection(r)
     for c in r.clauses:
         reason = c.spec.hf.refuse(c.param_dict, sampling) if c.spec.hf.refuse else None
+        if r.search.spec.hf.beams and c.spec.hf.beams_refuse:
+            reason = reason or c.spec.hf.beams_refuse
         if reason:
             raise NoReference(reason)
     _check_order(stages)

@@ -126,7 +126,7 @@ class Problem:
     suggestion: str | None = None
 
 
-ROLES = ("mask", "shift", "factor", "scale", "truncation")
+ROLES = ("mask", "shift", "factor", "scale", "truncation", "mix")
 
 
 def _sets_nothing(params: Params, ids: Callable, kw: Mapping[str, Any]) -> dict:
@@ -150,8 +150,10 @@ class HF:
     -inf, `shift` adds to some, `factor` scales each by a positive factor chosen by its
     sign, `scale` divides all by one positive number, `truncation` keeps some tokens (by
     rank alone if `by_rank`; never dropping the most likely one if `keeps_argmax`; at least
-    the parameter `keep` many, transformers' min_tokens_to_keep). transformers applies
-    `scale` and `truncation` (its warpers) only when sampling.
+    the parameter `keep` many, transformers' min_tokens_to_keep); `mix` combines them with
+    another row's (cfg), which commutes with nothing. transformers applies `scale` and
+    `truncation` (its warpers) only when sampling. `beams_refuse` says why transformers'
+    beam search does something else with the clause (None: it does the same).
 
         >>> HF(lambda p, ids, kw: {"top_p": p["p"]}, {"top_p": 1.0}).kwargs({"p": 0.9}, str, {})
         {'top_p': 0.9}
@@ -168,6 +170,7 @@ class HF:
     by_rank: bool = False
     keeps_argmax: bool = False
     keep: str | None = None
+    beams_refuse: str | None = None
 
     def __post_init__(self) -> None:
         if self.role and self.role not in ROLES:
