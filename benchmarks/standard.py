@@ -25,6 +25,7 @@ STANDARD = {
     "diverse 4/2": "beam 4 | diverse groups=2 penalty=0.5",
     "card: diverse beam sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7",
     "sbeam 4": "sbeam 4",
+    "cfg 1.5": "cfg scale=1.5",
 }
 
 
@@ -34,6 +35,7 @@ COMPARE = [
     ("diverse 4/2", "beam 4", 1.10),
     ("card: diverse beam sampling", "beam 4", 1.10),
     ("sbeam 4", "beam 4", None),
+    ("cfg 1.5", "greedy", None),
 ]
 
 

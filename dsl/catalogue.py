@@ -211,14 +211,14 @@ def _warn_cfg(c: Any, clauses: tuple) -> str | None:
 
 
 def _explain_cfg(p: Params) -> str:
-    s = spell_value(p["scale"])
+    s = p["scale"]
     other = ("the negative prompt " + spell_value(p["negative"]) if p["negative"] is not None
              else "only the prompt's last token")
+    effect = ("tokens the prompt makes likelier than the unconditional row does gain, the others lose"
+              if s > 1 else "it changes nothing" if s == 1 else "the scores lean toward the unconditional row's")
     return (f"each row is decoded beside an unconditional row that reads {other}, then the same new "
-            f"tokens; a token's score becomes {s}·(log p(token | prompt) - log p(token | "
-            f"unconditional)) + log p(token | unconditional), so what the prompt makes likelier "
-            f"than the unconditional row does gains{' ' if p['scale'] > 1 else ' less, as scale < 1'}"
-            f"; the step decodes twice the rows")
+            f"tokens; a token's score becomes {spell_value(s)}·(log p(token | prompt) - log p(token | "
+            f"unconditional)) + log p(token | unconditional), so {effect}; the step decodes twice the rows")
 
 
 def _cfg_kwargs(p: Params, ids: Callable, kw: Any) -> dict:

@@ -99,6 +99,8 @@ class Param:
             return self.default_from.upper()
         if self.default is REQUIRED:
             return "required"
+        if self.default is None:  # optional, and nothing when left out (cfg's negative prompt)
+            return "unset"
         return self.spell(self.default)
 
     def spell(self, value: Any) -> str:
@@ -253,7 +255,9 @@ class ClauseSpec:
             word = p.name.upper() + ("..." if p.variadic else "")
             parts.append(word if p.required else f"[{word}]")
         for p in self.keywords:
-            parts.append(f"{p.name}={p.name.upper()}" if p.required else f"[{p.name}={p.describe_default()}]")
+            unset = p.default is None and p.default_from is None
+            parts.append(f"{p.name}={p.name.upper()}" if p.required
+                         else f"[{p.name}={p.name.upper() if unset else p.describe_default()}]")
         return " ".join(parts)
 
 
