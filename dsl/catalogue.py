@@ -193,15 +193,6 @@ def _explain_iterative(p: Params) -> str:
             "(score -1e9), not merely penalised")
 
 
-def _check_cfg(c: Any, clauses: tuple) -> Problem | None:
-    if c["scale"] == 0:
-        return Problem("cfg scale=0 ignores the prompt: the scores become the unconditional row's "
-                       "alone (the negative prompt's, else the prompt's last token's); guide toward "
-                       "the prompt with scale > 1, or decode the negative prompt as the prompt",
-                       key="scale", suggestion="scale=1.5")
-    return None
-
-
 def _warn_cfg(c: Any, clauses: tuple) -> str | None:
     if c["scale"] == 1:
         return ("cfg scale=1 guides nothing (the scores are the prompt's log-probabilities) yet "
@@ -496,9 +487,12 @@ for _spec in (
     ClauseSpec(
         "cfg", "logit",
         "classifier-free guidance: push the scores away from an unconditional (or negative) prompt's by SCALE",
-        keywords=(Param("scale", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
-                        lo_why="a scale below 0 rewards what the prompt makes unlikely, and makes a "
-                               "token an earlier stage removed (-inf) certain (+inf)",
+        keywords=(Param("scale", "float", lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="scale=0 ignores the prompt (the scores become the unconditional "
+                               "row's alone: to decode from the negative prompt, make it the "
+                               "prompt), and a scale below 0 rewards what the prompt makes "
+                               "unlikely and makes a token an earlier stage removed (-inf) certain "
+                               "(+inf); guide toward the prompt with scale > 1, e.g. scale=1.5",
                         doc="guidance strength: 1 = none, > 1 toward the prompt, < 1 toward the "
                             "unconditional row"),
                   Param("negative", "str", None,
@@ -507,7 +501,7 @@ for _spec in (
         reference="guidance_scale=SCALE, negative_prompt_ids=ids(NEGATIVE)",
         cite="Sanchez et al. 2023, Stay on topic with Classifier-Free Guidance (arXiv:2306.17806); "
              "transformers' UnbatchedClassifierFreeGuidanceLogitsProcessor",
-        impl=_L + "cfg", check=_check_cfg, warn=_warn_cfg, explain=_explain_cfg,
+        impl=_L + "cfg", warn=_warn_cfg, explain=_explain_cfg,
         aliases=("guidance_scale", "classifier_free_guidance"),
         hf=HF(_cfg_kwargs, {"guidance_scale": None}, rank=-1, role="mix", note=_cfg_note,
               beams_refuse="transformers' guidance keeps each unconditional row in place when the "

@@ -15,6 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import decode  # noqa: E402
+from decode.runtime.errors import ModelError  # noqa: E402
 from llama_factory import make_hf_llama  # noqa: E402
 
 EOS, PAD, MAX_NEW = 2, 0, 12
@@ -177,7 +178,8 @@ def test_compiled_equals_eager_and_a_new_scale_reuses_the_step(checkpoints):
 
     hf, ours = checkpoints("gqa-untied")
     graphs = None
-    for scale, neg in ((1.5, NEGATIVE), (3.0, NEGATIVE[:9]), (0.7, None)):
+    # prompts and negative prompts all fit one cache length (engine.SEQ_BUCKET), so one graph
+    for scale, neg in ((1.5, NEGATIVE[:12]), (3.0, NEGATIVE[:16]), (0.7, None)):
         text = recipe(scale, neg, "beam 3")
         eager = decode.generate(ours, text, PROMPTS, compile=False)
         check(decode.generate(ours, text, PROMPTS), reference(hf, PROMPTS, scale, neg, beams=3, own=True))
@@ -192,3 +194,42 @@ def test_cfg_scale_1_changes_nothing(checkpoints):
     plain = decode.generate(ours, f"greedy | max {MAX_NEW}", PROMPTS, compile=False)
     guided = decode.generate(ours, recipe(1.0), PROMPTS, compile=False)
     assert [c.sequences[0].ids for c in guided] == [c.sequences[0].ids for c in plain]
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+def test_scale_0_is_refused_with_its_meaning_and_scale_1_is_a_warning():
+    with pytest.raises(decode.RecipeError) as info:
+        decode.parse("greedy | cfg scale=0")
+    err = info.value
+    assert err.span.start == len("greedy | cfg ") and "ignores the prompt" in err.message
+    assert "scale > 1" in err.message
+    warned = decode.parse("cfg scale=1").warnings
+    assert len(warned) == 1 and "guides nothing" in warned[0].message
+
+
+def test_a_negative_prompt_longer_than_the_context_is_one_message(capsys):
+    from decode.cli import main
+
+    long = "Nay, " * 200  # the demo model's context is 256 positions
+    code = main(["run", f'cfg scale=1.5 negative="{long}" | max 8', "--prompt", "ROMEO:", "--no-compile"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "negative" in err and "shorten it to at most 248 tokens" in err and "context of 256" in err
+
+
+def test_a_text_negative_prompt_without_a_tokenizer_says_so(checkpoints):
+    _, ours = checkpoints("gqa-untied")
+    bare = decode.load(str(ours.source))
+    with pytest.raises(ModelError, match="needs a tokenizer"):
+        decode.generate(bare, recipe(2.0, "x"), PROMPTS, compile=False)
+    assert decode.generate(bare, recipe(2.0), PROMPTS[:1], compile=False)[0].sequences  # no text: fine
+
+
+def test_transform_takes_the_unconditional_logits_or_names_them():
+    logits, uncond, ids = torch.randn(2, 11), torch.randn(2, 11), torch.tensor([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="unconditional="):
+        decode.transform("cfg scale=2", logits, ids)
+    u = torch.log_softmax(uncond, -1)
+    want = 2 * (torch.log_softmax(logits, -1) - u) + u
+    assert torch.allclose(decode.transform("cfg scale=2", logits, ids, unconditional=uncond), want)
