@@ -29,6 +29,7 @@ STANDARD = {
     # the reference's batched rule (pick=batch), so that batch 8 runs the same algorithm
     "dola": "dola pick=batch | repetition 1.2",
     "force 4": "beam 4 | force ids(100, 200) any(ids(300), ids(400, 500))",
+    "cfg 1.5": "cfg scale=1.5",
 }
 
 
@@ -39,6 +40,7 @@ COMPARE = [
     ("card: diverse beam sampling", "beam 4", 1.10),
     ("sbeam 4", "beam 4", None),
     ("force 4", "beam 4", None),
+    ("cfg 1.5", "greedy", None),
 ]
 
 

@@ -19,6 +19,12 @@ class StepContext:
     length: torch.Tensor   # 0-d long: slots filled so far (the next token goes to this slot)
     new_len: torch.Tensor  # 0-d long: tokens generated so far (same for every row)
     eos: torch.Tensor      # [E] long: end-of-sequence ids
+    guide: torch.Tensor | None = None  # [R, V] logits of each row's unconditional row (cfg)
+
+    def subset(self, rows: torch.Tensor) -> "StepContext":
+        """The context of rows `rows` [r] alone (a group of a beam search)."""
+        return StepContext(self.tokens[rows], self.valid[rows], self.generated[rows], self.length,
+                           self.new_len, self.eos, None if self.guide is None else self.guide[rows])
 
     @classmethod
     def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None):

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from decode.compiler import step_cache
+from decode.compiler import guidance, step_cache
 from decode.compiler.arguments import check_model, logprobs_value, prompt_list, recipe_plan, seed_value
 from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
@@ -162,10 +162,13 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     p_len = max(len(x) for x in ids)
     max_new = plan.max_new
     check_fits(p_len, max_new, model.config)
+    uncond = guidance.prompts(plan, model, ids)  # each prompt's unconditional row (cfg), or None
+    p_len = max([p_len, *map(len, uncond or [])])
     s_len = -(-(p_len + max_new) // SEQ_BUCKET) * SEQ_BUCKET
     s_len = min(s_len, max(model.config.max_seq_len, p_len + max_new))
     ahead = f", the candidates a row looks ahead at (now {search.ahead})" if search.ahead else ""
-    check_decode(model, b * k, s_len + search.ahead, p_len, fix=f"Lower the beam/sample width "
+    rows = b * k * (2 if uncond else 1)  # cfg decodes an unconditional row beside each row
+    check_decode(model, rows, s_len + search.ahead, p_len, fix=f"Lower the beam/sample width "
                  f"(now {k}){ahead}, the prompts decoded together (now {b}) or `max` (now {max_new}).",
                  ahead=search.ahead)
 
@@ -185,12 +188,13 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                 pad[i * k + j] = p_len - len(x)
         lim = {"prompt": torch.tensor(p_len, device=device), "max_new": torch.tensor(max_new, device=device)}
         t_start = time.perf_counter()
-        cache = model.new_cache(b * k, s_len + search.ahead)  # + the look-ahead's scratch slots
+        seq_all, pad_all = guidance.stack(seq, pad, uncond, k, p_len)  # the rows [+ unconditional rows]
+        cache = model.new_cache(seq_all.shape[0], s_len + search.ahead)  # + the look-ahead's scratch slots
         if compiled and device.type == "cuda" and isinstance(cache, torch.nn.Module):
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
         state = search.begin(device, s_len)
-        logits, state = prefill(model, cache, seq, pad, p_len, search, state, exits)
+        logits, state = prefill(model, cache, seq_all, pad_all, p_len, search, state, exits)
         if timings is not None and logits.is_cuda:
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
@@ -203,7 +207,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         paths = lp_begin(logprobs, b * k, s_len, device)
         steps = 0
         for steps in range(1, max_new + 1):
-            logits, seq, state, sst, tokens, info, health, paths = step(cache, t, logits, keys, seq, pad, lim,
+            logits, seq, state, sst, tokens, info, health, paths = step(cache, t, logits, keys, seq, pad_all, lim,
                                                                         hp, sp, state, sst, health, paths)
             t = t + 1
             if on_step is not None:  # it reads the tokens anyway: never show a broken step

@@ -12,6 +12,7 @@ import torch
 
 from decode.compiler.context import StepContext
 from decode.compiler.logprobs import StepLogprobs
+from decode.compiler.guidance import both, split
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
 from decode.compiler.search.record import row_candidates
@@ -57,30 +58,34 @@ class Ahead:
         return self.logits if parents is None else self.logits[parents]
 
 
-def context(seq, pad, prompt, t, eos) -> StepContext:
-    """What a stage reads at step t: the rows' token slots and which of them are filled."""
+def context(seq, pad, prompt, t, eos, guide=None) -> StepContext:
+    """What a stage reads at step t: the rows' token slots and which of them are filled (and
+    the logits of their unconditional rows, with cfg)."""
     slots = torch.arange(seq.shape[1], device=seq.device)
     length = prompt + t
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
                        generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
-                       length=length, new_len=t, eos=eos)
+                       length=length, new_len=t, eos=eos, guide=guide)
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
                 paths=None):
     """One step: (logits, seq, state, stage states, tokens, trace info, health, paths); `paths`
-    [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for."""
+    [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for. With cfg
+    the logits and `pad` also hold the unconditional rows, after the rows (guidance.py)."""
     exits = search.exits(model.config)
     early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
     logits = logits[0] if exits else logits
+    logits, guide = split(logits, seq.shape[0])
+    early = None if early is None else early[:, :seq.shape[0]]
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
-    ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
+    row_pad = pad[:seq.shape[0]]  # the rows' own (cfg's unconditional rows follow them in `pad`)
+    ctx = context(seq, row_pad, lim["prompt"], t, eos, guide) if chain else None  # what the stages read
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):
-        c = ctx if rows is None or ctx is None else StepContext(
-            ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows], ctx.length, ctx.new_len, ctx.eos)
+        c = ctx if rows is None or ctx is None else ctx.subset(rows)
         code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         for i, ((name, kernel, static), dyn) in enumerate(zip(chain, sp)):
             if stateful(kernel):
@@ -101,7 +106,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
                                                  slot)
     look = Ahead(model, cache, slot, pad, seq.shape[1]) if search.ahead else None
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
-            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=pad,
+            hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=row_pad,
             ahead=look and look.run, take=look and look.take, exits=early)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
@@ -120,9 +125,10 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         paths = lp.rows(tokens, parents)
     if parents is not None:
         seq = seq[parents]
-        cache.reorder(parents)
+        cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = model.decode(cache, tokens, slot, pad, exits=exits) if look is None else look.next_logits(parents)
+    logits = (model.decode(cache, both(tokens, guide), slot, pad, exits=exits) if look is None
+              else look.next_logits(parents))
     return logits, seq, state, sst, tokens, info, health, paths
 
 

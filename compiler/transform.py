@@ -11,23 +11,27 @@ from decode.compiler.context import StepContext
 from decode.compiler.engine import eos_ids
 from decode.compiler.stages import bind, run_kernel
 
-# what a stage module's NEEDS may name: (what it is, the keyword that gives it)
+# what a stage module's NEEDS may name: (what it is, the keyword that gives it); a model gives
+# those in FROM_MODEL
 NEEDS = {
     "tokenizer": ("a tokenizer to turn its text into token ids", "tokenizer= (a decode model's .tokenizer)"),
     "eos": ("the end-of-sequence ids", "eos= (an id or a list, e.g. eos=[2])"),
+    "guide": ("the logits of each row's unconditional row", "unconditional= (logits [rows, vocab] of the "
+              "model after the negative prompt, or the prompt's last token, and the same new tokens)"),
 }
+FROM_MODEL = ("tokenizer", "eos")
 
 
 def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None, *,
-              tokenizer=None, eos=None) -> torch.Tensor:
+              tokenizer=None, eos=None, unconditional: torch.Tensor | None = None) -> torch.Tensor:
     """Apply the recipe's logit stages to `logits` [R, V] given the history `input_ids` [R, T].
 
         >>> decode.transform("repetition 1.3 | minlen 5 | topk 5", logits, input_ids, model=m)
 
     `model` (from `decode.load`) gives the end-of-sequence ids (`minlen`) and the tokenizer
     (`ban`, `bias`); `eos=` (an id or a list) and `tokenizer=` give them without a model, or
-    instead of the model's. A clause that needs one that was not given is a ValueError
-    naming the keyword to pass. Every slot of `input_ids` counts as history (and as
+    instead of the model's; `unconditional=` [R, V] are the logits `cfg` guides away from. A
+    clause that needs one that was not given is a ValueError naming the keyword to pass. Every slot of `input_ids` counts as history (and as
     generated, for presence/frequency). Search and selection are not applied: this is the
     processed score a search would see.
     """
@@ -41,9 +45,15 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
     if tokenizer is not None and "bos" not in _parameters(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must be decode's (model.tokenizer of decode.load(...)), whose encode "
                         f"takes bos=; got {kind(tokenizer)}")
-    _check_needs(plan, {"eos": eos, "tokenizer": tokenizer}, model is not None)
+    if unconditional is not None and not (isinstance(unconditional, torch.Tensor) and unconditional.is_floating_point()
+                                          and unconditional.shape == logits.shape):
+        got = f"shape {list(unconditional.shape)}, dtype {unconditional.dtype}" if isinstance(
+            unconditional, torch.Tensor) else kind(unconditional)
+        raise TypeError(f"unconditional must be a float tensor shaped as logits, {list(logits.shape)}; got {got}")
+    _check_needs(plan, {"eos": eos, "tokenizer": tokenizer, "guide": unconditional is not None}, model is not None)
     logits = logits.float()
     ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos)
+    ctx.guide = None if unconditional is None else unconditional.float().to(logits.device)
     for st in plan.stages:
         static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
         logits = run_kernel(st.kernel, logits, ctx, {**static, **tensors})
@@ -57,8 +67,11 @@ def _check_needs(plan, given: dict, with_model: bool) -> None:
         if missing:
             what = " and ".join(NEEDS[n][0] for n in missing)
             how = " and ".join(NEEDS[n][1] for n in missing)
-            where = ("the model given has none; pass " + how if with_model
-                     else f"pass model= (a model from decode.load), or {how}")
+            if not set(missing) <= set(FROM_MODEL):
+                where = "pass " + how
+            else:
+                where = ("the model given has none; pass " + how if with_model
+                         else f"pass model= (a model from decode.load), or {how}")
             raise ValueError(f"`{st.name}` needs {what}: {where}")
 
 

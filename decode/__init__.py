@@ -42,16 +42,17 @@ def generate(model, recipe, prompts, seed=None, **kw):
     return _generate(model, recipe, prompts, seed=seed, **kw)
 
 
-def transform(recipe, logits, input_ids, model=None, *, tokenizer=None, eos=None):
+def transform(recipe, logits, input_ids, model=None, *, tokenizer=None, eos=None, unconditional=None):
     """Apply the recipe's logit stages, in written order, to one step's logits [R, V] given
     the token history input_ids [R, T]. `model` gives the EOS ids (`minlen`) and the
-    tokenizer (`ban`, `bias`); `eos=` and `tokenizer=` give them without one.
+    tokenizer (`ban`, `bias`); `eos=` and `tokenizer=` give them without one;
+    `unconditional=` the logits [R, V] `cfg` guides away from.
 
         >>> decode.transform("topk 5 | minlen 3 | temp 0.7", logits, input_ids, model=m)
     """
     from decode.compiler.transform import transform as _transform
 
-    return _transform(recipe, logits, input_ids, model, tokenizer=tokenizer, eos=eos)
+    return _transform(recipe, logits, input_ids, model, tokenizer=tokenizer, eos=eos, unconditional=unconditional)
 
 
 def steps(model, recipe, prompt, seed=None):

@@ -279,6 +279,37 @@ def _force_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
     return {"force_words_ids": words}
 
 
+def _warn_cfg(c: Any, clauses: tuple) -> str | None:
+    if c["scale"] == 1:
+        return ("cfg scale=1 guides nothing (the scores are the prompt's log-probabilities) yet "
+                "still decodes an unconditional row beside every row; drop cfg, or guide with "
+                "scale > 1 (e.g. scale=1.5)")
+    return None
+
+
+def _explain_cfg(p: Params) -> str:
+    s = p["scale"]
+    other = ("the negative prompt " + spell_value(p["negative"]) if p["negative"] is not None
+             else "only the prompt's last token")
+    effect = ("tokens the prompt makes likelier than the unconditional row does gain, the others lose"
+              if s > 1 else "it changes nothing" if s == 1 else "the scores lean toward the unconditional row's")
+    return (f"each row is decoded beside an unconditional row that reads {other}, then the same new "
+            f"tokens; a token's score becomes {spell_value(s)}·(log p(token | prompt) - log p(token | "
+            f"unconditional)) + log p(token | unconditional), so {effect}; the step decodes twice the rows")
+
+
+def _cfg_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    neg = p["negative"]
+    return {"guidance_scale": p["scale"], **({} if neg is None else {"negative_prompt_ids": [ids(neg)]})}
+
+
+def _cfg_note(p: Params) -> str:
+    if p["negative"] is None:
+        return "the unconditional row is the prompt's last token, as transformers' default"
+    return ("negative_prompt_ids is a tensor with one row per row decoded (prompts x "
+            "num_return_sequences), each the ids of the negative prompt as a prompt is encoded")
+
+
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
 _S = "decode.compiler.search."
 _L = "decode.compiler.stages."
@@ -619,6 +650,42 @@ for _spec in (
         repeatable=True, reference="sequence_bias={ids(TEXT): B}", impl=_L + "bias",
         aliases=("sequence_bias",), hf=HF(_bias_kwargs, {"sequence_bias": None}, rank=0, role="shift")),
     ClauseSpec(
+        "cfg", "logit",
+        "classifier-free guidance: push the scores away from an unconditional (or negative) prompt's by SCALE",
+        keywords=(Param("scale", "float", lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="scale=0 ignores the prompt (the scores become the unconditional "
+                               "row's alone: to decode from the negative prompt, make it the "
+                               "prompt), and a scale below 0 rewards what the prompt makes "
+                               "unlikely and makes a token an earlier stage removed (-inf) certain "
+                               "(+inf); guide toward the prompt with scale > 1, e.g. scale=1.5",
+                        doc="guidance strength: 1 = none, > 1 toward the prompt, < 1 toward the "
+                            "unconditional row"),
+                  Param("negative", "str", None,
+                        doc="the negative prompt the unconditional row reads (default: the "
+                            "prompt's last token alone)")),
+        reference="guidance_scale=SCALE, negative_prompt_ids=ids(NEGATIVE)",
+        cite="Sanchez et al. 2023, Stay on topic with Classifier-Free Guidance (arXiv:2306.17806); "
+             "transformers' UnbatchedClassifierFreeGuidanceLogitsProcessor",
+        impl=_L + "cfg", warn=_warn_cfg, explain=_explain_cfg,
+        aliases=("guidance_scale", "classifier_free_guidance"),
+        hf=HF(_cfg_kwargs, {"guidance_scale": None}, rank=-1, role="mix", note=_cfg_note,
+              beams_refuse="transformers' guidance keeps each unconditional row in place when the "
+                           "beams reorder (its own cache, never reordered) and cannot take a "
+                           "negative prompt with beams; decode moves the row with its beam"),
+        details="Each row of the search has an unconditional row: NEGATIVE encoded as a prompt is "
+                "(with BOS), or, without NEGATIVE, the prompt's last token alone (transformers' "
+                "default). It is decoded in the same batched step as the rows, with its own KV "
+                "cache rows, and reads the same new tokens; a beam search moves it with its beam. "
+                "The stage replaces its input x by SCALE·(log_softmax(x) - u) + u, u the "
+                "log_softmax of the unconditional row's logits (Sanchez et al.'s formula in log "
+                "space; transformers' processor, which it always applies first: write cfg first "
+                "to match it). SCALE = 1 leaves log_softmax(x); SCALE > 1 favours what the prompt "
+                "makes likelier than the unconditional row does; 0 < SCALE < 1 leans toward the "
+                "unconditional row. The step runs the model on twice the rows. Token for token "
+                "transformers' generate(guidance_scale=SCALE, negative_prompt_ids=...) without "
+                "beams; with beams transformers leaves each unconditional row where it was when "
+                "the beams reorder, so it has no equivalent there."),
+    ClauseSpec(
         "max", "limit", "stop after at most N new tokens",
         positional=(Param("n", "int", _MAX_NEW, lo=1, doc="new tokens"),),
         reference="max_new_tokens=N", setting="max_new_tokens", aliases=("max_new_tokens", "max_tokens"),
@@ -646,6 +713,11 @@ def _check_contrastive(c: Any, clauses: tuple) -> Problem | None:
         return Problem(f"contrastive search chooses by its own score, never by a draw: drop "
                        f"'{samplers[0].canonical}' (it makes the recipe sample), or use 'sample' "
                        "or 'beam K' with it instead of contrastive")
+    guide = next((x for x in clauses if x.name == "cfg"), None)
+    if guide is not None:
+        return Problem("contrastive search does not run with 'cfg' yet (its look-ahead would need the "
+                       "unconditional rows' next step too); drop 'cfg', or guide greedy, sampling or "
+                       "beam search")
     return None
 
 

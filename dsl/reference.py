@@ -20,7 +20,8 @@ from decode.dsl.ir import Clause, Recipe
 
 HF_VERSION = "4.55.4"
 
-WARPERS = ("scale", "truncation")  # roles transformers applies only when sampling (`HF.role`)
+SCALE = "scale"  # the role of a division by one positive number (temp): a role, not cfg's parameter
+WARPERS = (SCALE, "truncation")  # roles transformers applies only when sampling (`HF.role`)
 POINTWISE = ("shift", "factor", "scale")  # roles that map each logit on its own, -inf to -inf
 
 
@@ -102,6 +103,8 @@ def _reference(r: Recipe, encode: Callable[[str], Sequence[int]] | None) -> Refe
     sampling, stages, notes = _selection(r)
     for c in r.clauses:
         reason = c.spec.hf.refuse(c.param_dict, sampling) if c.spec.hf.refuse else None
+        if r.search.spec.hf.beams and c.spec.hf.beams_refuse:
+            reason = reason or c.spec.hf.beams_refuse
         if reason:
             raise NoReference(reason)
     _check_order(stages)
@@ -174,7 +177,7 @@ def _commute(a: Clause, b: Clause) -> bool:
         return True  # -inf sets, or additions
     if "mask" in roles and len(roles) == 2 and roles <= {"mask", *POINTWISE}:
         return True  # a pointwise map keeps -inf at -inf
-    if roles == {"scale", "factor"} or "scale" in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
+    if roles == {SCALE, "factor"} or SCALE in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
         return True  # T > 0 keeps signs and ranks
     return False
 

@@ -100,6 +100,8 @@ class Param:
             return self.default_from.upper()
         if self.default is REQUIRED:
             return "required"
+        if self.default is None:  # optional, and nothing when left out (cfg's negative prompt)
+            return "unset"
         return self.spell(self.default)
 
     def spell(self, value: Any) -> str:
@@ -129,7 +131,7 @@ class Problem:
     suggestion: str | None = None
 
 
-ROLES = ("mask", "shift", "factor", "scale", "truncation")
+ROLES = ("mask", "shift", "factor", "scale", "truncation", "mix")
 
 
 def _sets_nothing(params: Params, ids: Callable, kw: Mapping[str, Any]) -> dict:
@@ -153,8 +155,10 @@ class HF:
     -inf, `shift` adds to some, `factor` scales each by a positive factor chosen by its
     sign, `scale` divides all by one positive number, `truncation` keeps some tokens (by
     rank alone if `by_rank`; never dropping the most likely one if `keeps_argmax`; at least
-    the parameter `keep` many, transformers' min_tokens_to_keep). transformers applies
-    `scale` and `truncation` (its warpers) only when sampling.
+    the parameter `keep` many, transformers' min_tokens_to_keep); `mix` combines them with
+    another row's (cfg), which commutes with nothing. transformers applies `scale` and
+    `truncation` (its warpers) only when sampling. `beams_refuse` says why transformers'
+    beam search does something else with the clause (None: it does the same).
 
         >>> HF(lambda p, ids, kw: {"top_p": p["p"]}, {"top_p": 1.0}).kwargs({"p": 0.9}, str, {})
         {'top_p': 0.9}
@@ -171,6 +175,7 @@ class HF:
     by_rank: bool = False
     keeps_argmax: bool = False
     keep: str | None = None
+    beams_refuse: str | None = None
 
     def __post_init__(self) -> None:
         if self.role and self.role not in ROLES:
@@ -253,7 +258,9 @@ class ClauseSpec:
             word = p.name.upper() + ("..." if p.variadic else "")
             parts.append(word if p.required else f"[{word}]")
         for p in self.keywords:
-            parts.append(f"{p.name}={p.name.upper()}" if p.required else f"[{p.name}={p.describe_default()}]")
+            unset = p.default is None and p.default_from is None
+            parts.append(f"{p.name}={p.name.upper()}" if p.required
+                         else f"[{p.name}={p.name.upper() if unset else p.describe_default()}]")
         return " ".join(parts)
 
 

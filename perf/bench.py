@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from decode.compiler.engine import run
+from decode.compiler.guidance import guiding
 from decode.compiler.plan import compile as lower
 
 # name -> (vocab, dim, layers, heads, kv_heads, ff)
@@ -179,7 +180,8 @@ class Case:
         g = torch.Generator().manual_seed(0)
         self.prompts = [[1] + torch.randint(3, model.config.vocab_size, (prompt_len - 1,), generator=g).tolist()
                         for _ in range(batch)]
-        self.rows = batch * self.plan.search(_probe_cfg(self.plan)).rows
+        rows = self.plan.search(_probe_cfg(self.plan)).rows * (2 if guiding(self.plan) else 1)  # cfg: twice
+        self.rows = batch * rows
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
         _ours(model, self.plan, self.prompts)

@@ -41,6 +41,7 @@ EVERY_CLAUSE = {
     "max": ("max 32", {"n": 32}),
     "stop": ('stop "\\n\\n" "END"', {"strings": ("\n\n", "END")}),
     "seed": ("seed 1234", {"s": 1234}),
+    "cfg": ('cfg scale=1.5 negative="dull"', {"scale": 1.5, "negative": "dull"}),
 }
 
 

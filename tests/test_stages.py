@@ -7,6 +7,7 @@ underflow to 0, a row of all-equal logits. Equality is exact unless a test says 
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
@@ -321,6 +322,7 @@ SWEEPS = {
     "minlen": ({"n": 4}, {"n": 1}),
     "ban": ({"ids": [[1, 3], [5]]}, {"ids": [[1, 3], [5]]}),
     "bias": ({"ids": [[1, 3]], "b": 2.0}, {"ids": [[1, 3]], "b": -1.0}),
+    "cfg": ({"scale": 1.5, "negative": None}, {"scale": 3.0, "negative": "not this"}),
 }
 
 
@@ -343,6 +345,8 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
     kernel = torch.compile(module.apply, backend=counter, fullgraph=True)
     stateful = hasattr(module, "init")  # then apply takes the state `init` gives after the history
     ctx = padded_context(ragged_rows(0), slots=16, new=3, eos=[2])
+    if "guide" in getattr(module, "NEEDS", ()):  # cfg reads its unconditional rows' logits
+        ctx = replace(ctx, guide=torch.randn(9, VOCAB, generator=torch.Generator().manual_seed(7)))
     for params in SWEEPS[name]:
         if "keep" in inspect.signature(module.apply).parameters:
             params = {"keep": 1, **params}
