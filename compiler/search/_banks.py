@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from decode.compiler.logprobs import ROWS
 from decode.compiler.search._constraints import BIG, advance_banks, advancing, met
 from decode.compiler.search.base import result
 from decode.compiler.search.pool import INF, _offer
@@ -55,14 +56,19 @@ def results(search, state, seq, lim):
     lenpen, keep = float(search.cfg.params.get("lenpen", 1.0)), search.returns
     run, done, scores, seqs, lens, count = (state[x].tolist() for x in ("run", "done", "score", "seq", "len", "count"))
     ok, rows, out = met(state["cons"]).tolist(), seq.tolist(), []
+    lp = state["lp"].tolist() if "lp" in state else None  # the tokens' log-probs ride with the ids
+    paths = state[ROWS][:, p:p + steps].tolist() if lp is not None else None
     for b in range(search.cfg.batch):
-        hyps = [(scores[b][j], seqs[b][j][p:p + lens[b][j]]) for j in range(count[b])]
+        hyps = [(scores[b][j], seqs[b][j][p:p + lens[b][j]], *([lp[b][j][p:p + lens[b][j]]] if lp else []))
+                for j in range(count[b])]
         live = [j for j in range(k) if not done[b] and run[b][j] > -INF]
         good = [j for j in live if ok[b * k + j]]
         for j in good + ([j for j in live if j not in good] if len(good) < keep else []):
-            hyps = _offer(hyps, run[b][j] / float(steps) ** lenpen, rows[b * k + j][p:p + steps], k)
+            r = b * k + j
+            hyps = _offer(hyps, (run[b][j] / float(steps) ** lenpen, rows[r][p:p + steps],
+                                 *([paths[r]] if lp else [])), k)
         hyps.sort(key=lambda x: x[0])  # stable; the reference pops from the end
-        out.append([result(ids, sc, search.cfg.eos) for sc, ids in reversed(hyps[-keep:])])
+        out.append([result(ids, sc, search.cfg.eos, *more) for sc, ids, *more in reversed(hyps[-keep:])])
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from decode.compiler.logprobs import carried, pool_state
 from decode.compiler.search import _constraints as C
 from decode.compiler.search._banks import choose, proposals, results, traced
 from decode.compiler.search.pool import INF, BeamPool, extended, merge
@@ -25,7 +26,8 @@ class Force(BeamPool):
         return {"run": run, "seq": torch.full((b, k, seq_len), cfg.pad, **long), "cons": cons,
                 "score": torch.full((b, k), -INF, device=device), "len": torch.zeros(b, k, **long),
                 "count": torch.zeros(b, **long), "done": torch.zeros(b, dtype=torch.bool, device=device),
-                "stop": torch.zeros((), dtype=torch.bool, device=device)}
+                "stop": torch.zeros((), dtype=torch.bool, device=device),
+                **pool_state(cfg, (b, k), seq_len, device)}  # the hypotheses' log-probs, if asked for
 
     def advance(self, scores, at, state):
         b, k, T, cons, t = self.cfg.batch, self.rows, self.T, state["cons"], at.t
@@ -39,7 +41,7 @@ class Force(BeamPool):
         # an EOS among the first K ends a hypothesis if its beam met every constraint
         ends = eos & (rank < k) & C.met(cons)[par] & ~stay & (top > -INF)
         offer = torch.where(ends, top / (t + 1).to(top.dtype) ** at.hp["lenpen"], -INF)
-        score, seq, length, _ = merge(state["score"], state["seq"], state["len"], offer, extended(at, par, tok),
+        score, seq, length, sel = merge(state["score"], state["seq"], state["len"], offer, extended(at, par, tok),
                                       (t + 1).expand(b, n))
         count = torch.clamp(state["count"] + ends.sum(1), max=k)
 
@@ -61,7 +63,7 @@ class Force(BeamPool):
                   .view(b * k, -1) for key, x in cons.items()}
         done = stay[:, 0] | self.group_done(score, count, top, at)
         new_state = {"run": chosen(0.0, f_sc, a_sc), "seq": seq, "score": score, "len": length, "count": count,
-                     "done": done, "stop": done.all(), "cons": g_cons}
+                     "done": done, "stop": done.all(), "cons": g_cons, **carried(state, at, par, tok, sel)}
         a_par = base + a_par
         info = traced((tok, top, par, ends, first), (a_tok, a_sc, a_par, new), pick, stay[:, 0]) if at.trace else None
         parents = chosen(base + torch.arange(k, device=dev), f_par, a_par)
