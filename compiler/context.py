@@ -19,12 +19,15 @@ class StepContext:
     length: torch.Tensor   # 0-d long: slots filled so far (the next token goes to this slot)
     new_len: torch.Tensor  # 0-d long: tokens generated so far (same for every row)
     eos: torch.Tensor      # [E] long: end-of-sequence ids
+    max_new: torch.Tensor | None = None  # 0-d long: the most tokens the run generates (`max`)
 
     @classmethod
-    def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None):
+    def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None,
+                       max_new: int | None = None):
         """A context for one step over plain `input_ids` [R, T] (all slots valid).
 
-        Every slot counts as generated unless `new_len` says how many trailing slots are.
+        Every slot counts as generated unless `new_len` says how many trailing slots are;
+        `max_new` is the run's `max` (None: no limit is known).
         """
         r, t = input_ids.shape
         valid = torch.ones(r, t, dtype=torch.bool, device=input_ids.device)
@@ -39,4 +42,5 @@ class StepContext:
             length=torch.tensor(t, device=dev),
             new_len=torch.tensor(n, device=dev),
             eos=torch.tensor(list(eos_ids), dtype=torch.long, device=dev),
+            max_new=None if max_new is None else torch.tensor(max_new, device=dev),
         )

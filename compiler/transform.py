@@ -43,9 +43,9 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
                         f"takes bos=; got {kind(tokenizer)}")
     _check_needs(plan, {"eos": eos, "tokenizer": tokenizer}, model is not None)
     logits = logits.float()
-    ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos)
+    ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos, max_new=plan.max_new)
     for st in plan.stages:
-        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
+        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device, logits.shape[-1])
         logits = run_kernel(st.kernel, logits, ctx, {**static, **tensors})
     return logits
 

@@ -1,8 +1,10 @@
 """The equivalent transformers 4.55.4 `generate(...)` call, where one exists.
 
 transformers applies its logits processors in a fixed order (`_get_logits_processor`):
-sequence_bias, repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_new_tokens,
-then, only when sampling, temperature, top_k, top_p, min_p, typical_p, epsilon, eta.
+sequence_bias, repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_length,
+min_new_tokens, forced_bos_token_id, forced_eos_token_id, exponential_decay_length_penalty,
+suppress_tokens, begin_suppress_tokens, then, only when sampling, temperature, top_k,
+top_p, min_p, typical_p, epsilon, eta, and last renormalize_logits (`HF.rank`).
 A recipe has a reference equivalent only if its written order gives the same result,
 i.e. every pair written against that order commutes.
 
@@ -28,7 +30,9 @@ POINTWISE = ("shift", "factor", "scale")  # roles that map each logit on its own
 SHOWN = ("do_sample", "num_beams", "num_beam_groups", "diversity_penalty", "length_penalty",
          "early_stopping", "num_return_sequences", "max_new_tokens", "min_new_tokens", "temperature",
          "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
-         "no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "stop_strings")
+         "no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "stop_strings",
+         "min_length", "forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty",
+         "suppress_tokens", "begin_suppress_tokens", "renormalize_logits")
 
 
 def _neutral() -> dict[str, Any]:
