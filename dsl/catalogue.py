@@ -543,20 +543,20 @@ for _spec in (
                 "Biases landing on one token add up, one-token texts' first."),
     ClauseSpec(
         "suppress", "logit", "never choose these tokens",
-        positional=(_token_ids("ids", "token ids, e.g. suppress 13 198"),),
-        reference="suppress_tokens=[IDS...]", impl=_L + "suppress", aliases=("suppress_tokens",),
+        positional=(_token_ids("token_ids", "token ids, e.g. suppress 13 198"),),
+        reference="suppress_tokens=[TOKEN_IDS...]", impl=_L + "suppress", aliases=("suppress_tokens",),
         cite="transformers' SuppressTokensLogitsProcessor (after Whisper, Radford et al. 2022)",
-        hf=HF(lambda p, ids, kw: {"suppress_tokens": list(p["ids"])}, {"suppress_tokens": None},
+        hf=HF(lambda p, ids, kw: {"suppress_tokens": list(p["token_ids"])}, {"suppress_tokens": None},
               rank=9, role="mask"),
         details="The tokens' scores are -inf at every step. Ids outside the model's vocabulary stop "
                 "the run with a message naming the clause. To forbid a text, write `ban`."),
     ClauseSpec(
         "suppress_at_start", "logit", "the first new token is none of these tokens",
-        positional=(_token_ids("ids", "token ids, e.g. suppress_at_start 2 198"),),
-        reference="begin_suppress_tokens=[IDS...]", impl=_L + "suppress_at_start",
+        positional=(_token_ids("token_ids", "token ids, e.g. suppress_at_start 2 198"),),
+        reference="begin_suppress_tokens=[TOKEN_IDS...]", impl=_L + "suppress_at_start",
         aliases=("begin_suppress_tokens",), lower=_after_bos,
         cite="transformers' SuppressTokensAtBeginLogitsProcessor (after Whisper, Radford et al. 2022)",
-        hf=HF(lambda p, ids, kw: {"begin_suppress_tokens": list(p["ids"])}, {"begin_suppress_tokens": None},
+        hf=HF(lambda p, ids, kw: {"begin_suppress_tokens": list(p["token_ids"])}, {"begin_suppress_tokens": None},
               rank=10, role="mask"),
         details="The tokens score -inf while the first new token is chosen (e.g. EOS or a blank "
                 "at the start). As transformers for a decoder-only model: with `force_bos` in the "

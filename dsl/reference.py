@@ -24,6 +24,7 @@ HF_VERSION = "4.55.4"
 
 WARPERS = ("scale", "truncation")  # roles transformers applies only when sampling (`HF.role`)
 POINTWISE = ("shift", "factor", "scale")  # roles that map each logit on its own, -inf to -inf
+SIGN_KEEPING = {"scale", "factor"}  # roles (not parameter names) that keep each logit's sign
 
 
 # The order `decode explain` lists generate()'s arguments in; one not listed comes after these.
@@ -178,7 +179,7 @@ def _commute(a: Clause, b: Clause) -> bool:
         return True  # -inf sets, or additions
     if "mask" in roles and len(roles) == 2 and roles <= {"mask", *POINTWISE}:
         return True  # a pointwise map keeps -inf at -inf
-    if roles == {"scale", "factor"} or "scale" in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
+    if roles == SIGN_KEEPING or "scale" in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
         return True  # T > 0 keeps signs and ranks
     return False
 

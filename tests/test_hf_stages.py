@@ -51,7 +51,7 @@ def test_suppress_matches_suppress_tokens(tokens):
     for seed in range(3):
         ids, logits = history(seed), make_logits(seed)
         ref = hf.SuppressTokensLogitsProcessor(tokens)(ids, logits.clone())
-        same(apply_stage("suppress", logits, ctx_of(ids, 12), ids=tokens), ref)
+        same(apply_stage("suppress", logits, ctx_of(ids, 12), token_ids=tokens), ref)
 
 
 @pytest.mark.parametrize("after_bos", [False, True])
@@ -65,7 +65,7 @@ def test_suppress_at_start_matches_begin_suppress_tokens(after_bos):
                 # generate's begin index: the prompt length, one more after a forced BOS
                 begin = prompt + (after_bos and prompt == 1)
                 ref = hf.SuppressTokensAtBeginLogitsProcessor(tokens, begin)(ids, logits.clone())
-                ours = apply_stage("suppress_at_start", logits, ctx_of(ids, prompt), ids=tokens,
+                ours = apply_stage("suppress_at_start", logits, ctx_of(ids, prompt), token_ids=tokens,
                                    after_bos=after_bos)
                 same(ours, ref)
 
@@ -172,7 +172,7 @@ def rows_of(new: int) -> list[list[int]]:
 @pytest.mark.parametrize("stage, params, ref", [
     ("minlen", {"n": 6}, lambda p: hf.MinLengthLogitsProcessor(6, [2])),
     ("force_bos", {"token": 4}, lambda p: hf.ForcedBOSTokenLogitsProcessor(4)),
-    ("suppress_at_start", {"ids": [2, 4], "after_bos": True},
+    ("suppress_at_start", {"token_ids": [2, 4], "after_bos": True},
      lambda p: hf.SuppressTokensAtBeginLogitsProcessor([2, 4], p + (p == 1))),
     ("force_eos", {}, lambda p: hf.ForcedEOSTokenLogitsProcessor(p + 4, [2])),
     ("lengthdecay", {"start": 1, "factor": 1.5}, lambda p: hf.ExponentialDecayLengthPenalty((1, 1.5), [2], p)),

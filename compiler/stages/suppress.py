@@ -6,17 +6,17 @@ import torch
 
 from decode.compiler.stages._common import NEG_INF, at_tokens, in_vocab
 
-STATIC = frozenset({"ids"})
+STATIC = frozenset({"token_ids"})
 
 
 def prepare(params: dict, tokenizer) -> dict:
-    """{"ids": [id, ...]} -> {"ids": (id, ...)}, duplicates dropped."""
-    return {"ids": tuple(dict.fromkeys(int(i) for i in params["ids"]))}
+    """{"token_ids": [id, ...]} -> {"token_ids": (id, ...)}, duplicates dropped."""
+    return {"token_ids": tuple(dict.fromkeys(int(i) for i in params["token_ids"]))}
 
 
 def validate(params: dict, vocab: int) -> None:
-    in_vocab("suppress", params["ids"], vocab)
+    in_vocab("suppress", params["token_ids"], vocab)
 
 
-def apply(logits: torch.Tensor, ctx, ids) -> torch.Tensor:
-    return logits.masked_fill(at_tokens(logits, ids), NEG_INF)
+def apply(logits: torch.Tensor, ctx, token_ids) -> torch.Tensor:
+    return logits.masked_fill(at_tokens(logits, token_ids), NEG_INF)

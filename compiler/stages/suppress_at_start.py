@@ -11,21 +11,21 @@ import torch
 
 from decode.compiler.stages._common import NEG_INF, at_tokens, in_vocab
 
-STATIC = frozenset({"ids", "after_bos"})
+STATIC = frozenset({"token_ids", "after_bos"})
 
 
 def prepare(params: dict, tokenizer) -> dict:
-    """{"ids": [id, ...], "after_bos"?} -> ids as a tuple, duplicates dropped."""
-    return {"ids": tuple(dict.fromkeys(int(i) for i in params["ids"])),
+    """{"token_ids": [id, ...], "after_bos"?} -> the ids as a tuple, duplicates dropped."""
+    return {"token_ids": tuple(dict.fromkeys(int(i) for i in params["token_ids"])),
             "after_bos": bool(params.get("after_bos", False))}
 
 
 def validate(params: dict, vocab: int) -> None:
-    in_vocab("suppress_at_start", params["ids"], vocab)
+    in_vocab("suppress_at_start", params["token_ids"], vocab)
 
 
-def apply(logits: torch.Tensor, ctx, ids, after_bos: bool = False) -> torch.Tensor:
+def apply(logits: torch.Tensor, ctx, token_ids, after_bos: bool = False) -> torch.Tensor:
     begin = 0
     if after_bos:  # a row of a one-token prompt begins after the forced token
         begin = (ctx.valid.sum(-1, keepdim=True) - ctx.new_len == 1).long()
-    return logits.masked_fill((ctx.new_len == begin) & at_tokens(logits, ids), NEG_INF)
+    return logits.masked_fill((ctx.new_len == begin) & at_tokens(logits, token_ids), NEG_INF)
