@@ -225,6 +225,19 @@ def _min_new_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
     return {"min_new_tokens": p["n"]}
 
 
+def _lengthdecay_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    """exponential_decay_length_penalty, unless transformers' penalty would meet an EOS logit
+    that min_new_tokens / min_length set to -inf: with FACTOR >= 1 it makes it NaN
+    (-inf + inf, or -inf * 0), where the recipe keeps it -inf. (Written in transformers'
+    order, those clauses' kwargs are in `kw` already; a prompt has at least one token.)"""
+    start, minnew, minlen = p["start"], kw.get("min_new_tokens") or 0, kw.get("min_length") or 0
+    if p["factor"] >= 1 and (minnew > start + 1 or minlen > start + 2):
+        raise _no_reference(f"transformers' exponential_decay_length_penalty turns the EOS logit that "
+                            f"min_new_tokens/min_length removed into NaN past {start} new tokens, "
+                            "where the recipe keeps it removed")
+    return {"exponential_decay_length_penalty": (start, p["factor"])}
+
+
 def _warn_minnew(c: Any, clauses: tuple) -> str | None:
     top = _max_of(clauses)
     if c["n"] >= top:
@@ -590,14 +603,12 @@ for _spec in (
         reference="exponential_decay_length_penalty=(START, FACTOR)", impl=_L + "lengthdecay",
         aliases=("exponential_decay_length_penalty",), warn=_warn_lengthdecay,
         cite="transformers' ExponentialDecayLengthPenalty",
-        hf=HF(lambda p, ids, kw: {"exponential_decay_length_penalty": (p["start"], p["factor"])},
-              {"exponential_decay_length_penalty": None}, rank=8, role="other",
-              note=lambda p: "where an earlier stage set an EOS logit to -inf, transformers' length "
-                             "penalty makes it NaN (-inf + inf); the recipe keeps it -inf"),
+        hf=HF(_lengthdecay_kwargs, {"exponential_decay_length_penalty": None}, rank=8, role="other"),
         details="While new token START + k + 1 is chosen (k >= 1), each EOS logit x becomes "
                 "x + |x|·(FACTOR**k - 1): shorter texts without a hard cut. |x| makes it raise a "
                 "negative logit too. FACTOR**k - 1 stops at 1e20 (EOS is certain long before). "
-                "An EOS logit already -inf stays -inf."),
+                "An EOS logit already -inf (`minnew`, `minlen`) stays -inf, where transformers makes "
+                "it NaN: `explain --hf` finds no equivalent when that can happen."),
     ClauseSpec(
         "renormalize", "logit", "log-softmax the scores (a beam search then adds normalised log-probs)",
         reference="renormalize_logits=True", impl=_L + "renormalize", aliases=("renormalize_logits",),

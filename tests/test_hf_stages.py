@@ -282,12 +282,12 @@ def test_the_cli_says_which_clause_has_a_token_id_outside_the_vocabulary(capsys)
 
 
 def test_explain_hf_prints_the_processors_arguments(capsys):
-    recipe = ("beam 4 | minlen 8 | force_bos 5 | force_eos | lengthdecay start=4 factor=1.5 | suppress 11 30"
+    recipe = ("beam 4 | minlen 8 | force_bos 5 | force_eos | lengthdecay start=6 factor=1.5 | suppress 11 30"
               " | suppress_at_start 13 | renormalize")
     assert main(["explain", "--hf", recipe]) == 0
     out = capsys.readouterr().out
     for kwarg in ("min_length=8,", "forced_bos_token_id=5,", "forced_eos_token_id=model.generation_config.eos_token_id,",
-                  "exponential_decay_length_penalty=(4, 1.5),", "suppress_tokens=[11, 30],",
+                  "exponential_decay_length_penalty=(6, 1.5),", "suppress_tokens=[11, 30],",
                   "begin_suppress_tokens=[13],", "renormalize_logits=True,"):
         assert kwarg in out
 
@@ -296,6 +296,10 @@ def test_explain_hf_refuses_what_transformers_orders_differently():
     from decode.dsl import hf_reference
 
     assert "overrides min_length=9" in hf_reference("minlen 9 | minnew 5").reason
+    assert "into NaN past 3 new tokens" in hf_reference("minnew 5 | lengthdecay start=3 factor=1.5").reason
+    assert "into NaN" in hf_reference("minlen 6 | lengthdecay start=3 factor=1").reason
+    assert hf_reference("minnew 4 | lengthdecay start=3 factor=1.5").kwargs["min_new_tokens"] == 4
+    assert hf_reference("minnew 5 | lengthdecay start=3 factor=0.5").kwargs is not None  # -inf stays -inf
     assert hf_reference("minlen 6 | minnew 5").kwargs["min_length"] == 6  # a prompt has >= 1 token
     assert "do not commute" in hf_reference("beam 4 | renormalize | suppress 3").reason
     assert "renormalize before suppress" in parse("renormalize | suppress 3").warnings[0].message
