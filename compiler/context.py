@@ -20,17 +20,21 @@ class StepContext:
     new_len: torch.Tensor  # 0-d long: tokens generated so far (same for every row)
     eos: torch.Tensor      # [E] long: end-of-sequence ids
     guide: torch.Tensor | None = None  # [R, V] logits of each row's unconditional row (cfg)
+    max_new: torch.Tensor | None = None  # 0-d long: the most tokens the run generates (`max`)
 
     def subset(self, rows: torch.Tensor) -> "StepContext":
         """The context of rows `rows` [r] alone (a group of a beam search)."""
         return StepContext(self.tokens[rows], self.valid[rows], self.generated[rows], self.length,
-                           self.new_len, self.eos, None if self.guide is None else self.guide[rows])
+                           self.new_len, self.eos, None if self.guide is None else self.guide[rows],
+                           self.max_new)
 
     @classmethod
-    def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None):
+    def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None,
+                       max_new: int | None = None):
         """A context for one step over plain `input_ids` [R, T] (all slots valid).
 
-        Every slot counts as generated unless `new_len` says how many trailing slots are.
+        Every slot counts as generated unless `new_len` says how many trailing slots are;
+        `max_new` is the run's `max` (None: no limit is known).
         """
         r, t = input_ids.shape
         valid = torch.ones(r, t, dtype=torch.bool, device=input_ids.device)
@@ -45,4 +49,5 @@ class StepContext:
             length=torch.tensor(t, device=dev),
             new_len=torch.tensor(n, device=dev),
             eos=torch.tensor(list(eos_ids), dtype=torch.long, device=dev),
+            max_new=None if max_new is None else torch.tensor(max_new, device=dev),
         )

@@ -69,7 +69,8 @@ def _bind_stages(plan: Plan, model, search, device):
     bound = []
     for st in plan.stages:
         params = search.stage_params(lookup(st.name), dict(st.params))
-        static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device)
+        static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device,
+                               model.config.vocab_size)
         bound.append((st.name, st.kernel, static, tensors))
     return bound
 
@@ -199,7 +200,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
         start = context(seq, pad, lim["prompt"], torch.zeros((), dtype=torch.long, device=device),
-                        torch.tensor(eos, dtype=torch.long, device=device))
+                        torch.tensor(eos, dtype=torch.long, device=device), max_new=lim["max_new"])
         sst = [kernel.init(start, model.config.vocab_size, **static, **dyn) if stateful(kernel) else {}
                for (_, kernel, static), dyn in zip(kernels, sp)]
         t = torch.zeros((), dtype=torch.long, device=device)

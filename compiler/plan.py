@@ -53,6 +53,12 @@ def _params(clause) -> dict:
     return dict(clause.params)
 
 
+def _stage_params(clause, recipe: Recipe) -> dict:
+    """A stage's kernel parameters: its own, or what its entry's `lower` makes of them."""
+    lower = clause.spec.lower
+    return _params(clause) if lower is None else lower(_params(clause), recipe)
+
+
 def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
     """Lower a recipe to a Plan.
 
@@ -70,7 +76,7 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
     for m in recipe.modifiers:
         # a modifier may replace the strategy (diverse turns a beam search into group beam search)
         strategy = getattr(load_impl(m.name), "wrap", lambda s: s)(strategy)
-    stages = tuple(Stage(c.name, load_impl(c.name), _params(c)) for c in recipe.stages)
+    stages = tuple(Stage(c.name, load_impl(c.name), _stage_params(c, recipe)) for c in recipe.stages)
     return Plan(
         recipe=recipe,
         search=strategy,

@@ -52,10 +52,10 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
         raise TypeError(f"unconditional must be a float tensor shaped as logits, {list(logits.shape)}; got {got}")
     _check_needs(plan, {"eos": eos, "tokenizer": tokenizer, "guide": unconditional is not None}, model is not None)
     logits = logits.float()
-    ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos)
+    ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos, max_new=plan.max_new)
     ctx.guide = None if unconditional is None else unconditional.float().to(logits.device)
     for st in plan.stages:
-        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
+        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device, logits.shape[-1])
         logits = run_kernel(st.kernel, logits, ctx, {**static, **tensors})
     return logits
 

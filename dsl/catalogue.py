@@ -235,12 +235,6 @@ def _note_dola(p: Params) -> str:
     if p["pick"] == "batch":
         return said + ", as pick=batch does"
     return said + ": call generate() with one prompt at a time (or write pick=batch)"
-def _max_new(clauses: tuple) -> int:
-    """The recipe's `max` (new tokens), its default when not written."""
-    found = next((x for x in clauses if x.spec.setting == "max_new_tokens"), None)
-    return _MAX_NEW if found is None else found["n"]
-
-
 def _check_force(c: Any, clauses: tuple) -> Problem | None:
     search = next(x for x in clauses if x.kind == "search")
     if search["k"] < 2:
@@ -250,7 +244,7 @@ def _check_force(c: Any, clauses: tuple) -> Problem | None:
     if samplers:
         return Problem(f"'force' does not sample, but {', '.join(samplers)} does (transformers' "
                        "constrained beam search refuses do_sample=True); drop the sampling clauses")
-    limit = _max_new(clauses)
+    limit = _max_of(clauses)
     for options in constraints(c["phrases"]):
         n = shortest(options)
         if n is not None and n > limit:
@@ -308,6 +302,92 @@ def _cfg_note(p: Params) -> str:
         return "the unconditional row is the prompt's last token, as transformers' default"
     return ("negative_prompt_ids is a tensor with one row per row decoded (prompts x "
             "num_return_sequences), each the ids of the negative prompt as a prompt is encoded")
+
+
+def _no_reference(reason: str) -> Exception:
+    """NoReference(reason), for an `HF.kwargs` that finds a clash between clauses (a lazy
+    import: dsl/reference.py imports this module)."""
+    from decode.dsl.reference import NoReference
+
+    return NoReference(reason)
+
+
+def _max_of(clauses: tuple) -> int:
+    """The recipe's `max`: its limit clause's value, else the default."""
+    return next((x.param_dict["n"] for x in clauses if x.spec.setting == "max_new_tokens"), _MAX_NEW)
+
+
+def _min_clash(minlen: int, minnew: Any) -> None:
+    """transformers lets min_new_tokens override min_length (it sets min_length = prompt +
+    min_new_tokens) where a recipe applies both; they agree when minlen <= minnew + 1, since
+    a prompt has at least one token."""
+    if minnew is not None and minlen > minnew + 1:
+        raise _no_reference(f"transformers' min_new_tokens={minnew} overrides min_length={minlen}, "
+                            "where the recipe applies both")
+
+
+def _min_length_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    _min_clash(p["n"], kw.get("min_new_tokens"))
+    return {"min_length": p["n"]}
+
+
+def _min_new_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    _min_clash(kw.get("min_length") or 0, p["n"])
+    return {"min_new_tokens": p["n"]}
+
+
+def _lengthdecay_kwargs(p: Params, ids: Callable, kw: Any) -> dict:
+    """exponential_decay_length_penalty, unless transformers' penalty would meet an EOS logit
+    that min_new_tokens / min_length set to -inf: with FACTOR >= 1 it makes it NaN
+    (-inf + inf, or -inf * 0), where the recipe keeps it -inf. (Written in transformers'
+    order, those clauses' kwargs are in `kw` already; a prompt has at least one token.)"""
+    start, minnew, minlen = p["start"], kw.get("min_new_tokens") or 0, kw.get("min_length") or 0
+    if p["factor"] >= 1 and (minnew > start + 1 or minlen > start + 2):
+        raise _no_reference(f"transformers' exponential_decay_length_penalty turns the EOS logit that "
+                            f"min_new_tokens/min_length removed into NaN past {start} new tokens, "
+                            "where the recipe keeps it removed")
+    return {"exponential_decay_length_penalty": (start, p["factor"])}
+
+
+def _warn_minnew(c: Any, clauses: tuple) -> str | None:
+    top = _max_of(clauses)
+    if c["n"] >= top:
+        return (f"minnew {c['n']} with max {top}: end-of-sequence is never allowed, so every row runs "
+                f"to max; lower minnew below {top}")
+    return None
+
+
+def _warn_lengthdecay(c: Any, clauses: tuple) -> str | None:
+    top = _max_of(clauses)
+    if c["start"] >= top - 1:
+        return (f"lengthdecay start={c['start']} with max {top}: the EOS logits are raised only "
+                f"from new token start + 2 on, which max never reaches; lower start below {top - 1}")
+    return None
+
+
+def _warn_renormalize(c: Any, clauses: tuple) -> str | None:
+    later = [x.name for x in clauses[clauses.index(c) + 1:] if x.kind == "logit"]
+    if later:
+        return (f"renormalize before {', '.join(later)}: the stages after it change the scores "
+                "again, so a beam search ranks unnormalised ones (transformers normalises last); "
+                "write renormalize last")
+    return None
+
+
+class _ModelEos:
+    """The model's EOS ids in an `explain --hf` call (the catalogue knows no model)."""
+
+    def __repr__(self) -> str:
+        return "model.generation_config.eos_token_id"
+
+
+def _after_bos(p: Params, recipe: Any) -> dict:
+    """suppress_at_start's kernel learns whether `force_bos` forces the first new token."""
+    return {**p, "after_bos": recipe.get("force_bos") is not None}
+
+
+def _token_ids(name: str, doc: str) -> Param:
+    return Param(name, "int", lo=0, variadic=True, doc=doc)
 
 
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
@@ -539,13 +619,13 @@ for _spec in (
         sampling=_t_positive, sampling_doc="when t > 0", argmax=_t_zero, argmax_doc="temp 0",
         warn=_warn_cold, aliases=("temperature",),
         reference="temperature=T", cite="Ackley, Hinton & Sejnowski 1985", impl=_L + "temp",
-        hf=_hf("temperature", "t", 1.0, rank=5, role="scale")),
+        hf=_hf("temperature", "t", 1.0, rank=11, role="scale")),
     ClauseSpec(
         "topk", "logit", "keep only the K most likely tokens",
         positional=(Param("k", "int", lo=1, doc="tokens kept"),), keywords=(_keep(),),
         sampling=True, reference="top_k=K", aliases=("top_k",),
         cite="Fan, Lewis & Dauphin 2018, Hierarchical Neural Story Generation", impl=_L + "topk",
-        hf=_truncation("top_k", "k", None, rank=6, by_rank=True)),
+        hf=_truncation("top_k", "k", None, rank=12, by_rank=True)),
     ClauseSpec(
         "topp", "logit", "nucleus: keep the smallest set of tokens whose probability reaches P",
         positional=(Param("p", "float", lo=1 / SCALE, hi=1.0, doc="nucleus mass",
@@ -553,7 +633,7 @@ for _spec in (
                                  "keeps only the most likely token"),),
         keywords=(_keep(),), sampling=True, reference="top_p=P",
         cite="Holtzman et al. 2019, The Curious Case of Neural Text Degeneration", impl=_L + "topp",
-        aliases=("top_p", "nucleus"), hf=_truncation("top_p", "p", 1.0, rank=7),
+        aliases=("top_p", "nucleus"), hf=_truncation("top_p", "p", 1.0, rank=13),
         details="A token stays unless the tokens less likely than it, it included, hold at most "
                 "1 - P of the mass (transformers' definition). P = 1 keeps every token, as "
                 "transformers' generate does for top_p=1.0."),
@@ -562,27 +642,27 @@ for _spec in (
         positional=(Param("p", "float", lo=0.0, hi=1.0, doc="fraction of the top probability"),),
         keywords=(_keep(),), sampling=True, reference="min_p=P",
         cite="Nguyen et al. 2024, Turning Up the Heat: Min-p Sampling", impl=_L + "minp",
-        aliases=("min_p",), hf=_truncation("min_p", "p", None, rank=8)),
+        aliases=("min_p",), hf=_truncation("min_p", "p", None, rank=14)),
     ClauseSpec(
         "typical", "logit", "locally typical sampling: keep tokens whose surprisal is closest to the entropy",
         positional=(Param("p", "float", lo=0.0, hi=1.0, lo_open=True, doc="mass kept"),),
         keywords=(_keep(),), sampling=True, reference="typical_p=P",
         cite="Meister et al. 2022, Locally Typical Sampling", impl=_L + "typical",
-        aliases=("typical_p",), hf=_truncation("typical_p", "p", 1.0, rank=9, keeps_argmax=False)),
+        aliases=("typical_p",), hf=_truncation("typical_p", "p", 1.0, rank=15, keeps_argmax=False)),
     ClauseSpec(
         "epsilon", "logit", "drop tokens whose probability is below E",
         positional=(Param("e", "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True, doc="probability cutoff"),),
         keywords=(_keep(),), sampling=True, reference="epsilon_cutoff=E",
         cite="Hewitt, Manning & Liang 2022, Truncation Sampling as Language Model Desmoothing",
         impl=_L + "epsilon", aliases=("epsilon_cutoff",),
-        hf=_truncation("epsilon_cutoff", "e", 0.0, rank=10)),
+        hf=_truncation("epsilon_cutoff", "e", 0.0, rank=16)),
     ClauseSpec(
         "eta", "logit", "drop tokens below min(E, sqrt(E) * exp(-entropy))",
         positional=(Param("e", "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True,
                           doc="cutoff scale"),),
         keywords=(_keep(),), sampling=True, reference="eta_cutoff=E",
         cite="Hewitt, Manning & Liang 2022, Truncation Sampling as Language Model Desmoothing",
-        impl=_L + "eta", aliases=("eta_cutoff",), hf=_truncation("eta_cutoff", "e", 0.0, rank=11)),
+        impl=_L + "eta", aliases=("eta_cutoff",), hf=_truncation("eta_cutoff", "e", 0.0, rank=17)),
     ClauseSpec(
         "topnsigma", "logit", "keep logits within N standard deviations of the largest",
         positional=(Param("n", "float", lo=0.0, lo_open=True, doc="width in standard deviations"),),
@@ -632,10 +712,20 @@ for _spec in (
         cite="Paulus, Xiong & Socher 2017; Klein et al. 2017 (OpenNMT)", impl=_L + "norepeat",
         aliases=("no_repeat_ngram_size",), hf=_hf("no_repeat_ngram_size", "n", 0, rank=2, role="mask")),
     ClauseSpec(
-        "minlen", "logit", "forbid end-of-sequence before N new tokens",
+        "minlen", "logit", "forbid end-of-sequence while a row holds fewer than N tokens, its prompt included",
+        positional=(Param("n", "int", lo=0, doc="minimum length in tokens, prompt included"),),
+        reference="min_length=N", impl=_L + "minlen", aliases=("min_length",),
+        hf=HF(_min_length_kwargs, {"min_length": 0}, rank=4, role="mask"),
+        details="transformers' `min_length` (MinLengthLogitsProcessor): the EOS ids score -inf while "
+                "the row's tokens, prompt included, number fewer than N. A row's length is its own: "
+                "in a left-padded batch transformers counts the padding too. For new tokens only, "
+                "write `minnew N` (until issue 18, `minlen` meant that)."),
+    ClauseSpec(
+        "minnew", "logit", "forbid end-of-sequence before N new tokens",
         positional=(Param("n", "int", lo=0, doc="minimum new tokens"),),
-        reference="min_new_tokens=N", impl=_L + "minlen", aliases=("min_new_tokens",),
-        hf=_hf("min_new_tokens", "n", None, rank=4, role="mask")),
+        reference="min_new_tokens=N", impl=_L + "minnew", aliases=("min_new_tokens",),
+        warn=_warn_minnew,
+        hf=HF(_min_new_kwargs, {"min_new_tokens": None}, rank=5, role="mask")),
     ClauseSpec(
         "ban", "logit", "forbid the token sequences of these strings",
         positional=(Param("words", "str", variadic=True, doc="one or more strings", tokens=True),),
@@ -648,7 +738,77 @@ for _spec in (
                     Param("b", "float", lo=-SCALE, hi=SCALE, doc="bias added",
                           lo_why=BIG_WHY, hi_why=BIG_WHY)),
         repeatable=True, reference="sequence_bias={ids(TEXT): B}", impl=_L + "bias",
-        aliases=("sequence_bias",), hf=HF(_bias_kwargs, {"sequence_bias": None}, rank=0, role="shift")),
+        aliases=("sequence_bias",), hf=HF(_bias_kwargs, {"sequence_bias": None}, rank=0, role="shift"),
+        details="transformers' `sequence_bias` (SequenceBiasLogitsProcessor). TEXT becomes its token ids "
+                "(no BOS). A one-token text adds B to that token's logit at every step; a longer one "
+                "adds B to its last token's logit only when the row's history ends with all its other "
+                "tokens (and so is at least as long as the text): the token that would complete it. "
+                "Biases landing on one token add up, one-token texts' first."),
+    ClauseSpec(
+        "suppress", "logit", "never choose these tokens",
+        positional=(_token_ids("token_ids", "token ids, e.g. suppress 13 198"),),
+        reference="suppress_tokens=[TOKEN_IDS...]", impl=_L + "suppress", aliases=("suppress_tokens",),
+        cite="transformers' SuppressTokensLogitsProcessor (after Whisper, Radford et al. 2022)",
+        hf=HF(lambda p, ids, kw: {"suppress_tokens": list(p["token_ids"])}, {"suppress_tokens": None},
+              rank=9, role="mask"),
+        details="The tokens' scores are -inf at every step. Ids outside the model's vocabulary stop "
+                "the run with a message naming the clause. To forbid a text, write `ban`."),
+    ClauseSpec(
+        "suppress_at_start", "logit", "the first new token is none of these tokens",
+        positional=(_token_ids("token_ids", "token ids, e.g. suppress_at_start 2 198"),),
+        reference="begin_suppress_tokens=[TOKEN_IDS...]", impl=_L + "suppress_at_start",
+        aliases=("begin_suppress_tokens",), lower=_after_bos,
+        cite="transformers' SuppressTokensAtBeginLogitsProcessor (after Whisper, Radford et al. 2022)",
+        hf=HF(lambda p, ids, kw: {"begin_suppress_tokens": list(p["token_ids"])}, {"begin_suppress_tokens": None},
+              rank=10, role="mask"),
+        details="The tokens score -inf while the first new token is chosen (e.g. EOS or a blank "
+                "at the start). As transformers for a decoder-only model: with `force_bos` in the "
+                "recipe, a row of a one-token prompt (whose first new token force_bos forces) is "
+                "suppressed at its second new token instead."),
+    ClauseSpec(
+        "force_bos", "logit", "after a one-token prompt, the first new token is TOKEN",
+        positional=(Param("token", "int", lo=0, doc="the token id forced"),),
+        reference="forced_bos_token_id=TOKEN", impl=_L + "force_bos", aliases=("forced_bos_token_id",),
+        cite="transformers' ForcedBOSTokenLogitsProcessor (for mBART-style target language ids)",
+        hf=_hf("forced_bos_token_id", "token", None, rank=6, role="other"),
+        details="When a row's history is exactly one token (for a decoder-only model: a one-token "
+                "prompt, at the first step), every token but TOKEN scores -inf and TOKEN scores 0; "
+                "otherwise nothing. The history counted is the row's own: transformers counts a "
+                "left-padded batch's padding, so there it forces nothing once any prompt is longer."),
+    ClauseSpec(
+        "force_eos", "logit", "the last new token that max allows is end-of-sequence",
+        reference="forced_eos_token_id=<the EOS ids>", impl=_L + "force_eos", aliases=("forced_eos_token_id",),
+        cite="transformers' ForcedEOSTokenLogitsProcessor",
+        hf=HF(lambda p, ids, kw: {"forced_eos_token_id": _ModelEos()}, {"forced_eos_token_id": None},
+              rank=7, role="other"),
+        details="While new token `max` is chosen, every token but the model's EOS ids scores -inf and "
+                "the EOS ids score 0, so a row that reaches `max` ends with EOS (finish \"eos\"). In "
+                "`decode.transform` every history token counts as new, so it acts when the history "
+                "holds max - 1 tokens."),
+    ClauseSpec(
+        "lengthdecay", "logit", "past START new tokens, raise the end-of-sequence logits exponentially",
+        keywords=(Param("start", "int", lo=0, doc="new tokens before the rise begins"),
+                  Param("factor", "float", lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        doc="growth per token (> 1 raises EOS)")),
+        reference="exponential_decay_length_penalty=(START, FACTOR)", impl=_L + "lengthdecay",
+        aliases=("exponential_decay_length_penalty",), warn=_warn_lengthdecay,
+        cite="transformers' ExponentialDecayLengthPenalty",
+        hf=HF(_lengthdecay_kwargs, {"exponential_decay_length_penalty": None}, rank=8, role="other"),
+        details="While new token START + k + 1 is chosen (k >= 1), each EOS logit x becomes "
+                "x + |x|·(FACTOR**k - 1): shorter texts without a hard cut. |x| makes it raise a "
+                "negative logit too. FACTOR**k - 1 stops at 1e20 (EOS is certain long before). "
+                "An EOS logit already -inf (`minnew`, `minlen`) stays -inf, where transformers makes "
+                "it NaN: `explain --hf` finds no equivalent when that can happen."),
+    ClauseSpec(
+        "renormalize", "logit", "log-softmax the scores (a beam search then adds normalised log-probs)",
+        reference="renormalize_logits=True", impl=_L + "renormalize", aliases=("renormalize_logits",),
+        warn=_warn_renormalize, cite="transformers' LogitNormalization",
+        hf=HF(lambda p, ids, kw: {"renormalize_logits": True}, {"renormalize_logits": False},
+              rank=20, role="other"),
+        details="Replaces the scores by their log-softmax, as transformers does after all its "
+                "processors when renormalize_logits=True. It changes the scores a beam search adds "
+                "up (after stages that removed or moved mass); greedy and sampling choose the same "
+                "tokens with or without it. Write it last."),
     ClauseSpec(
         "cfg", "logit",
         "classifier-free guidance: push the scores away from an unconditional (or negative) prompt's by SCALE",

@@ -1,8 +1,10 @@
 """The equivalent transformers 4.55.4 `generate(...)` call, where one exists.
 
 transformers applies its logits processors in a fixed order (`_get_logits_processor`):
-sequence_bias, repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_new_tokens,
-then, only when sampling, temperature, top_k, top_p, min_p, typical_p, epsilon, eta.
+sequence_bias, repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_length,
+min_new_tokens, forced_bos_token_id, forced_eos_token_id, exponential_decay_length_penalty,
+suppress_tokens, begin_suppress_tokens, then, only when sampling, temperature, top_k,
+top_p, min_p, typical_p, epsilon, eta, and last renormalize_logits (`HF.rank`).
 A recipe has a reference equivalent only if its written order gives the same result,
 i.e. every pair written against that order commutes.
 
@@ -22,14 +24,17 @@ HF_VERSION = "4.55.4"
 
 SCALE = "scale"  # the role of a division by one positive number (temp): a role, not cfg's parameter
 WARPERS = (SCALE, "truncation")  # roles transformers applies only when sampling (`HF.role`)
-POINTWISE = ("shift", "factor", "scale")  # roles that map each logit on its own, -inf to -inf
+POINTWISE = ("shift", "factor", SCALE)  # roles that map each logit on its own, -inf to -inf
+SIGN_KEEPING = {SCALE, "factor"}  # roles (not parameter names) that keep each logit's sign
 
 
 # The order `decode explain` lists generate()'s arguments in; one not listed comes after these.
 SHOWN = ("do_sample", "num_beams", "num_beam_groups", "diversity_penalty", "length_penalty",
          "early_stopping", "num_return_sequences", "max_new_tokens", "min_new_tokens", "temperature",
          "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
-         "no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "stop_strings")
+         "no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "stop_strings",
+         "min_length", "forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty",
+         "suppress_tokens", "begin_suppress_tokens", "renormalize_logits")
 
 
 def _neutral() -> dict[str, Any]:
@@ -177,7 +182,7 @@ def _commute(a: Clause, b: Clause) -> bool:
         return True  # -inf sets, or additions
     if "mask" in roles and len(roles) == 2 and roles <= {"mask", *POINTWISE}:
         return True  # a pointwise map keeps -inf at -inf
-    if roles == {SCALE, "factor"} or SCALE in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
+    if roles == SIGN_KEEPING or SCALE in roles and (a.spec.hf.by_rank or b.spec.hf.by_rank):
         return True  # T > 0 keeps signs and ranks
     return False
 

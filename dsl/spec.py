@@ -43,7 +43,8 @@ class Param:
     """One argument of a clause: its type, default and allowed range.
 
     `default_from` names another parameter whose value is the default (beam's `return`
-    defaults to its `k`); `variadic` collects one or more positional strings.
+    defaults to its `k`); `variadic` collects one or more positional values (strings, or
+    token ids: `suppress 5 17`).
 
         >>> Param("p", "float", lo=0.0, hi=1.0, lo_open=True).describe_range()
         '0 < p <= 1'
@@ -131,7 +132,7 @@ class Problem:
     suggestion: str | None = None
 
 
-ROLES = ("mask", "shift", "factor", "scale", "truncation", "mix")
+ROLES = ("mask", "shift", "factor", "scale", "truncation", "mix", "other")
 
 
 def _sets_nothing(params: Params, ids: Callable, kw: Mapping[str, Any]) -> dict:
@@ -156,9 +157,10 @@ class HF:
     sign, `scale` divides all by one positive number, `truncation` keeps some tokens (by
     rank alone if `by_rank`; never dropping the most likely one if `keeps_argmax`; at least
     the parameter `keep` many, transformers' min_tokens_to_keep); `mix` combines them with
-    another row's (cfg), which commutes with nothing. transformers applies `scale` and
-    `truncation` (its warpers) only when sampling. `beams_refuse` says why transformers'
-    beam search does something else with the clause (None: it does the same).
+    another row's (cfg), and `other` is anything else (forcing a token, renormalising, a
+    penalty that depends on the logit's own value): both commute with nothing. transformers
+    applies `scale` and `truncation` (its warpers) only when sampling. `beams_refuse` says why
+    transformers' beam search does something else with the clause (None: it does the same).
 
         >>> HF(lambda p, ids, kw: {"top_p": p["p"]}, {"top_p": 1.0}).kwargs({"p": 0.9}, str, {})
         {'top_p': 0.9}
@@ -198,7 +200,9 @@ class ClauseSpec:
     names other libraries use for the clause (for "did you mean"); `hf` its transformers
     equivalent (None: there is none).
     `explain(params) -> str` says in plain words, with the clause's own numbers, what it
-    does (`decode explain`); `check(clause, clauses) -> str | Problem | None` is a
+    does (`decode explain`); `lower(params, recipe) -> params` gives a stage's kernel
+    parameters that depend on the rest of the recipe (`suppress_at_start` shifts past a
+    token `force_bos` forces; default: the clause's own); `check(clause, clauses) -> str | Problem | None` is a
     recipe-level rule (e.g. "needs a beam search"): it returns what is wrong, or None when
     all is well; `warn(clause, clauses) -> str | None` says what is allowed but likely a
     mistake.
@@ -226,6 +230,7 @@ class ClauseSpec:
     aliases: tuple[str, ...] = field(default=(), compare=False)
     hf: HF | None = field(default=None, compare=False)
     explain: Callable[[Params], str] | None = field(default=None, compare=False)
+    lower: Callable[[Params, Any], dict] | None = field(default=None, compare=False)
     check: Callable[[Any, tuple], "str | Problem | None"] | None = field(default=None, compare=False)
     warn: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
 

@@ -43,10 +43,10 @@ def test_commuting_stages_may_be_written_in_any_order():
 
 
 def test_processors_and_token_ids():
-    kw = hf_kwargs('bias "a" 1 | bias "a" 0.5 | repetition 1.3 | norepeat 3 | ban "x" "yz" | minlen 5',
+    kw = hf_kwargs('bias "a" 1 | bias "a" 0.5 | repetition 1.3 | norepeat 3 | ban "x" "yz" | minlen 5 | minnew 4',
                    encode=lambda s: [ord(c) for c in s])
     assert kw["sequence_bias"] == {(97,): 1.5} and kw["repetition_penalty"] == 1.3
-    assert kw["no_repeat_ngram_size"] == 3 and kw["min_new_tokens"] == 5
+    assert kw["no_repeat_ngram_size"] == 3 and kw["min_length"] == 5 and kw["min_new_tokens"] == 4
     assert kw["bad_words_ids"] == [[120], [121, 122]]
     assert hf_kwargs('ban "x"')["bad_words_ids"] == [TokenIds("x")]
 
@@ -93,5 +93,7 @@ def test_kwargs_pass_transformers_strict_validation():
     for text in ["greedy", "beam 4 lenpen=0.6 early=never return=2", "beam 4 | diverse groups=2 penalty=0.5",
                  "sample 3 | temp 0.7 | topk 40 | topp 0.9 | minp 0.1 | typical 0.9 | epsilon 0.001 | eta 0.001",
                  'bias "q" 2 | repetition 1.2 | norepeat 3 | ban "x" | minlen 4 | max 20 | stop "a"',
-                 "beam 4 | topp 0.9"]:
+                 "beam 4 | topp 0.9",
+                 "beam 4 | minnew 3 | force_bos 5 | force_eos | lengthdecay start=2 factor=1.5 | suppress 7 8"
+                 " | suppress_at_start 9 | renormalize"]:
         transformers.GenerationConfig(**hf_kwargs(text, encode=encode)).validate(strict=True)

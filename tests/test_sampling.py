@@ -56,15 +56,15 @@ def assert_fits(counts: Counter, probs: dict, n: int, what: str) -> float:
 STAGES = [
     "temp 0.7", "temp 1.6", "topk 3", "topp 0.8", "minp 0.2", "typical 0.8", "epsilon 0.05",
     "eta 0.05", "topnsigma 1.0", "repetition 1.5", "presence 1.0 | frequency 0.5", "norepeat 2",
-    "minlen 1", "repetition 1.3 | topk 5 | topp 0.9 | temp 0.7", "temp 0.7 | topp 0.9 | topk 5",
+    "minnew 1", "minlen 3", "repetition 1.3 | topk 5 | topp 0.9 | temp 0.7", "temp 0.7 | topp 0.9 | topk 5",
 ]
-LIKELY_EOS = [0, 2]  # token 2 is followed by EOS with probability 0.64: minlen has work to do
+LIKELY_EOS = [0, 2]  # token 2 is followed by EOS with probability 0.64: minnew/minlen have work to do
 
 
 @pytest.mark.parametrize("stages", STAGES)
 def test_sample_draws_follow_the_exact_processed_distribution(bigram, stages):
     """Two tokens per draw: the second step sees the first token in its history."""
-    prompt = LIKELY_EOS if stages.startswith("minlen") else PROMPT
+    prompt = LIKELY_EOS if stages.startswith(("minnew", "minlen")) else PROMPT
     out = decode.generate(bigram, f"sample {N} | {stages} | max 2", [prompt], seed=1234, compile=False)
     counts = Counter(tuple(s.ids) for s in out[0].sequences)
     probs = sequence_probs(bigram, stages, prompt, 2)

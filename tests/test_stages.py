@@ -122,13 +122,13 @@ def test_typical_cut_exactly_at_the_mass_matches_transformers(position):
 
 
 @pytest.mark.parametrize("min_new", [0, 1, 3, 4, 9])
-def test_minlen_matches_transformers(min_new):
+def test_minnew_matches_transformers(min_new):
     ids, logits = history(0), make_logits(0)
     for prompt_len in (4, 8, 12):
         for eos in ([2], [2, 7], []):
             ctx = StepContext.from_input_ids(ids, eos_ids=eos, new_len=ids.shape[1] - prompt_len)
             ref = hf.MinNewTokensLengthLogitsProcessor(prompt_len, min_new, eos)
-            same(apply_stage("minlen", logits, ctx, n=min_new), ref(ids, logits.clone()))
+            same(apply_stage("minnew", logits, ctx, n=min_new), ref(ids, logits.clone()))
 
 
 def bad_sequences(ids: torch.Tensor) -> list[list[int]]:
@@ -175,12 +175,12 @@ def test_bias_matches_transformers(b):
 
 def test_bias_given_a_sequence_twice_keeps_its_last_bias():
     prepared = load_stage("bias").prepare({"ids": [[1, 2], [3], [1, 2]], "b": [1.0, 2.0, 5.0]}, None)
-    assert prepared == {"ids": ((1, 2), (3,)), "b": [5.0, 2.0]}
+    assert prepared == {"ids": ((3,), (1, 2)), "b": [2.0, 5.0]}  # one-token sequences first
 
 
-def padded_context(rows: list[list[int]], slots: int, new: int, eos=()) -> StepContext:
+def padded_context(rows: list[list[int]], slots: int, new: int, eos=(), max_new=None) -> StepContext:
     """The engine's layout: rows left-padded with garbage, `slots - length` empty slots
-    after them, the last `new` filled slots generated."""
+    after them, the last `new` filled slots generated; `max_new` the run's `max`."""
     length = max(map(len, rows))
     tokens = torch.full((len(rows), slots), 999_999)  # garbage where not valid
     valid = torch.zeros(len(rows), slots, dtype=torch.bool)
@@ -190,7 +190,8 @@ def padded_context(rows: list[list[int]], slots: int, new: int, eos=()) -> StepC
     generated = valid.clone()
     generated[:, : length - new] = False
     return StepContext(tokens, valid, generated, torch.tensor(length), torch.tensor(new),
-                       torch.tensor(list(eos), dtype=torch.long))
+                       torch.tensor(list(eos), dtype=torch.long),
+                       None if max_new is None else torch.tensor(max_new))
 
 
 def ragged_rows(seed: int) -> list[list[int]]:
@@ -319,7 +320,14 @@ SWEEPS = {
     "frequency": ({"f": 0.5}, {"f": 0.1}),
     "mirostat": ({"tau": 3.0, "eta": 0.1}, {"tau": 5.0, "eta": 0.3}),
     "norepeat": ({"n": 3}, {"n": 3}),
-    "minlen": ({"n": 4}, {"n": 1}),
+    "minlen": ({"n": 4}, {"n": 14}),
+    "minnew": ({"n": 4}, {"n": 1}),
+    "suppress": ({"token_ids": [3, 9]}, {"token_ids": [3, 9]}),
+    "suppress_at_start": ({"token_ids": [2, 5]}, {"token_ids": [2, 5], "after_bos": False}),
+    "force_bos": ({"token": 4}, {"token": 7}),
+    "force_eos": ({}, {}),
+    "lengthdecay": ({"start": 1, "factor": 1.5}, {"start": 0, "factor": 0.9}),
+    "renormalize": ({}, {}),
     "ban": ({"ids": [[1, 3], [5]]}, {"ids": [[1, 3], [5]]}),
     "bias": ({"ids": [[1, 3]], "b": 2.0}, {"ids": [[1, 3]], "b": -1.0}),
     "cfg": ({"scale": 1.5, "negative": None}, {"scale": 3.0, "negative": "not this"}),
@@ -344,7 +352,7 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
     counter = CompileCounterWithBackend(backend)
     kernel = torch.compile(module.apply, backend=counter, fullgraph=True)
     stateful = hasattr(module, "init")  # then apply takes the state `init` gives after the history
-    ctx = padded_context(ragged_rows(0), slots=16, new=3, eos=[2])
+    ctx = padded_context(ragged_rows(0), slots=16, new=3, eos=[2], max_new=4)  # force_eos acts
     if "guide" in getattr(module, "NEEDS", ()):  # cfg reads its unconditional rows' logits
         ctx = replace(ctx, guide=torch.randn(9, VOCAB, generator=torch.Generator().manual_seed(7)))
     for params in SWEEPS[name]:

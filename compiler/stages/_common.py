@@ -77,6 +77,20 @@ def encode_all(texts, tokenizer) -> tuple[tuple[int, ...], ...]:
     return tuple(dict.fromkeys(seqs))
 
 
+def in_vocab(clause: str, ids, vocab: int) -> None:
+    """A ValueError naming `clause` when one of its token `ids` is outside 0..vocab-1."""
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"'{clause}' names token id {bad[0]}, outside this model's vocabulary "
+                         f"(ids 0..{vocab - 1}); give ids below {vocab} from this model's tokenizer")
+
+
+def at_tokens(logits: torch.Tensor, ids) -> torch.Tensor:
+    """[V] bool: which tokens of the vocabulary are among `ids` (ints, or a tensor of ids)."""
+    vocab = torch.arange(logits.shape[-1], device=logits.device)
+    return (vocab[:, None] == torch.as_tensor(ids, device=logits.device).reshape(1, -1)).any(-1)
+
+
 def check_ids(seqs, vocab: int) -> None:
     bad = sorted({i for s in seqs for i in s if not 0 <= i < vocab})
     if bad or not seqs or not all(seqs):

@@ -1,7 +1,7 @@
 """`bias "text" B`: add B to the logit that would complete the text's token sequence
 (transformers' SequenceBiasLogitsProcessor): a one-token text at every step, a longer one
-when the history ends with all but its last token. Biases on one token add up.
-"""
+when the history ends with all but its last token. Biases on one token add up in the
+reference's order (float sums depend on it): one-token sequences first, then the rest."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +25,8 @@ def prepare(params: dict, tokenizer) -> dict:
     b = params.pop("b")
     if isinstance(b, (list, tuple)):
         merged = dict(zip(seqs, (float(x) for x in b)))
-        return {"ids": tuple(merged), "b": list(merged.values()), **params}
+        order = sorted(merged, key=lambda s: len(s) > 1)  # stable: the one-token ones first
+        return {"ids": tuple(order), "b": [merged[s] for s in order], **params}
     return {"ids": tuple(dict.fromkeys(seqs)), "b": b, **params}
 
 
