@@ -68,7 +68,8 @@ def _bind_stages(plan: Plan, model, search, device):
     bound = []
     for st in plan.stages:
         params = search.stage_params(lookup(st.name), dict(st.params))
-        static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device)
+        static, tensors = bind(st.kernel, params, getattr(model, "tokenizer", None), device,
+                               model.config.vocab_size)
         bound.append((st.name, st.kernel, static, tensors))
     return bound
 

@@ -45,7 +45,7 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
     logits = logits.float()
     ctx = StepContext.from_input_ids(input_ids.to(logits.device), eos)
     for st in plan.stages:
-        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device)
+        static, tensors = bind(st.kernel, st.params, tokenizer, logits.device, logits.shape[-1])
         logits = run_kernel(st.kernel, logits, ctx, {**static, **tensors})
     return logits
 

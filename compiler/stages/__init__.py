@@ -5,6 +5,9 @@ Every module `decode.compiler.stages.<name>` defines
     apply(logits [R, V], ctx: StepContext, **params) -> logits [R, V]
     STATIC: frozenset[str]      params passed as Python values (a change recompiles)
     prepare(params, tokenizer) -> params     optional, run once on the host
+    tables(params, vocab, device) -> {name: tensor}   optional, once on the host: tensors
+                                 built from the params and the vocabulary size, passed to
+                                 apply as more params (watermark's greenlists)
     NEEDS: frozenset[str]       optional: "eos", "tokenizer" if the stage cannot work without
 
 A stage may keep state, in llama.cpp's shape: with `init` it is stateful, and then
@@ -80,7 +83,8 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
         >>> apply_stage("topp", logits, ctx, p=0.9)
     """
     module = load_stage(name)
-    params = tensor_params(module, _prepare(module, params, tokenizer), logits.device)
+    params = tensor_params(module, _prepare(module, params, tokenizer, logits.shape[-1], logits.device),
+                           logits.device)
     return run_kernel(module, logits, ctx, params)
 
 
@@ -101,18 +105,20 @@ def run_kernel(kernel, logits: torch.Tensor, ctx: StepContext, params: dict) -> 
     return kernel.apply(logits, ctx, **params)
 
 
-def _prepare(module, params: dict, tokenizer) -> dict:
+def _prepare(module, params: dict, tokenizer, vocab: int | None, device) -> dict:
     prepare = getattr(module, "prepare", None)
-    return prepare(dict(params), tokenizer) if prepare is not None else params
+    params = prepare(dict(params), tokenizer) if prepare is not None else params
+    tables = getattr(module, "tables", None)
+    return {**params, **tables(params, vocab, device)} if tables is not None else params
 
 
-def bind(module: ModuleType, params: dict, tokenizer, device) -> tuple[dict, dict]:
+def bind(module: ModuleType, params: dict, tokenizer, device, vocab: int | None = None) -> tuple[dict, dict]:
     """Host-side preparation for the compiled step: (static values, tensor values).
 
     Static values are part of the graph's structure; tensors are its inputs, so a
     change of a tensor value reuses the compiled graph.
     """
-    bound = tensor_params(module, _prepare(module, params, tokenizer), device)
+    bound = tensor_params(module, _prepare(module, params, tokenizer, vocab, device), device)
     static = {k: v for k, v in bound.items() if not isinstance(v, torch.Tensor)}
     tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
     return static, tensors
