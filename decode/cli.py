@@ -735,6 +735,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
             found = detect(ids, model.config.vocab_size, settings, model.config.bos_id)
             out = found.to_json(settings, args.threshold, **where)
             print(jsonl.dumps(out) if args.json else _detected_text(out), flush=True)
+    except RecipeError:
+        raise  # main shows it with its caret
     except (ModelError, ValueError) as err:
         print(f"decode: {err}", file=sys.stderr)
         return 1
