@@ -734,7 +734,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             ids = require_tokenizer(model).encode(what, bos=False) if isinstance(what, str) else what
             found = detect(ids, model.config.vocab_size, settings, model.config.bos_id)
             out = found.to_json(settings, args.threshold, **where)
-            print(jsonl.dumps(out) if args.json else _detected_text(out), flush=True)
+            print(jsonl.dumps(out) if args.json else _detected_text(found, where, args.threshold), flush=True)
     except RecipeError:
         raise  # main shows it with its caret
     except (ModelError, ValueError) as err:
@@ -743,11 +743,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detected_text(d: dict) -> str:
-    where = "".join(f"{k} {d[k]}  " for k in ("line", "sequence") if k in d)
-    verdict = f"watermarked (z > {d['threshold']:g})" if d["watermarked"] else "not watermarked"
-    return (f"{where}z={d['z']:.2f}  p={d['p']:.3g}  green {d['green']}/{d['scored']} "
-            f"({100 * d['green_fraction']:.1f}%)  {verdict}")
+def _detected_text(found, where: dict, threshold: float) -> str:
+    at = "".join(f"{k} {v}  " for k, v in where.items() if isinstance(v, int))  # line, sequence
+    verdict = f"watermarked (z > {threshold:g})" if found.watermarked(threshold) else "not watermarked"
+    return (f"{at}z={found.z:.2f}  p={found.p:.3g}  green {found.green}/{found.scored} "
+            f"({100 * found.green / found.scored:.1f}%)  {verdict}")
 
 
 def add_detect(sub: argparse._SubParsersAction) -> None:

@@ -73,10 +73,14 @@ class Detection:
     z: float
     p: float
 
+    def watermarked(self, threshold: float = THRESHOLD) -> bool:
+        return self.z > threshold
+
     def to_json(self, settings: Settings, threshold: float = THRESHOLD, **where) -> dict:
+        """The object `decode detect --json` prints (README: Watermarks), `where` first."""
         return {"detect": VERSION, **where, "watermark": settings.clause, "tokens": self.tokens,
                 "scored": self.scored, "green": self.green, "green_fraction": self.green / self.scored,
-                "z": self.z, "p": self.p, "threshold": threshold, "watermarked": self.z > threshold}
+                "z": self.z, "p": self.p, "threshold": threshold, "watermarked": self.watermarked(threshold)}
 
 
 def detect(ids: Sequence[int], vocab: int, settings: Settings, bos: int | None = None) -> Detection:
