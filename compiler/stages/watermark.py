@@ -26,5 +26,5 @@ def apply(logits: torch.Tensor, ctx, gamma, delta, key, scheme, width, green) ->
         mask = green[None, :] & _greenlist.candidates(logits)
     else:
         last = ctx.tokens.gather(1, (ctx.length - 1).clamp(min=0).expand(rows, 1))
-        mask = green[last.squeeze(1)]
+        mask = _greenlist.unpack(green[last.squeeze(1)], logits.shape[-1])
     return torch.where(mask & enough, logits + delta, logits)
