@@ -25,6 +25,8 @@ STANDARD = {
     "diverse 4/2": "beam 4 | diverse groups=2 penalty=0.5",
     "card: diverse beam sampling": "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7",
     "sbeam 4": "sbeam 4",
+    "sample topp": "sample | topp 0.9",
+    "watermark": "sample | watermark | topp 0.9",
 }
 
 
@@ -34,6 +36,7 @@ COMPARE = [
     ("diverse 4/2", "beam 4", 1.10),
     ("card: diverse beam sampling", "beam 4", 1.10),
     ("sbeam 4", "beam 4", None),
+    ("watermark", "sample topp", 1.05),
 ]
 
 

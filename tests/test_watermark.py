@@ -117,7 +117,7 @@ def test_detector_equals_transformers_detector(scheme, width, gamma):
     vocab = 300
     g = torch.Generator().manual_seed(width)
     ref = hf_detector(vocab, 1, greenlist_ratio=gamma, seeding_scheme=scheme, context_width=width)
-    settings = Settings(gamma=gamma, scheme=scheme, width=width)
+    settings = Settings.from_flags(gamma=gamma, scheme=scheme, width=width)
     for n, high in ((5, vocab), (60, 6), (120, vocab)):  # repeated n-grams count every time
         ids = torch.randint(3, high, (n,), generator=g).tolist()
         for seq in (ids, [1, *ids]):  # a leading BOS is dropped
@@ -130,7 +130,7 @@ def test_detector_equals_transformers_detector(scheme, width, gamma):
 
 def test_text_shorter_than_the_width_is_one_message_not_nan(capsys):
     with pytest.raises(ValueError, match="needs at least 3"):
-        detect([1, 5, 6], 300, Settings(width=2), bos=1)
+        detect([1, 5, 6], 300, Settings.from_flags(width=2), bos=1)
     assert main(["detect", "ROMEO", "--width", "2"]) == 1
     err = capsys.readouterr().err
     assert "needs at least 3" in err and "Traceback" not in err and "nan" not in err.lower()
@@ -144,6 +144,18 @@ def test_bad_settings_are_refused_with_a_message(args, wrong, capsys):
     assert main(["detect", "ROMEO: O, she doth teach the torches", *args]) == 1
     err = capsys.readouterr().err
     assert wrong in err and "Traceback" not in err
+
+
+def test_explain_says_what_the_stage_does_with_its_numbers(capsys):
+    assert main(["explain", "sample | topp 0.9 | watermark gamma=0.5 delta=1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "watermark: adds 1.5 to the logits of the green tokens, a fraction 0.5" in out
+    assert "'greenlist_ratio': 0.5, 'bias': 1.5" in out  # the transformers call
+
+
+def test_detect_defaults_are_the_clauses():
+    assert Settings.from_flags() == Settings.from_recipe("watermark")
+    assert decode.parse(Settings.from_flags().clause) == decode.parse("watermark")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ token after the first WIDTH (they only seed) is green or not in the greenlist of
 context; T tokens scored with G green give z = (G - gamma·T) / sqrt(T·gamma·(1 - gamma))
 and transformers' p-value, 1 - Φ(z) approximated as 1 - (1 + sign(z)(1 - exp(-2z²/π)))/2.
 
-    >>> d = detect([5, 9, 9, 4, 1], 4096, Settings())
+    >>> d = detect([5, 9, 9, 4, 1], 4096, Settings.from_flags())
     >>> d.scored
     4
 """
@@ -32,12 +32,16 @@ CLAUSE = "watermark"
 
 @dataclass(frozen=True)
 class Settings:
-    """The watermark to look for: the `watermark` clause's parameters (its defaults)."""
+    """The watermark to look for: the `watermark` clause's parameters.
 
-    gamma: float = 0.25
-    key: int = 15485863
-    scheme: str = "lefthash"
-    width: int = 1
+        >>> Settings.from_flags(gamma=0.5).clause
+        'watermark gamma=0.5 key=15485863 scheme=lefthash width=1'
+    """
+
+    gamma: float
+    key: int
+    scheme: str
+    width: int
 
     @classmethod
     def from_recipe(cls, recipe: "str | Recipe") -> "Settings":
@@ -51,7 +55,8 @@ class Settings:
 
     @classmethod
     def from_flags(cls, **given) -> "Settings":
-        """Settings from keyword values (None: the default), checked as the clause checks them."""
+        """Settings from keyword values (None or left out: the clause's default), checked as the
+        clause checks them."""
         text = " ".join([CLAUSE, *(f"{k}={v}" for k, v in given.items() if v is not None)])
         return cls.from_recipe(text)
 
