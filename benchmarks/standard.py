@@ -30,6 +30,8 @@ STANDARD = {
     "dola": "dola pick=batch | repetition 1.2",
     "force 4": "beam 4 | force ids(100, 200) any(ids(300), ids(400, 500))",
     "cfg 1.5": "cfg scale=1.5",
+    "sample topp": "sample | topp 0.9",
+    "watermark": "sample | watermark | topp 0.9",
 }
 
 
@@ -41,6 +43,7 @@ COMPARE = [
     ("sbeam 4", "beam 4", None),
     ("force 4", "beam 4", None),
     ("cfg 1.5", "greedy", None),
+    ("watermark", "sample topp", 1.05),
 ]
 
 

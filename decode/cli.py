@@ -1011,6 +1011,61 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+# -- detect ------------------------------------------------------------------------------
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import decode
+    from decode import jsonl
+    from decode.runtime import ModelError
+    from decode.runtime.errors import require_tokenizer
+    from decode.watermark.detect import Settings, detect, read_source
+
+    flags = dict(gamma=args.gamma, key=args.key, scheme=args.scheme, width=args.width)
+    if args.recipe is not None and any(v is not None for v in flags.values()):
+        return _usage_error("give the watermark settings as --recipe or as flags, not both")
+    try:
+        settings = Settings.from_recipe(_load(args.recipe)[1]) if args.recipe else Settings.from_flags(**flags)
+        model = decode.load(args.model, device="cpu")
+        for where, what in read_source(args.source):
+            ids = require_tokenizer(model).encode(what, bos=False) if isinstance(what, str) else what
+            found = detect(ids, model.config.vocab_size, settings, model.config.bos_id)
+            out = found.to_json(settings, args.threshold, **where)
+            print(jsonl.dumps(out) if args.json else _detected_text(found, where, args.threshold), flush=True)
+    except RecipeError:
+        raise  # main shows it with its caret
+    except (ModelError, ValueError) as err:
+        print(f"decode: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _detected_text(found, where: dict, threshold: float) -> str:
+    at = "".join(f"{k} {v}  " for k, v in where.items() if isinstance(v, int))  # line, sequence
+    verdict = f"watermarked (z > {threshold:g})" if found.watermarked(threshold) else "not watermarked"
+    return (f"{at}z={found.z:.2f}  p={found.p:.3g}  green {found.green}/{found.scored} "
+            f"({100 * found.green / found.scored:.1f}%)  {verdict}")
+
+
+def add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="z-score and p-value of the `watermark` stage in a text",
+                       description="Count the green tokens of SOURCE under the `watermark` greenlists "
+                                   "and print transformers' WatermarkDetector z-score and p-value. "
+                                   "SOURCE is a file or the text itself: a file of `decode run --json` "
+                                   "lines has each sequence's ids scored (the tokens as generated); any "
+                                   "other file is one text, tokenised with the model's tokenizer.")
+    p.add_argument("source", metavar="FILE|TEXT")
+    p.add_argument("--model", default=None, help="the checkpoint the text came from (default: the demo model)")
+    p.add_argument("--recipe", default=None, metavar="RECIPE",
+                   help="take the settings from this recipe's watermark clause")
+    p.add_argument("--gamma", type=float, default=None, help="green fraction (default 0.25)")
+    p.add_argument("--key", type=int, default=None, help="hashing key (default 15485863)")
+    p.add_argument("--scheme", default=None, help="lefthash (default) or selfhash")
+    p.add_argument("--width", type=int, default=None, help="tokens of context (default 1)")
+    p.add_argument("--threshold", type=float, default=4.0, help="z above which a text counts as watermarked")
+    p.add_argument("--json", action="store_true", help="one JSON object per text (format: README)")
+    p.set_defaults(func=cmd_detect)
+
+
 # To add a subcommand (run, bench, viz): write `add_<name>(sub)` that calls
 # sub.add_parser(...) and set_defaults(func=cmd_<name>), import torch inside cmd_<name>,
 # and append add_<name> below. A handler returns the exit status.
@@ -1022,6 +1077,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_viz,
     add_report,
     add_bench,
+    add_detect,
 ]
 
 

@@ -235,6 +235,8 @@ def _note_dola(p: Params) -> str:
     if p["pick"] == "batch":
         return said + ", as pick=batch does"
     return said + ": call generate() with one prompt at a time (or write pick=batch)"
+
+
 def _check_force(c: Any, clauses: tuple) -> Problem | None:
     search = next(x for x in clauses if x.kind == "search")
     if search["k"] < 2:
@@ -388,6 +390,32 @@ def _after_bos(p: Params, recipe: Any) -> dict:
 
 def _token_ids(name: str, doc: str) -> Param:
     return Param(name, "int", lo=0, variadic=True, doc=doc)
+
+
+def _check_watermark(c: Any, clauses: tuple) -> Problem | None:
+    if c["scheme"] == "selfhash" and c["width"] > 1:
+        return Problem("selfhash with width > 1 draws a greenlist for every candidate token and "
+                       "context: decode's compiled step cannot draw them, and a table of them would "
+                       "hold V² greenlists; use width=1, or scheme=lefthash (its greenlist needs only "
+                       "the last token, whatever the width)", key="width", suggestion="width=1")
+    return None
+
+
+def _explain_watermark(p: Params) -> str:
+    gam, delta = spell_value(p["gamma"]), spell_value(p["delta"])
+    if p["scheme"] == "selfhash":
+        rule = ("those of the 40 likeliest tokens that are green in the greenlist seeded by the "
+                "token itself")
+    else:
+        rule = f"the green tokens, a fraction {gam} of the vocabulary seeded by the previous token"
+    return (f"adds {delta} to the logits of {rule} (gamma={gam}, key={p['key']}); "
+            f"rows with fewer than {p['width']} tokens of history are left as they are; "
+            f"`decode detect` finds the watermark again")
+
+
+def _hf_watermark(p: Params, ids: Callable, kw: Any) -> dict:
+    return {"watermarking_config": {"greenlist_ratio": p["gamma"], "bias": p["delta"], "hashing_key": p["key"],
+                                    "seeding_scheme": p["scheme"], "context_width": p["width"]}}
 
 
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
@@ -845,6 +873,41 @@ for _spec in (
                 "transformers' generate(guidance_scale=SCALE, negative_prompt_ids=...) without "
                 "beams; with beams transformers leaves each unconditional row where it was when "
                 "the beams reorder, so it has no equivalent there."),
+    ClauseSpec(
+        "watermark", "logit", "add DELTA to a pseudo-random green fraction GAMMA of the vocabulary, "
+        "seeded by the previous tokens (detect it with `decode detect`)",
+        keywords=(Param("gamma", "float", 0.25, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                        doc="green fraction of the vocabulary (transformers' greenlist_ratio)"),
+                  Param("delta", "float", 2.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="0 adds nothing, and a negative DELTA would mark the red tokens instead",
+                        doc="added to the green logits (transformers' bias)"),
+                  Param("key", "int", 15485863, lo=0, hi=2**63 - 1, doc="hashing key (keep yours private)",
+                        hi_why="transformers multiplies it into 64-bit integers"),
+                  Param("scheme", "enum", "lefthash", choices=("lefthash", "selfhash"),
+                        doc="greenlist seeded by the previous token (lefthash) or by the candidate "
+                            "itself (selfhash)"),
+                  Param("width", "int", 1, lo=1, hi=2**20, doc="tokens of context that seed the greenlist")),
+        reference="watermarking_config=WatermarkingConfig(...)",
+        cite="Kirchenbauer et al. 2023, A Watermark for Large Language Models (ICML 2023, arXiv:2301.10226)",
+        impl=_L + "watermark", aliases=("watermarking_config",),
+        check=_check_watermark, explain=_explain_watermark,
+        hf=HF(_hf_watermark, {"watermarking_config": None}, rank=20, role="shift",
+              note=lambda p: "transformers applies the watermark after every other processor"),
+        details="transformers' WatermarkLogitsProcessor, token for token: with scheme=lefthash "
+                "the greenlist, int(V·GAMMA) ids, is the start of torch.randperm(V) from a CPU "
+                "generator seeded with KEY·(previous token), whatever WIDTH (as in transformers); "
+                "with scheme=selfhash each of the 40 likeliest tokens (found by transformers' sort, "
+                "ties included) is green if it is in the greenlist seeded from KEY and its own id "
+                "(selfhash with WIDTH > 1 is refused: it needs a greenlist per candidate and "
+                "context, which the compiled step cannot draw). DELTA is added to the green "
+                "logits. A row with fewer than WIDTH tokens of history is left as it is. The "
+                "greenlists are drawn once per "
+                "vocabulary, GAMMA and KEY (a table of V of them; with lefthash a V×V table of bits, 2 MB for "
+                "4096 tokens, 128 MB for 32000), so the compiled step only looks them up. "
+                "`decode detect` counts the green tokens of a text and gives transformers' "
+                "WatermarkDetector z-score and p-value. transformers on a GPU draws its "
+                "greenlists with the CUDA generator, which gives others: decode's are the CPU "
+                "ones on every device."),
     ClauseSpec(
         "max", "limit", "stop after at most N new tokens",
         positional=(Param("n", "int", _MAX_NEW, lo=1, doc="new tokens"),),

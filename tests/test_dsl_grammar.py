@@ -45,6 +45,8 @@ EVERY_CLAUSE = {
     "renormalize": ("renormalize", {}),
     "ban": ('ban "foo" "bar baz"', {"words": ("foo", "bar baz")}),
     "bias": ('bias "\\"hi\\"\\n" -2.5', {"text": '"hi"\n', "b": -2.5}),
+    "watermark": ("watermark gamma=0.5 delta=1.5 key=7 scheme=selfhash",
+                  {"gamma": 0.5, "delta": 1.5, "key": 7, "scheme": "selfhash", "width": 1}),
     "max": ("max 32", {"n": 32}),
     "stop": ('stop "\\n\\n" "END"', {"strings": ("\n\n", "END")}),
     "seed": ("seed 1234", {"s": 1234}),

@@ -91,6 +91,8 @@ def clause_text(rng: random.Random, name: str, k: int = 1) -> str:
             value = str(rng.choice([d for d in range(1, k + 1) if k % d == 0]))
         elif name == "diverse" and p.name == "kind" and with_n:
             value = "ngram"
+        elif name == "watermark" and p.name == "width" and any(q.name == "scheme" for q in keywords):
+            value = "1"  # selfhash takes width 1 only
         else:
             value = random_value(rng, p)
         words.append(f"{p.name}{rng.choice(['=', ' = '])}{value}")

@@ -331,6 +331,9 @@ SWEEPS = {
     "ban": ({"ids": [[1, 3], [5]]}, {"ids": [[1, 3], [5]]}),
     "bias": ({"ids": [[1, 3]], "b": 2.0}, {"ids": [[1, 3]], "b": -1.0}),
     "cfg": ({"scale": 1.5, "negative": None}, {"scale": 3.0, "negative": "not this"}),
+    # gamma and key change the greenlist table, a tensor input (scheme and width are static)
+    "watermark": ({"gamma": 0.25, "delta": 2.0, "key": 15485863, "scheme": "lefthash", "width": 1},
+                  {"gamma": 0.5, "delta": 0.5, "key": 7, "scheme": "lefthash", "width": 1}),
 }
 
 
@@ -360,6 +363,8 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
             params = {"keep": 1, **params}
         if hasattr(module, "prepare"):
             params = module.prepare(params, None)
+        if hasattr(module, "tables"):
+            params = {**params, **module.tables(params, VOCAB, "cpu")}
         for seed in (0, 1):
             logits = make_logits(seed)
             args = tensor_params(module, params, logits.device)

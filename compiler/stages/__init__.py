@@ -8,6 +8,9 @@ Every module `decode.compiler.stages.<name>` defines
     validate(params, vocab)     optional, on the host after prepare: a ValueError naming
                                 the clause and the fix when the params do not fit the
                                 model's vocabulary (token ids a recipe gives)
+    tables(params, vocab, device) -> {name: tensor}   optional, once on the host: tensors
+                                 built from the params and the vocabulary size, passed to
+                                 apply as more params (watermark's greenlists)
     NEEDS: frozenset[str]       optional: "eos", "tokenizer" if the stage cannot work without
 
 A stage may keep state, in llama.cpp's shape: with `init` it is stateful, and then
@@ -83,7 +86,8 @@ def apply_stage(name: str, logits: torch.Tensor, ctx: StepContext, tokenizer=Non
         >>> apply_stage("topp", logits, ctx, p=0.9)
     """
     module = load_stage(name)
-    params = tensor_params(module, _prepare(module, params, tokenizer, logits.shape[-1]), logits.device)
+    params = tensor_params(module, _prepare(module, params, tokenizer, logits.shape[-1], logits.device),
+                           logits.device)
     return run_kernel(module, logits, ctx, params)
 
 
@@ -104,13 +108,14 @@ def run_kernel(kernel, logits: torch.Tensor, ctx: StepContext, params: dict) -> 
     return kernel.apply(logits, ctx, **params)
 
 
-def _prepare(module, params: dict, tokenizer, vocab: int | None) -> dict:
+def _prepare(module, params: dict, tokenizer, vocab: int | None, device) -> dict:
     prepare = getattr(module, "prepare", None)
     params = prepare(dict(params), tokenizer) if prepare is not None else params
     validate = getattr(module, "validate", None)
     if validate is not None and vocab is not None:  # before the step: a raise there is no message
         validate(params, vocab)
-    return params
+    tables = getattr(module, "tables", None)
+    return {**params, **tables(params, vocab, device)} if tables is not None else params
 
 
 def bind(module: ModuleType, params: dict, tokenizer, device, vocab: int | None = None) -> tuple[dict, dict]:
@@ -120,7 +125,7 @@ def bind(module: ModuleType, params: dict, tokenizer, device, vocab: int | None 
     change of a tensor value reuses the compiled graph. With `vocab` (the model's
     vocabulary size) a stage's `validate` checks the token ids it was given.
     """
-    bound = tensor_params(module, _prepare(module, params, tokenizer, vocab), device)
+    bound = tensor_params(module, _prepare(module, params, tokenizer, vocab, device), device)
     static = {k: v for k, v in bound.items() if not isinstance(v, torch.Tensor)}
     tensors = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
     return static, tensors
