@@ -19,6 +19,13 @@ class StepContext:
     length: torch.Tensor   # 0-d long: slots filled so far (the next token goes to this slot)
     new_len: torch.Tensor  # 0-d long: tokens generated so far (same for every row)
     eos: torch.Tensor      # [E] long: end-of-sequence ids
+    keys: torch.Tensor | None = None  # [R, 2] the rows' random keys (noise.py); None: nothing is drawn
+
+    def rows(self, rows: torch.Tensor) -> "StepContext":
+        """The context of a subset of the rows (a beam group's)."""
+        keys = None if self.keys is None else self.keys[rows]
+        return StepContext(self.tokens[rows], self.valid[rows], self.generated[rows], self.length,
+                           self.new_len, self.eos, keys)
 
     @classmethod
     def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None):

@@ -27,25 +27,25 @@ def prefill(model, cache, seq, pad, p_len: int):
     return model.prefill(cache, seq[:, :p_len], pad)
 
 
-def context(seq, pad, prompt, t, eos) -> StepContext:
-    """What a stage reads at step t: the rows' token slots and which of them are filled."""
+def context(seq, pad, prompt, t, eos, keys=None) -> StepContext:
+    """What a stage reads at step t: the rows' token slots, which of them are filled, and the
+    rows' random keys (a stage that draws, as xtc does, reads its own stream of them)."""
     slots = torch.arange(seq.shape[1], device=seq.device)
     length = prompt + t
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
                        generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
-                       length=length, new_len=t, eos=eos)
+                       length=length, new_len=t, eos=eos, keys=keys)
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health):
     """One step: (logits, seq, state, stage states, tokens, trace info, health)."""
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
-    ctx = context(seq, pad, lim["prompt"], t, eos) if chain else None  # what the stages read
+    ctx = context(seq, pad, lim["prompt"], t, eos, keys) if chain else None  # what the stages read
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):
-        c = ctx if rows is None or ctx is None else StepContext(
-            ctx.tokens[rows], ctx.valid[rows], ctx.generated[rows], ctx.length, ctx.new_len, ctx.eos)
+        c = ctx if rows is None or ctx is None else ctx.rows(rows)
         code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         for i, ((name, kernel, static), dyn) in enumerate(zip(chain, sp)):
             if stateful(kernel):

@@ -200,7 +200,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for step, c in rows:
         table.add_row(step, c.name, c.kind, Text(_args_text(c)), Text(c.spec.doc))
     out.print(table)
-    for c in (recipe.search, *recipe.modifiers):  # the search in plain words, with its numbers
+    for c in (*recipe.stages, recipe.search, *recipe.modifiers):  # in plain words, with its numbers
         if c.spec.explain is not None:
             out.print(Text(f"{c.name}: {c.spec.explain(c.param_dict)}"))
     out.print(Text(f"selection: {recipe.sampling_reason}"))
