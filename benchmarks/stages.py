@@ -6,6 +6,7 @@ Not a test: read the ratios.
 
     python benchmarks/stages.py --threads 1 --clock cpu
     python benchmarks/stages.py --stages minnew,force_eos --shape 110m
+    python benchmarks/stages.py --stages dry,xtc --repeats 30
 
 A new stage is one more entry in STAGES: its name -> the clause as a recipe writes it.
 """
@@ -17,6 +18,7 @@ import time
 
 import torch
 
+import decode
 from decode.perf.bench import Case, random_model
 
 BASE = "sample | topp 0.9"
@@ -32,7 +34,26 @@ STAGES = {
     "force_eos": "force_eos",
     "lengthdecay": "lengthdecay start=16 factor=1.05",
     "renormalize": "renormalize",
+    "watermark": "watermark",
+    # issue 18, from llama.cpp
+    "dry": "dry",
+    "xtc": "xtc threshold=0.1 probability=0.5",
+    "dynatemp": "dynatemp 0.8 range=0.5",
+    "mirostat1": "mirostat1 tau=5",
+    "repetition last=64": "repetition 1.1 last=64",
+    "frequency last=64": "frequency 0.2 last=64",
 }
+
+
+class _EncodeOnly:
+    """The demo tokenizer's encode, for text arguments (dry's breakers), on a model of a
+    larger vocabulary (whose ids it cannot decode: the outputs' text is left empty)."""
+
+    def __init__(self, tokenizer):
+        self.encode = tokenizer.encode
+
+    def decode(self, ids) -> str:
+        return ""
 
 
 def with_stage(clause: str) -> str:
@@ -63,6 +84,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown stage {unknown[0]!r}; STAGES has {', '.join(STAGES)}")
     model = random_model(args.shape)
+    model.tokenizer = _EncodeOnly(decode.load().tokenizer)
     recipes = {"(none)": BASE, **{n: with_stage(STAGES[n]) for n in names}}
     cases = {}
     for name, recipe in recipes.items():

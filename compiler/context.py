@@ -21,12 +21,13 @@ class StepContext:
     eos: torch.Tensor      # [E] long: end-of-sequence ids
     guide: torch.Tensor | None = None  # [R, V] logits of each row's unconditional row (cfg)
     max_new: torch.Tensor | None = None  # 0-d long: the most tokens the run generates (`max`)
+    keys: torch.Tensor | None = None  # [R, 2] the rows' random keys (noise.py); None: nothing is drawn
 
     def subset(self, rows: torch.Tensor) -> "StepContext":
         """The context of rows `rows` [r] alone (a group of a beam search)."""
         return StepContext(self.tokens[rows], self.valid[rows], self.generated[rows], self.length,
                            self.new_len, self.eos, None if self.guide is None else self.guide[rows],
-                           self.max_new)
+                           self.max_new, None if self.keys is None else self.keys[rows])
 
     @classmethod
     def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None,

@@ -58,14 +58,15 @@ class Ahead:
         return self.logits if parents is None else self.logits[parents]
 
 
-def context(seq, pad, prompt, t, eos, guide=None, max_new=None) -> StepContext:
-    """What a stage reads at step t: the rows' token slots and which of them are filled (and
-    the logits of their unconditional rows, with cfg)."""
+def context(seq, pad, prompt, t, eos, guide=None, max_new=None, keys=None) -> StepContext:
+    """What a stage reads at step t: the rows' token slots and which of them are filled, the
+    logits of their unconditional rows (cfg), the run's `max` and the rows' random keys (a
+    stage that draws, as xtc does, reads its own stream of them)."""
     slots = torch.arange(seq.shape[1], device=seq.device)
     length = prompt + t
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
                        generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
-                       length=length, new_len=t, eos=eos, guide=guide, max_new=max_new)
+                       length=length, new_len=t, eos=eos, guide=guide, max_new=max_new, keys=keys)
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
@@ -81,7 +82,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     row_pad = pad[:seq.shape[0]]  # the rows' own (cfg's unconditional rows follow them in `pad`)
-    ctx = context(seq, row_pad, lim["prompt"], t, eos, guide, lim["max_new"]) if chain else None  # stages read it
+    ctx = context(seq, row_pad, lim["prompt"], t, eos, guide, lim["max_new"], keys) if chain else None
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):

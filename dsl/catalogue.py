@@ -418,6 +418,22 @@ def _hf_watermark(p: Params, ids: Callable, kw: Any) -> dict:
                                     "seeding_scheme": p["scheme"], "context_width": p["width"]}}
 
 
+
+
+def _last() -> Param:
+    """llama.cpp's penalty_last_n as a keyword of a penalty: none counts the whole history."""
+    return Param("last", "int", None, lo=1, doc="count only the last N tokens of the history "
+                 "(llama.cpp's penalty_last_n); none: the whole history",
+                 lo_why="a window of 0 tokens counts nothing; leave `last` out to count the whole history")
+
+
+def _refuse_window(p: Params, sampling: bool) -> str | None:
+    if p["last"] is not None:
+        return (f"transformers' repetition_penalty counts the whole history; it has no window "
+                f"like last={p['last']}")
+    return None
+
+
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
 _S = "decode.compiler.search."
 _L = "decode.compiler.stages."
@@ -719,18 +735,20 @@ for _spec in (
         "repetition", "logit", "CTRL repetition penalty: shrink the logits of tokens already seen by R",
         positional=(Param("r", "float", lo=1 / SCALE, hi=SCALE, doc="penalty (1 = none)",
                           lo_why=DIVISOR_WHY, hi_why=DIVISOR_WHY),),
-        reference="repetition_penalty=R",
+        keywords=(_last(),), reference="repetition_penalty=R",
         cite="Keskar et al. 2019, CTRL", impl=_L + "repetition", aliases=("repetition_penalty",),
-        hf=_hf("repetition_penalty", "r", 1.0, rank=1, role="factor")),
+        hf=_hf("repetition_penalty", "r", 1.0, rank=1, role="factor", refuse=_refuse_window)),
     ClauseSpec(
         "presence", "logit", "subtract P from the logit of every token already seen",
         positional=(Param("p", "float", lo=-SCALE, hi=SCALE, doc="additive penalty",
                           lo_why=BIG_WHY, hi_why=BIG_WHY),),
+        keywords=(_last(),),
         aliases=("presence_penalty",), cite="OpenAI API presence_penalty (also vLLM)", impl=_L + "presence"),
     ClauseSpec(
         "frequency", "logit", "subtract F times its count from the logit of every token seen",
         positional=(Param("f", "float", lo=-SCALE, hi=SCALE, doc="additive penalty per occurrence",
                           lo_why=BIG_WHY, hi_why=BIG_WHY),),
+        keywords=(_last(),),
         reference=None, cite="OpenAI API frequency_penalty (also vLLM)", impl=_L + "frequency",
         aliases=("frequency_penalty",)),
     ClauseSpec(
@@ -978,3 +996,133 @@ register(ClauseSpec(
             "second forward). ALPHA=0 or K=1 is greedy search. As transformers' "
             "generate(penalty_alpha=ALPHA, top_k=K), token for token; `score` is the sum of the "
             "chosen tokens' processed log-probabilities."))
+
+
+# -- from llama.cpp's samplers (issue 18): DRY, XTC, dynamic temperature, Mirostat 1.0 ----------
+
+_DRY_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's default sequence breakers
+
+
+def _explain_dry(p: Params) -> str:
+    m, b, n = spell_value(p["multiplier"]), spell_value(p["base"]), p["allowed"]
+    where = f"the last {p['last']} tokens" if p["last"] is not None else "the history"
+    return (f"a token that would extend a repeat of {n} or more tokens in {where} loses "
+            f"{m}·{b}^(length - {n}) from its logit ({m} for a repeat of {n}, {m}·{b} for "
+            f"{n + 1}, ...); a repeat never reaches back past {spell_value(p['breakers'])}, and those "
+            "breakers are never penalised themselves")
+
+
+def _explain_xtc(p: Params) -> str:
+    return (f"at each step, with chance {spell_value(p['probability'])} (drawn from the row's seed), every "
+            f"token of probability {spell_value(p['threshold'])} or more is removed except the least "
+            "likely of them, so the text takes a less obvious of its likely continuations; with only "
+            "one such token nothing changes")
+
+
+def _explain_dynatemp(p: Params) -> str:
+    t, d = p["t"], p["range"]
+    lo, hi = spell_value(round(max(0.0, t - d), 9)), spell_value(round(t + d, 9))  # 0.3, not 0.30000000000000004
+    return (f"each row's temperature is {lo} + ({hi} - {lo})·(H / log n)^{spell_value(p['exponent'])}, "
+            f"H its entropy and n its possible tokens: {lo} when one token is certain, {hi} when all "
+            "are equally likely")
+
+
+def _explain_mirostat1(p: Params) -> str:
+    return (f"from the {p['m']} most likely tokens the row's Zipf exponent s is estimated; the k most "
+            f"likely tokens are kept, k set so that the expected surprise is mu bits (mu starts at "
+            f"{spell_value(2 * p['tau'])}), one is drawn, and mu moves by {spell_value(p['eta'])}·(its "
+            f"surprise - {spell_value(p['tau'])}), so the text's surprise per token tracks "
+            f"{spell_value(p['tau'])} bits")
+
+
+def _dynatemp_samples(p: Params) -> bool:
+    return p["t"] > 0 or p["range"] > 0
+
+
+for _spec in (
+    ClauseSpec(
+        "dry", "logit", "DRY: penalise a token that would extend a repeat of the history, the more the "
+                        "longer the repeat",
+        positional=(Param("breakers", "str", _DRY_BREAKERS, variadic=True,
+                          doc="sequence breakers: a repeat never reaches back past one"),),
+        keywords=(Param("multiplier", "float", 0.8, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="a multiplier of 0 penalises nothing; leave `dry` out instead",
+                        doc="the penalty of a repeat of ALLOWED tokens"),
+                  Param("base", "float", 1.75, lo=1.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="the penalty is MULTIPLIER·BASE^(length - ALLOWED): with BASE <= 1 it "
+                               "does not grow with the repeat (llama.cpp switches DRY off)",
+                        doc="how fast the penalty grows with each token of the repeat"),
+                  Param("allowed", "int", 2, lo=1, doc="repeats shorter than this are not penalised"),
+                  _last()),
+        cite="Weidmann (p-e-w) 2024, DRY: a modern repetition penalty (text-generation-webui PR #5677); "
+             "as llama.cpp's dry sampler", impl=_L + "dry", explain=_explain_dry,
+        aliases=("dry_multiplier",),
+        details="For each earlier slot j of the history (the last LAST tokens with `last`), n(j) is "
+                "the number of tokens before and at j that equal the tokens at the end of the history "
+                "(the repeat that the token after j would extend), capped at the tokens written after "
+                "the last sequence breaker. A token that follows some j with n(j) >= ALLOWED loses "
+                "MULTIPLIER·BASE^(n - ALLOWED), n its largest n(j) (the exponent capped so the power "
+                "stays a float32, as llama.cpp does). Each breaker text is tokenised as `ban` does; "
+                "llama.cpp also treats every token whose text contains a breaker as one. A one-token "
+                "breaker is never penalised. The repeats are kept as running state, one pass over "
+                "the history per token."),
+    ClauseSpec(
+        "xtc", "logit", "exclude top choices: now and then drop the likely tokens but the least likely of them",
+        keywords=(Param("threshold", "float", 0.1, lo=0.0, lo_open=True, hi=0.5,
+                        hi_why="above 0.5 at most one token reaches it, and xtc keeps one, so it "
+                               "would never remove anything",
+                        doc="the probability that makes a token a top choice"),
+                  Param("probability", "float", 0.5, lo=0.0, hi=1.0,
+                        doc="the chance, at each step, that xtc acts")),
+        sampling=True, reference=None,
+        cite="Weidmann (p-e-w) 2024, Exclude Top Choices (text-generation-webui PR #6335); as "
+             "llama.cpp's xtc sampler", impl=_L + "xtc", explain=_explain_xtc,
+        details="At each step each row draws u in (0, 1) from its own random key (a stream apart "
+                "from the draws of selection, so a seed repeats it); if u <= PROBABILITY, every token "
+                "whose probability is at least THRESHOLD is removed except the least likely of them "
+                "(the first of tied ones), which is nothing when only one reaches THRESHOLD. A recipe "
+                "that selects by argmax draws nothing, and there xtc removes nothing (so does "
+                "`decode.transform`)."),
+    ClauseSpec(
+        "dynatemp", "logit", "dynamic temperature: divide the logits by a temperature that grows "
+                             "with the row's entropy",
+        positional=(Param("t", "float", 1.0, lo=1 / SCALE, hi=SCALE, or_zero=True,
+                          doc="the temperature in the middle of the range", lo_why=DIVISOR_WHY,
+                          hi_why=DIVISOR_WHY),),
+        keywords=(Param("range", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="the temperature lies within T - RANGE (at least 0) and T + RANGE"),
+                  Param("exponent", "float", 1.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        doc="the normalised entropy is raised to this power")),
+        sampling=_dynatemp_samples, sampling_doc="unless t = 0 and range = 0",
+        argmax=lambda p: not _dynatemp_samples(p), argmax_doc="dynatemp 0 range=0",
+        reference=None, impl=_L + "dynatemp", explain=_explain_dynatemp,
+        cite="kalomaze 2023, dynamic temperature (llama.cpp PR #4972: temp_ext, --dynatemp-range, "
+             "--dynatemp-exp)",
+        details="With RANGE > 0 each row's temperature is lo + (hi - lo)·(H / log n)^EXPONENT, where "
+                "lo = max(0, T - RANGE), hi = T + RANGE, H is the entropy of the row's softmax and n "
+                "the number of its finite logits; a row with one finite logit is left alone. A "
+                "temperature below 1e-20 keeps only the most likely token (the first of tied ones), "
+                "as llama.cpp's temperature 0 does. RANGE = 0 is plain temperature T."),
+    ClauseSpec(
+        "mirostat1", "logit",
+        "Mirostat 1.0: keep the k most likely tokens, k set from a Zipf fit so that the text's "
+        "surprise per token tracks TAU",
+        keywords=(Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                        doc="target surprise, bits per token"),
+                  Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="how fast the bound follows the error"),
+                  Param("m", "int", 100, lo=2, lo_why="the Zipf fit needs the probabilities of two tokens",
+                        doc="tokens the Zipf exponent is estimated from")),
+        sampling=True, reference=None,
+        cite="Basu et al. 2021, Mirostat (ICLR 2021, arXiv:2007.14966), Algorithm 1; as llama.cpp's mirostat",
+        impl=_L + "mirostat1", explain=_explain_mirostat1,
+        details="Each row keeps mu in bits, 2·TAU at first. With p_1 >= p_2 >= ... its probabilities, "
+                "s = Σ t_i·b_i / Σ t_i² over the first M - 1 pairs of possible tokens, t_i = "
+                "log((i+1)/i), b_i = log(p_i / p_(i+1)); with e = s - 1 and V the vocabulary size, the "
+                "k = max(1, floor((e·2^mu / (1 - V^-e))^(1/s))) most likely tokens are kept (all tied "
+                "with the k-th; k = 1 where the fit is undefined) and one is drawn, renormalised (by "
+                "Gumbel-max: like llama.cpp's, the stage selects when the search draws one token per "
+                "row); mu then moves by ETA·(the drawn token's surprise - TAU). mu is state kept per "
+                "row. As in llama.cpp, write it last. M is static: changing it compiles a new step."),
+):
+    register(_spec)

@@ -252,7 +252,8 @@ def _check_range(where: str, p: Param, value: float, span: Span) -> None:
                           hi=INT_LIMIT if p.hi is None else p.hi)
     for rng in (p, limited):
         if not rng.in_range(value):
-            why = p.lo_why if p.lo is not None and value <= p.lo else p.hi_why
+            below = p.lo is not None and (value < p.lo or (p.lo_open and value == p.lo))
+            why = p.lo_why if below else p.hi_why
             why = f": {why}" if why and rng is p else ""
             raise RecipeError(f"out of range: {where} must satisfy {rng.describe_range()}, "
                               f"found {_spelled(value)}{why}", span)

@@ -31,9 +31,9 @@ EVERY_CLAUSE = {
     "eta": ("eta 1E-3", {"e": 0.001, "keep": 1}),
     "topnsigma": ("topnsigma 1", {"n": 1.0}),
     "mirostat": ("mirostat tau=3 eta=0.2", {"tau": 3.0, "eta": 0.2}),
-    "repetition": ("repetition 1.3", {"r": 1.3}),
-    "presence": ("presence -0.5", {"p": -0.5}),
-    "frequency": ("frequency 0.25", {"f": 0.25}),
+    "repetition": ("repetition 1.3", {"r": 1.3, "last": None}),
+    "presence": ("presence -0.5 last=64", {"p": -0.5, "last": 64}),
+    "frequency": ("frequency 0.25", {"f": 0.25, "last": None}),
     "norepeat": ("norepeat 3", {"n": 3}),
     "minlen": ("minlen 0", {"n": 0}),
     "minnew": ("minnew 3", {"n": 3}),
@@ -51,6 +51,11 @@ EVERY_CLAUSE = {
     "stop": ('stop "\\n\\n" "END"', {"strings": ("\n\n", "END")}),
     "seed": ("seed 1234", {"s": 1234}),
     "cfg": ('cfg scale=1.5 negative="dull"', {"scale": 1.5, "negative": "dull"}),
+    "dry": ('dry "\\n" "." multiplier=1.5 base=1.1 allowed=3 last=256',
+            {"breakers": ("\n", "."), "multiplier": 1.5, "base": 1.1, "allowed": 3, "last": 256}),
+    "xtc": ("xtc threshold=0.2 probability=1", {"threshold": 0.2, "probability": 1.0}),
+    "dynatemp": ("dynatemp 0.7 range=0.3", {"t": 0.7, "range": 0.3, "exponent": 1.0}),
+    "mirostat1": ("mirostat1 tau=3 m=50", {"tau": 3.0, "eta": 0.1, "m": 50}),
 }
 
 

@@ -334,6 +334,11 @@ SWEEPS = {
     # gamma and key change the greenlist table, a tensor input (scheme and width are static)
     "watermark": ({"gamma": 0.25, "delta": 2.0, "key": 15485863, "scheme": "lefthash", "width": 1},
                   {"gamma": 0.5, "delta": 0.5, "key": 7, "scheme": "lefthash", "width": 1}),
+    "dry": ({"ids": [[3], [1, 2]], "multiplier": 0.8, "base": 1.75, "allowed": 2, "last": 9},
+            {"ids": [[3], [1, 2]], "multiplier": 2.0, "base": 1.1, "allowed": 1, "last": 4}),
+    "xtc": ({"threshold": 0.1, "probability": 0.5}, {"threshold": 0.3, "probability": 1.0}),
+    "dynatemp": ({"t": 0.8, "range": 0.5, "exponent": 1.0}, {"t": 1.2, "range": 0.0, "exponent": 2.0}),
+    "mirostat1": ({"tau": 3.0, "eta": 0.1, "m": 20}, {"tau": 5.0, "eta": 0.3, "m": 20}),
 }
 
 

@@ -24,6 +24,9 @@ the rows of a beam search, and `accept` sees the chosen tokens and this stage's 
 for each row (mirostat.py, repetition.py). A stage may also bring the chain's last link,
 `select(logp [R, V], u [R, V]) -> ids [R]`, the draw of a row's token when the recipe
 samples (mirostat selects by Gumbel-max, as llama.cpp's does); the last such stage wins.
+A stage that draws at random itself reads `ctx.keys` ([R, 2], the rows' keys; None when the
+recipe draws nothing) and hashes its own stream from them (noise.uniform; xtc.py), apart
+from selection's draws, so a seed repeats it.
 
 Numeric params not in STATIC arrive as 0-d tensors on the logits' device, so that a
 parameter sweep reuses the compiled step. Removed tokens become -inf.

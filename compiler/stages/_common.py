@@ -122,3 +122,10 @@ def prefix_matches(ctx: StepContext, seqs: tuple[tuple[int, ...], ...]) -> torch
     match = (same | ~used).all(-1)
     longer = ctx.valid.sum(-1, keepdim=True) > lens
     return match & (longer | (lens == 0))
+
+
+def recent_counts(ctx: StepContext, slots: torch.Tensor, vocab: int, last) -> torch.Tensor:
+    """[R, V] float: `token_counts` over `slots` among the last `last` slots of the history,
+    the window of llama.cpp's penalty_last_n (`last` a 0-d tensor)."""
+    at = torch.arange(ctx.tokens.shape[1], device=ctx.tokens.device)
+    return token_counts(ctx.tokens, slots & (at >= ctx.length - last), vocab)
