@@ -6,7 +6,7 @@ run inside the compiled step without a host sync.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 
@@ -19,6 +19,7 @@ class StepContext:
     length: torch.Tensor   # 0-d long: slots filled so far (the next token goes to this slot)
     new_len: torch.Tensor  # 0-d long: tokens generated so far (same for every row)
     eos: torch.Tensor      # [E] long: end-of-sequence ids
+    _: KW_ONLY             # what only some runs have is named where it is given
     guide: torch.Tensor | None = None  # [R, V] logits of each row's unconditional row (cfg)
     max_new: torch.Tensor | None = None  # 0-d long: the most tokens the run generates (`max`)
     keys: torch.Tensor | None = None  # [R, 2] the rows' random keys (noise.py); None: nothing is drawn
@@ -26,8 +27,8 @@ class StepContext:
     def subset(self, rows: torch.Tensor) -> "StepContext":
         """The context of rows `rows` [r] alone (a group of a beam search)."""
         return StepContext(self.tokens[rows], self.valid[rows], self.generated[rows], self.length,
-                           self.new_len, self.eos, None if self.guide is None else self.guide[rows],
-                           self.max_new, None if self.keys is None else self.keys[rows])
+                           self.new_len, self.eos, guide=None if self.guide is None else self.guide[rows],
+                           max_new=self.max_new, keys=None if self.keys is None else self.keys[rows])
 
     @classmethod
     def from_input_ids(cls, input_ids: torch.Tensor, eos_ids=(), new_len: int | None = None,

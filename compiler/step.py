@@ -29,9 +29,15 @@ def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: 
     the search's `state`, which a search that looks ahead takes from the prompts' hidden states;
     the logits are [1 + E, R, V] with the early exits a search reads (`Search.exits`)."""
     if search is None or not search.ahead:
-        return model.prefill(cache, seq[:, :p_len], pad, exits=exits), state
+        return model.prefill(cache, seq[:, :p_len], pad, **_asked(exits)), state
     logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
     return logits, search.prompted(state, hidden, seq.shape[1])
+
+
+def _asked(exits: tuple[int, ...]) -> dict:
+    """The model's `exits=` argument when a search reads early exits (a model without them,
+    such as a test's table model, is never asked)."""
+    return {"exits": exits} if exits else {}
 
 
 class Ahead:
@@ -128,7 +134,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         seq = seq[parents]
         cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = (model.decode(cache, both(tokens, guide), slot, pad, exits=exits) if look is None
+    logits = (model.decode(cache, both(tokens, guide), slot, pad, **_asked(exits)) if look is None
               else look.next_logits(parents))
     return logits, seq, state, sst, tokens, info, health, paths
 

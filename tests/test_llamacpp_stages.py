@@ -141,7 +141,7 @@ def context(rows: list[list[int]], slots: int | None = None, keys=None) -> StepC
         tokens[i, length - len(r):length] = torch.tensor(r, dtype=torch.long)
         valid[i, length - len(r):length] = True
     return StepContext(tokens, valid, valid.clone(), torch.tensor(length), torch.tensor(length),
-                       torch.tensor([], dtype=torch.long), keys)
+                       torch.tensor([], dtype=torch.long), keys=keys)
 
 
 def probs_of(logits: torch.Tensor) -> list[float]:

@@ -191,7 +191,7 @@ def padded_context(rows: list[list[int]], slots: int, new: int, eos=(), max_new=
     generated[:, : length - new] = False
     return StepContext(tokens, valid, generated, torch.tensor(length), torch.tensor(new),
                        torch.tensor(list(eos), dtype=torch.long),
-                       None if max_new is None else torch.tensor(max_new))
+                       max_new=None if max_new is None else torch.tensor(max_new))
 
 
 def ragged_rows(seed: int) -> list[list[int]]:
