@@ -556,6 +556,7 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
 
 
 def _show_sweep(lines: list[str]) -> None:
+    from decode.compiler.results import Sequence
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -565,10 +566,11 @@ def _show_sweep(lines: list[str]) -> None:
     names = list(rows[0]["point"]["values"]) if rows else []
     for col in ["point", *names, "prompt", "first sequence", "score"]:
         table.add_column(col)
+    keys = [f.name for f in dataclasses.fields(Sequence)]
     for r in rows:
-        first = r["sequences"][0]
+        first = Sequence(**{k: r["sequences"][0][k] for k in keys if k in r["sequences"][0]})
         table.add_row(str(r["point"]["index"]), *(str(v) for v in r["point"]["values"].values()), str(r["id"]),
-                      Text(_visible(first["text"])[:60]), f"{first['score']:.3f}")
+                      Text(_visible(first.text)[:60]), f"{first.score:.3f}")
     Console(highlight=False).print(table)
 
 
