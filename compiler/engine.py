@@ -17,7 +17,7 @@ from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
 from decode.compiler.plan import Plan
 from decode.compiler.plugins import checked_step
-from decode.compiler.provenance import derive_seed, seeding, stamp  # noqa: F401  (derive_seed re-exported)
+from decode.compiler.provenance import seeding, stamp
 from decode.compiler.results import Completion, Sequence, check_health, completions  # noqa: F401  (re-exported)
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind, stateful
