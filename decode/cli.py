@@ -580,7 +580,7 @@ def _show_sweep(lines: list[str]) -> None:
     if rows:
         from decode.compiler.provenance import footer
 
-        Console(highlight=False).print(Text(footer(rows[0]["provenance"]), style="dim"))
+        Console(highlight=False).print(Text(footer(rows[0]["provenance"]), style="dim"), soft_wrap=True)
 
 
 def _both(callbacks: list):
@@ -643,7 +643,7 @@ def _show(comp, streamed: bool) -> None:
         seq = comp.sequences[0]
         console.print(Text(f"finish={seq.finish} score={seq.score:.4f} recipe={comp.recipe} "
                            f"fingerprint={comp.fingerprint}", style="dim"))
-        console.print(Text(footer(comp.provenance), style="dim"))
+        console.print(Text(footer(comp.provenance), style="dim"), soft_wrap=True)
         return
     table = Table(title=Text.assemble(comp.recipe, (f"  ({comp.fingerprint})", "dim")), title_justify="left")
     draws = any(s.draw is not None for s in comp.sequences)  # sample n: best first, each keeps its draw
@@ -657,7 +657,7 @@ def _show(comp, streamed: bool) -> None:
     if comp.prompt is not None:
         console.print(Text.assemble(("prompt: ", "bold"), comp.prompt))
     console.print(table)
-    console.print(Text(footer(comp.provenance), style="dim"))
+    console.print(Text(footer(comp.provenance), style="dim"), soft_wrap=True)
 
 
 def _logprobs_problem(args: argparse.Namespace, model) -> str | None:
