@@ -46,19 +46,13 @@ def _show(found: list, path: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from decode.cli import _visible
-
     style = {"identical": "green", "different": "bold red", "not reproducible here": "yellow"}
     table = Table(title=f"replay of {path}", title_justify="left")
     for col in ("line", "id", "recipe", "verdict", "why", "first differing token (expected -> got)"):
         table.add_column(col, overflow="fold")
     for v in found:
-        first = ""
-        if v.first is not None:
-            shown = [f"{t['id']} {_visible(t['text'] or '')!r}" if t else "(ended)" for t in (v.first["expected"], v.first["got"])]
-            first = f"seq {v.first['sequence']} token {v.first['index']}: {shown[0]} -> {shown[1]}"
         table.add_row(str(v.line), "" if v.id is None else str(v.id), Text(v.recipe), Text(v.verdict, style=style[v.verdict]),
-                      Text(v.why), Text(first))
+                      Text(v.why), Text(v.first_text()))
     out = Console(highlight=False)
     (out if out.is_terminal else Console(highlight=False, width=200)).print(table)
     counts = {k: sum(v.verdict == k for v in found) for k in style}

@@ -30,6 +30,13 @@ class Verdict:
     why: str
     first: dict | None = None   # the first differing token: sequence, index, expected, got
 
+    def first_text(self) -> str:
+        """The first differing token for a table cell: 'seq J token I: ID 'text' -> ID 'text''."""
+        if self.first is None:
+            return ""
+        shown = [f"{t['id']} {t['text']!r}" if t else "(ended)" for t in (self.first["expected"], self.first["got"])]
+        return f"seq {self.first['sequence']} token {self.first['index']}: {shown[0]} -> {shown[1]}"
+
     def to_json(self) -> dict:
         return {"replay": FORMAT, "line": self.line, "id": self.id, "recipe": self.recipe,
                 "verdict": self.verdict, "why": self.why, "first_difference": self.first}
