@@ -17,6 +17,7 @@ from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
 from decode.compiler.plan import Plan
 from decode.compiler.plugins import checked_step
+from decode.compiler.provenance import seeding, stamp
 from decode.compiler.results import Completion, Sequence, check_health, completions  # noqa: F401  (re-exported)
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind, stateful
@@ -101,38 +102,13 @@ def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool):
 # ----------------------------------------------------------------------------- the loop
 
 
-def _row_keys(plan: Plan, seed, seeds, b: int, rows: int, device):
-    """The random-number keys of the rows (see noise.py), None when the recipe does not sample.
-
-    Prompt i's seed is `seeds[i]` if given, else derived from the run seed (the `seed`
-    argument, else the recipe's `seed` clause, else a fresh random one) and i; its rows'
-    draws depend on that seed alone, not on the batch.
-    """
-    if not plan.sampling:
-        return None
-    if seeds is None:
-        base = seed if seed is not None else plan.seed
-        base = int(base) if base is not None else int(torch.seed() % (1 << 62))
-        seeds = [derive_seed(base, i) for i in range(b)]
-    if len(seeds) != b:
-        raise ValueError(f"got {len(seeds)} seeds for {b} prompts; give one seed per prompt")
-    return row_keys(seeds, rows, device)
-
-
-def derive_seed(base: int, key) -> int:
-    """A stable 63-bit seed from a run seed and a prompt key (index or id)."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{int(base)}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = True,
         on_step=None, trace: bool = False, seeds: list[int] | None = None,
         timings: dict | None = None, logprobs: int = 0) -> list[Completion]:
     """Decode `prompts` with a compiled plan.
 
-    Sampling is seeded per prompt (see `_row_keys`): `seeds` gives each prompt's seed.
+    Sampling is seeded per prompt (`provenance.seeding`): `seeds` gives each prompt's seed;
+    each Completion records them and what ran (`provenance.stamp`).
     `timings`, if given, receives prefill_s, loop_s (the step loop) and steps.
 
     `on_step(t, tokens, info)` sees each step's chosen tokens [R] and, with `trace=True`,
@@ -173,7 +149,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                  f"(now {k}){ahead}, the prompts decoded together (now {b}) or `max` (now {max_new}).",
                  ahead=search.ahead)
 
-    keys = _row_keys(plan, seed, seeds, b, k, device)
+    seed, seeds = seeding(plan, seed, seeds, b)
+    keys = row_keys(seeds, k, device) if seeds is not None else None
     step = _get_step(model, search, kernels, compiled, s_len, trace)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
         step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
@@ -234,7 +211,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         results = search.finalize(state if paths is None else {**state, ROWS: paths[:, : p_len + steps]},
                                   seq[:, : p_len + steps], lim_host)
 
-    return completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
+    outs = completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
+    for i, c in enumerate(outs):
+        c.provenance = stamp(model, compiled, seed, seeds[i] if seeds is not None else None)
+    return outs
 
 
 def generate(model, recipe, prompts, seed: int | None = None, compile: bool = True,  # noqa: A002

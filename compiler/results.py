@@ -21,6 +21,7 @@ class Sequence:
     score: float
     finish: str             # "eos" | "max" | "stop"
     logprobs: list[TokenLogprobs] | None = None  # per token, with `logprobs=N` (logprobs.py)
+    draw: int | None = None  # `sample n`: which of the n draws it is (results are best first)
 
 
 @dataclass
@@ -31,32 +32,37 @@ class Completion:
     fingerprint: str
     sequences: list[Sequence] = field(default_factory=list)
     logprobs: dict | None = None  # what the sequences' log-probs mean (logprobs.meaning), if asked for
+    provenance: dict | None = None  # seed, model hash, versions, device (provenance.py)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for s in d["sequences"]:  # without log-probs the object is as before they existed
-            if s["logprobs"] is None:
-                del s["logprobs"]
+        for s in d["sequences"]:  # a field a run did not fill is left out, as before it existed
+            for k in ("logprobs", "draw"):
+                if s[k] is None:
+                    del s[k]
         keys = ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")
-        return {k: d[k] for k in keys + (("logprobs",) if self.logprobs is not None else ())}
+        return {k: d[k] for k in keys + tuple(k for k in ("logprobs", "provenance") if d[k] is not None)}
 
     def dumps(self) -> str:
         return jsonl.dumps(self.to_json())
 
 
 def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None) -> list[Completion]:
-    """The search's results (per prompt: (new ids, score, finish[, log-prob vectors])) as
-    Completions, each text cut at its first stop string; `logprobs`: what the vectors mean."""
+    """The search's results (per prompt: (new ids, score, finish[, log-prob vectors or None[,
+    draw]])) as Completions, each text cut at its first stop string; `logprobs`: what the
+    vectors mean."""
     out = []
     for i, found in enumerate(results):
         seqs = []
-        for new_ids, score, finish, *lp in found:
+        for new_ids, score, finish, *rest in found:
+            lp, draw = (rest + [None, None])[:2]
             cut = stops.cut(new_ids) if stops.strings else None
             if cut is not None:
                 new_ids, finish = new_ids[:cut], "stop"
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
-            per = tokens(lp[0][:len(new_ids)], new_ids, model.tokenizer) if lp else None
-            seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per))
+            per = tokens(lp[:len(new_ids)], new_ids, model.tokenizer) if lp is not None else None
+            seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per,
+                                 draw=draw))
         _check_result(i, seqs, recipe)
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
                               fingerprint=recipe.fingerprint, sequences=seqs, logprobs=logprobs or None))

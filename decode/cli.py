@@ -21,6 +21,7 @@ import tempfile
 import warnings
 from typing import Callable
 
+from decode.cli_replay import add_replay
 from decode.compiler.plugins import PluginError
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
 from decode.dsl.check import names_file
@@ -409,6 +410,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
     import decode
     from decode.compiler.plan import compile as lower, returns_per_prompt
+    from decode.compiler.provenance import seeding, stamp
     from decode.jobs.batch import BatchError, appending, check_single_out, prompt_problem
     from decode.runtime import ModelError
     from decode.traces.record import TraceRecorder, target_problem
@@ -438,11 +440,14 @@ def _run_single(args: argparse.Namespace, recipe: Recipe) -> int:
         stream = _streamer(model, args) if not args.json and returns_per_prompt(plan) == 1 else None
         if stream is not None:
             callbacks.append(stream)
-        recorder = TraceRecorder(trace, plan, model, [prompt]) if trace is not None else None
-        if recorder is not None:
+        seed, seeds = seeding(plan, args.seed, None, 1)  # drawn here when none is given, so the trace has it
+        recorder = None
+        if trace is not None:
+            recorder = TraceRecorder(trace, plan, model, [prompt], provenance=stamp(
+                model, not args.no_compile, seed, seeds[0] if seeds else None))
             callbacks.append(recorder)
         with _compile_status():
-            outs = decode.generate(model, plan, [prompt], seed=args.seed, compile=not args.no_compile,
+            outs = decode.generate(model, plan, [prompt], seed=seed, compile=not args.no_compile,
                                    on_step=_both(callbacks), trace=recorder is not None,
                                    logprobs=args.logprobs)
         if recorder is not None:
@@ -572,6 +577,10 @@ def _show_sweep(lines: list[str]) -> None:
         table.add_row(str(r["point"]["index"]), *(str(v) for v in r["point"]["values"].values()), str(r["id"]),
                       Text(_visible(first.text)[:60]), f"{first.score:.3f}")
     Console(highlight=False).print(table)
+    if rows:
+        from decode.compiler.provenance import footer
+
+        Console(highlight=False).print(Text(footer(rows[0]["provenance"]), style="dim"), soft_wrap=True)
 
 
 def _both(callbacks: list):
@@ -626,23 +635,29 @@ def _show(comp, streamed: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from decode.compiler.provenance import footer
+
     console = Console(highlight=False)
     if streamed:
         console.print()
         seq = comp.sequences[0]
         console.print(Text(f"finish={seq.finish} score={seq.score:.4f} recipe={comp.recipe} "
                            f"fingerprint={comp.fingerprint}", style="dim"))
+        console.print(Text(footer(comp.provenance), style="dim"), soft_wrap=True)
         return
     table = Table(title=Text.assemble(comp.recipe, (f"  ({comp.fingerprint})", "dim")), title_justify="left")
-    for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}),
-                    ("finish", {}), ("text" if comp.prompt is not None else "ids", {"overflow": "fold"})):
+    draws = any(s.draw is not None for s in comp.sequences)  # sample n: best first, each keeps its draw
+    for col, kw in (("rank", {"justify": "right"}), *((("draw", {"justify": "right"}),) if draws else ()),
+                    ("score", {"justify": "right"}), ("finish", {}),
+                    ("text" if comp.prompt is not None else "ids", {"overflow": "fold"})):
         table.add_column(col, **kw)
     for i, s in enumerate(comp.sequences, 1):
         body = _visible(s.text) if comp.prompt is not None else " ".join(map(str, s.ids))
-        table.add_row(str(i), f"{s.score:.4f}", s.finish, Text(body))
+        table.add_row(str(i), *((str(s.draw),) if draws else ()), f"{s.score:.4f}", s.finish, Text(body))
     if comp.prompt is not None:
         console.print(Text.assemble(("prompt: ", "bold"), comp.prompt))
     console.print(table)
+    console.print(Text(footer(comp.provenance), style="dim"), soft_wrap=True)
 
 
 def _logprobs_problem(args: argparse.Namespace, model) -> str | None:
@@ -1076,6 +1091,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run,
     add_viz,
     add_report,
+    add_replay,
     add_bench,
     add_detect,
 ]

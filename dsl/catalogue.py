@@ -444,7 +444,8 @@ for _spec in (
         reference="do_sample=False, num_beams=1", impl=_S + "greedy", aliases=("argmax",),
         hf=HF(one_draw=lambda p: True)),
     ClauseSpec(
-        "sample", "search", "draw n independent samples from the (processed) distribution",
+        "sample", "search", "draw n independent samples from the (processed) distribution; "
+                            "returned best first, each with its draw index",
         positional=(Param("n", "int", 1, lo=1, doc="number of samples per prompt"),),
         sampling=True, reference="do_sample=True, num_return_sequences=N", impl=_S + "sample",
         hf=_hf("num_return_sequences", "n", 1, one_draw=lambda p: p["n"] == 1)),

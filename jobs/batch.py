@@ -4,7 +4,7 @@
 
 Each input line is `{"id": ..., "prompt": "text"}` or `{"id": ..., "prompt_ids": [1, 2]}`
 (other keys are ignored). Each output line is the object `decode run --json` prints
-(prompt, prompt_ids, recipe, fingerprint, sequences) with the `id` in front, written straight to the file as its batch finishes, whole or not at all
+(prompt, prompt_ids, recipe, fingerprint, sequences, provenance) with the `id` in front, written straight to the file as its batch finishes, whole or not at all
 (a full disk or Ctrl-C mid-write is cut back to the last whole line). A rerun skips the
 ids already in the output, after checking that every line of it is a result of this
 recipe and only then cutting off a last line that a crash left half-written: a file that
@@ -393,7 +393,7 @@ def batches(items: list[Item], size: int) -> Iterable[list[Item]]:
 
 def prompt_seeds(run_seed: int, items: list[Item]) -> list[int]:
     """Each prompt's sampling seed, from the run seed and its id (not its position)."""
-    from decode.compiler.engine import derive_seed
+    from decode.compiler.provenance import derive_seed
 
     return [derive_seed(run_seed, id_key(it.id)) for it in items]
 
@@ -420,15 +420,15 @@ def decode_batches(plan, model, items: list[Item], write: Callable[[str], None],
     items = [it for it in items if it.line not in bad]
     for group in batches(items, batch_size):
         try:
-            outs = run(plan, model, [it.prompt for it in group], compiled=compiled,
+            outs = run(plan, model, [it.prompt for it in group], compiled=compiled, seed=seed,
                        seeds=prompt_seeds(seed, group), logprobs=logprobs)
             done = list(zip(group, outs))
         except (ModelError, ValueError, RuntimeError):
             done = []
             for it in group:  # find the prompt(s) at fault; the others still get decoded
                 try:
-                    out = run(plan, model, [it.prompt], compiled=compiled, seeds=prompt_seeds(seed, [it]),
-                              logprobs=logprobs)
+                    out = run(plan, model, [it.prompt], compiled=compiled, seed=seed,
+                              seeds=prompt_seeds(seed, [it]), logprobs=logprobs)
                     done.append((it, out[0]))
                 except (ModelError, ValueError, RuntimeError) as err:
                     errors.append(LineError(it.line, it.id, _one_line(err)))

@@ -1,6 +1,7 @@
 """Reading a results file for the report: `decode run --json`/`--out` lines, a sweep's included.
 
     >>> lines, torn = read_results_file("sweep.jsonl")
+    >>> numbered, torn = numbered_results("out.jsonl")     # [(line number, object)]
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ _NEEDS = {"recipe": str, "fingerprint": str, "prompt_ids": list, "sequences": li
 
 def read_results_file(path: str) -> tuple[list[dict], int | None]:
     """(the result lines, the number of a cut-short last line left out, or None)."""
+    lines, torn = numbered_results(path)
+    return [obj for _, obj in lines], torn
+
+
+def numbered_results(path: str) -> tuple[list[tuple[int, dict]], int | None]:
+    """([(line number, result object)], the number of a cut-short last line left out, or None)."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = f.read().split("\n")
@@ -39,7 +46,7 @@ def read_results_file(path: str) -> tuple[list[dict], int | None]:
         if missing:
             raise ReportError(f"{path}:{n}: not a result line (no {missing[0]!r}); give a file written by "
                               "`decode run --out` or --json")
-        lines.append(obj)
+        lines.append((n, obj))
     if not lines:
         raise ReportError(f"{path} holds no result lines: run `decode run RECIPE --out {path}` first")
     return lines, torn

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import hub
+from . import hub, identity
 from .config import LlamaConfig
 from .errors import ModelError
 from .chat import find_template
@@ -41,6 +41,7 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     """
     from . import hf, llama2c, meta
 
+    origin = None if path is None else str(path)
     path = _resolve(path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
@@ -57,7 +58,8 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     tokenizer = find_tokenizer(path if path.is_dir() else path.parent)
     config = _fill_special_ids(config, tokenizer)
     model = build(config, state, where, device, dtype)
-    model.tokenizer, model.source = tokenizer, str(path)
+    model.tokenizer, model.source, model.origin = tokenizer, str(path), origin
+    model.files = identity.checkpoint_files(path, tokenizer.path.parent if tokenizer is not None else None)
     return model
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from decode.cli import main
 
-JSON_KEYS = ["prompt", "prompt_ids", "recipe", "fingerprint", "sequences"]
+JSON_KEYS = ["prompt", "prompt_ids", "recipe", "fingerprint", "sequences", "provenance"]  # provenance: added last
 SEQ_KEYS = ["ids", "text", "score", "finish"]
 
 

@@ -165,7 +165,7 @@ def test_json_names_both_distributions_and_its_format(models, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0 and "Traceback" not in out.err
     obj = json.loads(out.out)
-    assert list(obj) == ["prompt", "prompt_ids", "recipe", "fingerprint", "sequences", "logprobs"]
+    assert list(obj) == ["prompt", "prompt_ids", "recipe", "fingerprint", "sequences", "logprobs", "provenance"]
     assert obj["logprobs"]["format"] == 1 and obj["logprobs"]["top"] == 2
     assert set(obj["logprobs"]) == {"format", "top", "raw", "processed"}
     for s in obj["sequences"]:

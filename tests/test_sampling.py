@@ -107,15 +107,20 @@ def test_sample_on_a_llama_checkpoint_follows_its_distribution(tmp_path_factory)
     assert_fits(counts, sequence_probs(m, stages, prompt, 2), n, f"llama sample | {stages}")
 
 
-def test_sample_rows_are_independent_draws_in_sample_order(bigram):
-    """`sample n` keeps its n draws in draw order (not sorted by score) and scores each by
-    its log-probability under the processed distribution."""
+def test_sample_rows_come_best_first_each_keeping_its_draw(bigram):
+    """`sample n` returns its n independent draws best first, each with its draw index and
+    scored by its log-probability under the processed distribution; draw j is the same
+    sequence whatever n is (a row's draws depend on the seed and its index alone)."""
     out = decode.generate(bigram, "sample 64 | topk 4 | max 2", [PROMPT], seed=5, compile=False)
     seqs = out[0].sequences
     probs = sequence_probs(bigram, "topk 4", PROMPT, 2)
     for s in seqs:
         assert s.score == pytest.approx(math.log(probs[tuple(s.ids)]), abs=1e-5)
-    assert [s.score for s in seqs] != sorted((s.score for s in seqs), reverse=True)
+    assert [s.score for s in seqs] == sorted((s.score for s in seqs), reverse=True)
+    assert sorted(s.draw for s in seqs) == list(range(64)) != [s.draw for s in seqs]
+    few = decode.generate(bigram, "sample 8 | topk 4 | max 2", [PROMPT], seed=5, compile=False)[0].sequences
+    drawn = {s.draw: s.ids for s in seqs}
+    assert sorted(s.draw for s in few) == list(range(8)) and all(drawn[s.draw] == s.ids for s in few)
 
 
 # -- sbeam: sampling without replacement from the sequence tree -----------------------------------

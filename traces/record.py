@@ -6,12 +6,14 @@
 A trace file holds three kinds of line, told apart by "type":
 
     header  {"type": "header", "trace": 1, "recipe", "fingerprint", "search", "rows",
-             "groups", "eos", "prompts": [{"prompt", "prompt_ids"}]}
+             "groups", "eos", "prompts": [{"prompt", "prompt_ids"}], "provenance"}
     cand    {"type": "cand", "step", "prompt", "row", "token", "text", "logp", "group",
              "kept", "finished", "node", "parent_node"}
     final   {"type": "final", "results": [{"prompt", "sequences": [{"ids", "text",
              "score", "finish", "node"}]}]}
 
+The header's "provenance" (what `decode run --trace` ran: seed, model hash, versions,
+device; compiler/provenance.py) is left out by a writer that was given none.
 `row` is the row (within its prompt) that the candidate extends; `logp` the processed
 log-prob (or the search's score for the beam family). A kept candidate becomes a tree node
 with a fresh `node` id; `parent_node` names the node it extends (null: the prompt itself),
@@ -45,8 +47,10 @@ class TraceRecorder:
         >>> rec.finish(outs)
     """
 
-    def __init__(self, out: IO[str], plan, model, prompts: list, ids: list[list[int]] | None = None):
+    def __init__(self, out: IO[str], plan, model, prompts: list, ids: list[list[int]] | None = None,
+                 provenance: dict | None = None):
         self.out = out
+        self.provenance = provenance  # provenance.stamp of the run, in the header when given
         self.plan = plan
         self.tok = getattr(model, "tokenizer", None)
         self.eos, self.pad = eos_and_pad(model)
@@ -68,7 +72,8 @@ class TraceRecorder:
         self._write({"type": "header", "trace": VERSION, "recipe": self.plan.recipe.canonical,
                      "fingerprint": self.plan.recipe.fingerprint, "search": self.search,
                      "rows": k, "groups": self.groups, "eos": self.eos,
-                     "prompts": [{"prompt": p, "prompt_ids": i} for p, i in zip(self.prompts, self.ids)]})
+                     "prompts": [{"prompt": p, "prompt_ids": i} for p, i in zip(self.prompts, self.ids)],
+                     **({"provenance": self.provenance} if self.provenance is not None else {})})
         self.started = True
 
     def piece(self, token: int) -> str | None:

@@ -110,7 +110,8 @@ class Search:
     rows: int = 1          # rows per prompt
     logprobs: bool = True  # stages see log_softmax(logits) (beam family) or raw logits
     groups: int = 1        # groups the rows form (diverse, iterative)
-    ranked: bool = True    # results sorted by score (False: in row order, e.g. samples)
+    ranked: bool = True    # results sorted by score (False: in row order)
+    draws: bool = False    # the rows are independent draws: each result keeps its row's index
     ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
     renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
     ahead: int = 0         # candidates per row run one step ahead (`At.ahead`; contrastive)
@@ -199,7 +200,8 @@ class Search:
         return {**state, "alive": state["alive"] & ~rows}
 
     def finalize(self, state: dict, seq: torch.Tensor, lim: dict) -> list[list[tuple[list[int], float, str]]]:
-        """Per prompt: (new token ids incl. a final EOS, score, finish), best first."""
+        """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw]),
+        best first (ties in draw order); with `draws`, each keeps its row's index as its draw."""
         p, n = int(lim["prompt"]), self.rows
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
         paths = state[ROWS][:, p:].tolist() if ROWS in state else [None] * len(ids)
@@ -207,6 +209,8 @@ class Search:
         for b in range(self.cfg.batch):
             rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in range(b * n, (b + 1) * n)
                     if scores[r] != float("-inf")]  # -inf: a row that never lived (sbeam)
+            if self.draws:
+                rows = [(*x[:3], x[3] if len(x) > 3 else None, j) for j, x in enumerate(rows)]
             if self.ranked:
                 rows.sort(key=lambda x: -x[1])
             out.append(rows)

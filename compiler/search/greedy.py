@@ -16,7 +16,7 @@ class Greedy(Search):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.rows = int(cfg.params.get("n", 1))
-        self.ranked = not cfg.sampling  # samples come back in draw order
+        self.draws = cfg.sampling  # samples come back best first, each with its draw index
 
     def step(self, scores, at, state):
         x = at.process(scores, None)
