@@ -1126,3 +1126,33 @@ for _spec in (
                 "row. As in llama.cpp, write it last. M is static: changing it compiles a new step."),
 ):
     register(_spec)
+
+
+# -- issue 23: more diversity methods, each one short file on the search interface -----------
+
+def _explain_capped(p: Params) -> str:
+    g = p["g"]
+    return (f"each beam contributes at most {g} continuation{'s' if g > 1 else ''}: only its {g} most "
+            "likely children (after the logit stages) compete for the beam's candidates, the rest are "
+            "dropped" + (" (every beam continues only its best child)" if g == 1 else ""))
+
+
+for _spec in (
+    ClauseSpec(
+        "capped", "modifier", "top-g capping: each beam contributes at most G continuations",
+        positional=(Param("g", "int", lo=1, hi=2**31 - 1,
+                          lo_why="a beam must be allowed one continuation, or no beam could go on",
+                          doc="continuations per beam that may compete"),),
+        cite="Ippolito, Kriz, Sedoc, Kustikova & Callison-Burch 2019, Comparison of Diverse Decoding "
+             "Methods from Conditional Language Models (ACL 2019), top-g capping",
+        impl=_S + "capped", beam_variant=True, explain=_explain_capped,
+        details="A modifier of `beam K`. Each step, after the recipe's logit stages, the continuations "
+                "of each beam are ranked by processed log-prob (of equal ones, the lower token id "
+                "first); only the G best of each beam keep their score, the others become impossible "
+                "(-inf). The beam search then picks (or, when the recipe samples, draws) its 2·K "
+                "continuations from what is left, exactly as `beam` does, so no beam has more than G "
+                "children among the candidates. With G·K < 2·K fewer than 2·K candidates exist and "
+                "beams may die. G >= the vocabulary size is plain beam search; G is a number of the "
+                "compiled step, so a sweep over it does not recompile."),
+):
+    register(_spec)

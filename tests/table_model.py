@@ -46,10 +46,12 @@ class TableModel(torch.nn.Module):
     def new_cache(self, rows: int, max_len: int) -> _NoCache:
         return _NoCache()
 
-    def prefill(self, cache, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def prefill(self, cache, tokens: torch.Tensor, pad: torch.Tensor, exits=()) -> torch.Tensor:
+        assert not exits, "a table model has no layers to exit early from"
         return self.table[tokens[:, -1]]
 
-    def decode(self, cache, tokens: torch.Tensor, slot: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def decode(self, cache, tokens: torch.Tensor, slot: torch.Tensor, pad: torch.Tensor, exits=()) -> torch.Tensor:
+        assert not exits, "a table model has no layers to exit early from"
         return self.table[tokens]
 
 

@@ -1,0 +1,100 @@
+"""Issue 23's diversity methods against brute force on a bigram table model small enough to
+list every continuation (tests/table_model.py): each is written out here as plain Python over
+lists and must give the same sequences and scores (the deterministic ones) or the same
+distribution (the sampling ones). Then: compiled == eager with one shared graph per structure,
+the numbers are tensors (a sweep does not recompile), each method's file stays within 30
+lines of code, and bad input is one message with the clause's position.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+
+import decode
+from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ["capped"]
+
+
+def plain_beam(model, k, max_new, keep):
+    """Beam search (early=false, lenpen 1) whose candidates each step are `keep(cands)`, a list
+    of (score, ids, parent) in the order they compete; the first k that do not end go on."""
+    beams, pool, open_ = [([], 0.0)], [], True
+    for t in range(max_new):
+        cands = []
+        for j, (hist, score) in enumerate(beams):
+            lp = logprobs(model, (PROMPT + hist)[-1])
+            cands += [(score + lp[v], hist + [v], j, lp[v]) for v in range(V)]
+        top = keep(t, cands)[:2 * k]
+        top = [c for c in top if c[0] > -math.inf]
+        ends = [c[1][-1] == EOS or t + 1 == max_new for c in top]
+        if open_:
+            pool += [(c[0] / (t + 1), c[1]) for i, c in enumerate(top) if ends[i] and i < k]
+            pool = sorted(pool, key=lambda h: -h[0])[:k]
+        beams = [(c[1], c[0]) for c, e in zip(top, ends) if not e][:k]
+        if beams and len(pool) == k:
+            open_ = open_ and max(s for _, s in beams) / (t + 1) > pool[-1][0]
+    return pool
+
+
+def capped(g):
+    def keep(t, cands):
+        out = []
+        for j in {c[2] for c in cands}:
+            mine = sorted([c for c in cands if c[2] == j], key=lambda c: (-c[3], c[1][-1]))
+            out += mine[:g]
+        return sorted(out, key=lambda c: -c[0])
+    return keep
+
+
+# -- capped ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k,g", [(2, 1), (3, 2), (4, 1), (3, 7)])
+def test_capped_matches_the_plain_reference(k, g, seed):
+    model = table_model(seed)
+    recipe = f"beam {k} | capped {g} | max 5"
+    assert_same(ours(model, recipe), plain_beam(model, k, 5, capped(g)), recipe)
+
+
+def test_capped_reference_can_tell_it_from_beam_search():
+    uncapped = lambda t, c: sorted(c, key=lambda x: -x[0])  # noqa: E731
+    assert any(plain_beam(table_model(s), 3, 5, capped(1)) != plain_beam(table_model(s), 3, 5, uncapped)
+               for s in range(3))
+    assert ours(table_model(0), f"beam 3 | capped {V} | max 5") == ours(table_model(0), "beam 3 | max 5")
+
+
+# -- every method ----------------------------------------------------------------------------
+
+def code_lines(path: Path) -> int:
+    """Lines of code: without blank lines, comments and docstrings."""
+    tree = ast.parse(path.read_text())
+    doc = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
+            d = node.body[0]
+            doc |= set(range(d.lineno, d.end_lineno + 1))
+    return sum(1 for i, line in enumerate(path.read_text().splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#") and i not in doc)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_each_method_is_one_file_of_at_most_30_lines_of_code(name):
+    path = ROOT / "compiler" / "search" / f"{name}.py"
+    assert code_lines(path) <= 30, f"{path.name}: {code_lines(path)} lines of code"
+    assert decode.dsl.lookup(name).impl == f"decode.compiler.search.{name}"
+
+
+@pytest.mark.parametrize("recipe,message,at", [
+    ("beam 4 | capped 0", "g must satisfy 1 <= g", "capped 0"),
+    ("sample 2 | capped 1", "'capped' needs a 'beam K' search", "capped 1"),
+])
+def test_bad_input_is_one_message_at_the_clause(recipe, message, at):
+    with pytest.raises(decode.RecipeError, match=message) as err:
+        decode.parse(recipe)
+    span = err.value.span
+    assert recipe.index(at) <= span.start < span.end <= recipe.index(at) + len(at)
