@@ -1137,7 +1137,36 @@ def _explain_capped(p: Params) -> str:
             "dropped" + (" (every beam continues only its best child)" if g == 1 else ""))
 
 
+def _explain_arith(p: Params) -> str:
+    n = p["n"]
+    return (f"{n} samples per prompt from {n} evenly spaced codes (one random offset) read through the "
+            "arithmetic code of the processed distribution: each sample is distributed as plain "
+            f"sampling, and the {n} split the probability mass between them instead of drawing it "
+            "independently")
+
+
 for _spec in (
+    ClauseSpec(
+        "arith", "search", "arithmetic sampling: N samples from evenly spaced codes of the distribution",
+        positional=(Param("n", "int", 1, lo=1, doc="samples per prompt"),),
+        sampling=True, reference=None,
+        cite="Vilnis, Zemlyanskiy, Murray, Passos & Sanghai 2023, Arithmetic Sampling: Parallel "
+             "Diverse Decoding for Large Language Models (ICML 2023, arXiv:2210.15458)",
+        impl=_S + "arith", explain=_explain_arith, aliases=("arithmetic",),
+        details="Row i of a prompt's N rows starts from the code (i + U)/N mod 1, U one uniform per "
+                "prompt. Each step the logit stages process each row's logits (as `sample` does: raw "
+                "logits in), and the row takes the token whose interval [F(token-), F(token)) of the "
+                "cumulative distribution of their softmax holds its code; the code becomes "
+                "(code - F(token-)) / P(token), its place in that interval. Every row alone is "
+                "ancestral sampling from the processed distribution; together the N rows are one "
+                "randomly shifted lattice, so a token of probability P is taken by floor or ceil of "
+                "N·P of them at the first step, and the set repeats itself less than N independent "
+                "samples. Codes are float64; so that they never run out of bits over a long text, all "
+                "codes of a prompt move by one fresh shared uniform (mod 1) before each step, which "
+                "keeps each row's code uniform given its text and the codes of rows that share a "
+                "text evenly spaced (the move before the first step is U). `score` is the sum of "
+                "the processed log-probs; sequences come back in row order. A stage that draws "
+                "itself (mirostat) does not draw here: the code decides."),
     ClauseSpec(
         "capped", "modifier", "top-g capping: each beam contributes at most G continuations",
         positional=(Param("g", "int", lo=1, hi=2**31 - 1,

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 import decode
+from table_model import TableModel, chi_square, sequence_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["capped"]
+METHODS = ["capped", "arith"]
+ALPHA = 1e-3
 
 
 def plain_beam(model, k, max_new, keep):
@@ -66,6 +68,52 @@ def test_capped_reference_can_tell_it_from_beam_search():
     assert any(plain_beam(table_model(s), 3, 5, capped(1)) != plain_beam(table_model(s), 3, 5, uncapped)
                for s in range(3))
     assert ours(table_model(0), f"beam 3 | capped {V} | max 5") == ours(table_model(0), "beam 3 | max 5")
+
+
+# -- arith ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def arith_runs():
+    """3000 prompts' `arith 3` sets on a 5-token table (each prompt its own seed), and the
+    sequence distribution they must each follow."""
+    model = TableModel.random(7, size=5)
+    recipe = "topk 4 | temp 0.9"
+    out = decode.generate(model, f"arith 3 | {recipe} | max 3", [[0, 1]] * 3000, seed=11, compile=False)
+    return model, [[tuple(s.ids) for s in c.sequences] for c in out], sequence_probs(model, recipe, [0, 1], 3)
+
+
+@pytest.mark.parametrize("row", [0, 1, 2])
+def test_arith_each_sample_is_distributed_as_ancestral_sampling(arith_runs, row):
+    _, sets, probs = arith_runs
+    counts = {}
+    for s in sets:
+        counts[s[row]] = counts.get(s[row], 0) + 1
+    stat, p, df = chi_square(counts, probs, len(sets))
+    assert p > ALPHA, f"row {row}: chi-square {stat:.1f} on {df} df, p = {p:.2e}"
+
+
+def test_arith_rows_split_the_first_step_by_the_lattice(arith_runs):
+    """3 evenly spaced codes: a first token of probability P is taken by floor(3P) or ceil(3P)
+    rows of every set, which independent samples would not do."""
+    model, sets, probs = arith_runs
+    first = {}
+    for seq, p in probs.items():
+        first[seq[0]] = first.get(seq[0], 0.0) + p
+    for s in sets:
+        for tok, p in first.items():
+            assert math.floor(3 * p) <= sum(x[0] == tok for x in s) <= math.ceil(3 * p), (s, tok, p)
+    iid = decode.generate(model, "sample 3 | topk 4 | temp 0.9 | max 3", [[0, 1]] * 300, seed=11, compile=False)
+    assert any(not all(math.floor(3 * p) <= sum(x.ids[0] == tok for x in c.sequences) <= math.ceil(3 * p)
+                       for tok, p in first.items()) for c in iid)
+
+
+def test_arith_sets_repeat_themselves_less_than_independent_samples(arith_runs):
+    _, sets, _ = arith_runs
+    model = arith_runs[0]
+    iid = decode.generate(model, "sample 3 | topk 4 | temp 0.9 | max 3", [[0, 1]] * 3000, seed=11, compile=False)
+    dup = sum(len(set(s)) < 3 for s in sets)
+    dup_iid = sum(len({tuple(x.ids) for x in c.sequences}) < 3 for c in iid)
+    assert dup < 0.8 * dup_iid, (dup, dup_iid)
 
 
 # -- every method ----------------------------------------------------------------------------
