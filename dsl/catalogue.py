@@ -1145,7 +1145,40 @@ def _explain_arith(p: Params) -> str:
             "independently")
 
 
+def _explain_determinantal(p: Params) -> str:
+    return (f"each step the beam's candidates are chosen as a set: in turn, the continuation adding most "
+            f"to (sum of scores + {spell_value(p['weight'])}·log det of the set's {p['n']}-gram "
+            "similarity matrix) joins it, from a pool of the 2·K² best, so continuations repeating "
+            "the n-grams of those already in lose; the first K that do not end go on")
+
+
 for _spec in (
+    ClauseSpec(
+        "determinantal", "modifier",
+        "determinantal beam search: the candidates are the greedy MAP of a DPP of score and n-gram overlap",
+        keywords=(Param("weight", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="weight W of log det(similarity) against the scores (0: beam search)"),
+                  Param("n", "int", 2, lo=1, hi=8, hi_why="an n-gram's id is exact in 64 bits up to n=8 "
+                        "for vocabularies of 256 tokens; larger vocabularies allow less (a message says)",
+                        doc="n-gram size of the similarity")),
+        cite="Meister, Forster & Cotterell 2021, Determinantal Beam Search (ACL 2021, arXiv:2106.07400); "
+             "greedy MAP as Chen, Zhang & Zhou 2018 (NeurIPS)",
+        impl=_S + "determinantal", beam_variant=True, explain=_explain_determinantal,
+        details="A modifier of `beam K`. Each step the recipe's logit stages run as in `beam`; the "
+                "pool is the min(K·V, 2·K²) best continuations by beam score + processed log-prob "
+                "(drawn without replacement from their softmax when the recipe samples). The "
+                "similarity of two continuations is the cosine of the count vectors of the n-grams of "
+                "their new tokens (1 with itself, 0 with others while a text has no n-gram). The "
+                "2·K candidates are chosen greedily from the pool: each time, the continuation with "
+                "the largest score + WEIGHT·log d² joins, d² the squared distance of its similarity "
+                "vector from the span of those chosen (the factor by which det(S_Y) grows; below "
+                "1e-30 it counts as 1e-30), which is the greedy MAP of the DPP with kernel "
+                "diag(e^score/2)·S^WEIGHT·diag(e^score/2) restricted to log det = sum of scores + "
+                "WEIGHT·log det S_Y: the quality is the score, the diversity the n-gram overlap, "
+                "weighted by WEIGHT (the paper writes the kernel as D + w·K; this is its "
+                "quality-diversity form). Candidates ending in EOS among the first K chosen become "
+                "finished hypotheses; the first K chosen that do not end go on, with their plain "
+                "scores. WEIGHT = 0 is beam search; WEIGHT is a number of the compiled step."),
     ClauseSpec(
         "arith", "search", "arithmetic sampling: N samples from evenly spaced codes of the distribution",
         positional=(Param("n", "int", 1, lo=1, doc="samples per prompt"),),

@@ -11,6 +11,7 @@ import ast
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import decode
@@ -18,7 +19,7 @@ from table_model import TableModel, chi_square, sequence_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["capped", "arith"]
+METHODS = ["capped", "arith", "determinantal"]
 ALPHA = 1e-3
 
 
@@ -70,6 +71,61 @@ def test_capped_reference_can_tell_it_from_beam_search():
     assert ours(table_model(0), f"beam 3 | capped {V} | max 5") == ours(table_model(0), "beam 3 | max 5")
 
 
+# -- determinantal ------------------------------------------------------------------------
+
+def grams(ids, n):
+    out = {}
+    for i in range(len(ids) - n + 1):
+        out[tuple(ids[i:i + n])] = out.get(tuple(ids[i:i + n]), 0) + 1
+    return out
+
+
+def similarity(a, b, n):
+    ga, gb = grams(a, n), grams(b, n)
+    if not ga or not gb:
+        return float(a == b)
+    dot = sum(c * gb.get(g, 0) for g, c in ga.items())
+    return dot / math.sqrt(sum(c * c for c in ga.values()) * sum(c * c for c in gb.values()))
+
+
+def determinantal(k, w, n):
+    """The pool: the 2k² best; then 2k times, the one with the largest score + w·log of the
+    factor det(S) grows by (numpy determinants) joins."""
+    def keep(t, cands):
+        pool = sorted(cands, key=lambda c: -c[0])[:2 * k * k]
+        pool = [c for c in pool if c[0] > -math.inf] + [c for c in pool if c[0] == -math.inf]
+        sim = np.array([[similarity(a[1], b[1], n) for b in pool] for a in pool])
+        chosen = []
+        for _ in range(min(2 * k, len(pool))):
+            base = np.linalg.det(sim[np.ix_(chosen, chosen)]) if chosen else 1.0
+            best, arg = -math.inf, None
+            for i, c in enumerate(pool):
+                if i in chosen:
+                    continue
+                grow = np.linalg.det(sim[np.ix_(chosen + [i], chosen + [i])]) / base
+                gain = c[0] + w * math.log(max(grow, 1e-30)) if c[0] > -math.inf else -1e30
+                if gain > best:
+                    best, arg = gain, i
+            chosen.append(arg)
+        return [pool[i] for i in chosen]
+    return keep
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k,w,n", [(2, 1.0, 1), (2, 3.0, 2), (3, 0.5, 2), (3, 2.0, 1)])
+def test_determinantal_matches_the_plain_reference(k, w, n, seed):
+    model = table_model(seed)
+    recipe = f"beam {k} | determinantal weight={w} n={n} | max 5"
+    assert_same(ours(model, recipe), plain_beam(model, k, 5, determinantal(k, w, n)), recipe)
+
+
+def test_determinantal_weight_0_is_beam_search_and_the_reference_can_tell():
+    assert ours(table_model(1), "beam 3 | determinantal weight=0 | max 5") == ours(table_model(1), "beam 3 | max 5")
+    best = lambda t, c: sorted(c, key=lambda x: -x[0])  # noqa: E731
+    assert any(plain_beam(table_model(s), 3, 5, determinantal(3, 2.0, 1)) != plain_beam(table_model(s), 3, 5, best)
+               for s in range(3))
+
+
 # -- arith ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -116,6 +172,33 @@ def test_arith_sets_repeat_themselves_less_than_independent_samples(arith_runs):
     assert dup < 0.8 * dup_iid, (dup, dup_iid)
 
 
+# -- compiled == eager, and the numbers are tensors -----------------------------------------
+
+SWEEPS = [  # one structure each, two values of its number: the second must reuse the graph
+    ("beam 3 | determinantal weight={} n=2 | max 5", (1.5, 0.25)),
+    pytest.param("beam 3 | capped {} | max 5", (1, 2), marks=pytest.mark.slow),
+    pytest.param("arith 3 | topk 4 | max 5", ("", ""), marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("recipe,values", SWEEPS)
+def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+    from torch._dynamo.utils import counters
+
+    from decode.compiler import step_cache
+
+    model, prompts = table_model(2), [PROMPT, [1, 3, 4]]
+    for i, value in enumerate(values):
+        r = recipe.format(value)
+        compiled = decode.generate(model, r, prompts, seed=3)
+        eager = decode.generate(model, r, prompts, seed=3, compile=False)
+        assert [[(s.ids, round(s.score, 4)) for s in c.sequences] for c in compiled] == \
+            [[(s.ids, round(s.score, 4)) for s in c.sequences] for c in eager], r
+        if i == 0:
+            graphs, steps = counters["stats"]["unique_graphs"], step_cache.size()
+    assert (counters["stats"]["unique_graphs"], step_cache.size()) == (graphs, steps)
+
+
 # -- every method ----------------------------------------------------------------------------
 
 def code_lines(path: Path) -> int:
@@ -139,6 +222,8 @@ def test_each_method_is_one_file_of_at_most_30_lines_of_code(name):
 
 @pytest.mark.parametrize("recipe,message,at", [
     ("beam 4 | capped 0", "g must satisfy 1 <= g", "capped 0"),
+    ("sample 4 | determinantal weight=1", "'determinantal' needs a 'beam K' search", "determinantal weight=1"),
+    ("beam 4 | determinantal weight=-1", "weight must satisfy 0 <= weight", "weight=-1"),
     ("sample 2 | capped 1", "'capped' needs a 'beam K' search", "capped 1"),
 ])
 def test_bad_input_is_one_message_at_the_clause(recipe, message, at):
