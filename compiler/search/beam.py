@@ -1,10 +1,9 @@
 """Beam search (and beam sampling), step for step the reference's vectorised `_beam_search`.
 
 Each step ranks a prompt's K·V continuations by beam score + processed log-prob (`rescore`
-may change that: siblings.py), takes the best 2K (`candidates`; or draws them, in draw order,
-as the reference's `multinomial`), offers those that end (EOS, or the last step) among the
-first K to the pool (pool.py: `early`, the length penalty), and goes on with the K best
-others (`survivors`; determinantal.py chooses both itself)."""
+may change that: siblings.py), takes the best 2K (`candidates`; or draws them, in draw order, as
+the reference's `multinomial`), offers those that end (EOS, or the last step) among the first K
+to the pool (pool.py: `early`, lenpen), goes on with the K best others (`survivors`)."""
 from __future__ import annotations
 
 import torch
@@ -74,8 +73,7 @@ class Beam(BeamPool):
         seqs, scores, lens, lp = (state[x][:, :r].tolist() if x in state else None
                                   for x in ("seq", "score", "len", "lp"))  # lp: the tokens' log-probs, if asked for
         return [[result(seqs[b][j][p:p + lens[b][j]], scores[b][j], self.cfg.eos, lp and lp[b][j][p:p + lens[b][j]])
-                 for j in range(r)
-                 if scores[b][j] != -INF]  # never filled: fewer hypotheses survived the stages
+                 for j in range(r) if scores[b][j] != -INF]  # -inf: fewer hypotheses survived the stages
                 for b in range(self.cfg.batch)]
 
 
