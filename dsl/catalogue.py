@@ -1154,6 +1154,25 @@ def _explain_determinantal(p: Params) -> str:
 
 for _spec in (
     ClauseSpec(
+        "cpsbs", "search",
+        "conditional Poisson stochastic beam search: each step K of the beams' children drawn as a set",
+        positional=(Param("k", "int", lo=1, doc="beams, and sequences drawn"),),
+        sampling=True, reference=None,
+        cite="Meister, Amini, Vieira & Cotterell 2021, Conditional Poisson Stochastic Beam Search "
+             "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
+        impl=_S + "cpsbs", aliases=("conditional_poisson",),
+        details="Each step the logit stages process every beam's logits; a child's weight is its "
+                "sequence probability under the processed distribution (the beam's probability times "
+                "the token's). K children are drawn without replacement from all K·V by the "
+                "conditional Poisson design: a set S of K with probability proportional to the product "
+                "of its members' weights (the largest member first, each by one uniform, from the "
+                "design's elementary symmetric polynomials; exact, in float64). A finished beam is its "
+                "own only child (padding, weight unchanged). At the first step only one beam lives. "
+                "Each row carries the log of its sequence's inclusion probabilities summed over the "
+                "steps, the weight of the paper's estimator. The sequences come back best "
+                "log-probability first; `score` is that log-probability; fewer come back if fewer "
+                "sequences exist."),
+    ClauseSpec(
         "determinantal", "modifier",
         "determinantal beam search: the candidates are the greedy MAP of a DPP of score and n-gram overlap",
         keywords=(Param("weight", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,

@@ -8,6 +8,7 @@ lines of code, and bad input is one message with the clause's position.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 
 import decode
-from table_model import TableModel, chi_square, sequence_probs
+from table_model import TableModel, chi_square, sequence_probs, step_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["capped", "arith", "determinantal"]
+METHODS = ["capped", "arith", "determinantal", "cpsbs"]
 ALPHA = 1e-3
 
 
@@ -172,12 +173,75 @@ def test_arith_sets_repeat_themselves_less_than_independent_samples(arith_runs):
     assert dup < 0.8 * dup_iid, (dup, dup_iid)
 
 
+# -- cpsbs -----------------------------------------------------------------------------------
+
+def poisson_sets(weights: dict, k: int) -> dict:
+    """The conditional Poisson design by brute force: P(S) ∝ prod of weights, |S| = k."""
+    items = [x for x, w in weights.items() if w > 0]
+    sets = {frozenset(c): math.prod(weights[x] for x in c) for c in itertools.combinations(items, min(k, len(items)))}
+    z = sum(sets.values())
+    return {c: p / z for c, p in sets.items()}
+
+
+def cpsbs_inclusion(model, recipe, k, max_new) -> dict:
+    """P(sequence is among the k returned) after max_new steps, by enumerating every set."""
+    eos = model.config.eos_ids[0]
+
+    def children(seq, p):
+        if seq and (seq[-1] == eos or len(seq) == max_new):
+            return {seq: p}  # a finished beam is its own only child
+        probs = step_probs(model, recipe, [0, 1] + list(seq), len(seq), True).tolist()
+        return {seq + (v,): p * q for v, q in enumerate(probs) if q > 0}
+
+    seq_p, layer = {(): 1.0}, {frozenset([()]): 1.0}  # each sequence's probability; each set's
+    for _ in range(max_new):
+        nxt = {}
+        for beams, p in layer.items():
+            weights = {}
+            for seq in beams:
+                weights.update(children(seq, seq_p[seq]))
+            seq_p.update(weights)
+            for s, q in poisson_sets(weights, k).items():
+                nxt[s] = nxt.get(s, 0.0) + p * q
+        layer = nxt
+    out = {}
+    for beams, p in layer.items():
+        for seq in beams:
+            out[seq] = out.get(seq, 0.0) + p
+    return out
+
+
+def test_cpsbs_includes_each_sequence_with_the_designs_probability():
+    model = TableModel.random(5, size=5)
+    recipe, k, runs = "temp 0.8", 2, 4000
+    want = cpsbs_inclusion(model, recipe, k, 2)
+    assert sum(want.values()) == pytest.approx(k)
+    out = decode.generate(model, f"cpsbs {k} | {recipe} | max 2", [[0, 1]] * runs, seed=21, compile=False)
+    got = {}
+    for c in out:
+        assert len({tuple(s.ids) for s in c.sequences}) == len(c.sequences) == k  # without replacement
+        for s in c.sequences:
+            got[tuple(s.ids)] = got.get(tuple(s.ids), 0) + 1
+    assert set(got) <= set(want)
+    for seq, p in want.items():
+        sd = math.sqrt(runs * p * (1 - p)) + 1e-9
+        assert abs(got.get(seq, 0) - runs * p) <= 4.5 * sd + 1, (seq, got.get(seq, 0), runs * p)
+    # the test can fail: plain `sbeam` (another design) lands elsewhere
+    sb = decode.generate(model, f"sbeam {k} | {recipe} | max 2", [[0, 1]] * runs, seed=21, compile=False)
+    other = {}
+    for c in sb:
+        for s in c.sequences:
+            other[tuple(s.ids)] = other.get(tuple(s.ids), 0) + 1
+    assert any(abs(other.get(q, 0) - runs * p) > 4.5 * math.sqrt(runs * p * (1 - p)) + 1 for q, p in want.items())
+
+
 # -- compiled == eager, and the numbers are tensors -----------------------------------------
 
 SWEEPS = [  # one structure each, two values of its number: the second must reuse the graph
     ("beam 3 | determinantal weight={} n=2 | max 5", (1.5, 0.25)),
     pytest.param("beam 3 | capped {} | max 5", (1, 2), marks=pytest.mark.slow),
     pytest.param("arith 3 | topk 4 | max 5", ("", ""), marks=pytest.mark.slow),
+    pytest.param("cpsbs 3 | temp {} | max 5", (0.8, 1.3), marks=pytest.mark.slow),
 ]
 
 

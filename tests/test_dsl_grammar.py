@@ -21,6 +21,7 @@ EVERY_CLAUSE = {
     "iterative": ("beam 6 | iterative groups=3", {"groups": 3, "distance": 2}),
     "capped": ("beam 4 | capped 2", {"g": 2}),
     "arith": ("arith 4", {"n": 4}),
+    "cpsbs": ("cpsbs 3", {"k": 3}),
     "determinantal": ("beam 4 | determinantal weight=0.5", {"weight": 0.5, "n": 2}),
     "dola": ("dola 0 2 pick=batch | repetition 1.2", {"layer": (0, 2), "layers": "high", "pick": "batch"}),
     "force": ('beam 4 | force "a b" any("c", ids(3, 4))',
