@@ -1127,3 +1127,114 @@ for _spec in (
                 "row. As in llama.cpp, write it last. M is static: changing it compiles a new step."),
 ):
     register(_spec)
+
+
+# -- issue 23: more diversity methods, each one short file on the search interface -----------
+
+def _explain_capped(p: Params) -> str:
+    g = p["g"]
+    return (f"each beam contributes at most {g} continuation{'s' if g > 1 else ''}: only its {g} most "
+            "likely children (after the logit stages) compete for the beam's candidates, the rest are "
+            "dropped" + (" (every beam continues only its best child)" if g == 1 else ""))
+
+
+def _explain_arith(p: Params) -> str:
+    n = p["n"]
+    return (f"{n} samples per prompt from {n} evenly spaced codes (one random offset) read through the "
+            "arithmetic code of the processed distribution: each sample is distributed as plain "
+            f"sampling, and the {n} split the probability mass between them instead of drawing it "
+            "independently")
+
+
+def _explain_determinantal(p: Params) -> str:
+    return (f"each step the beam's candidates are chosen as a set: in turn, the continuation adding most "
+            f"to (sum of scores + {spell_value(p['weight'])}·log det of the set's {p['n']}-gram "
+            "similarity matrix) joins it, from a pool of the 2·K² best, so continuations repeating "
+            "the n-grams of those already in lose; the first K that do not end go on")
+
+
+for _spec in (
+    ClauseSpec(
+        "cpsbs", "search",
+        "conditional Poisson stochastic beam search: each step K of the beams' children drawn as a set",
+        positional=(Param("k", "int", lo=1, doc="beams, and sequences drawn"),),
+        sampling=True, reference=None,
+        cite="Meister, Amini, Vieira & Cotterell 2021, Conditional Poisson Stochastic Beam Search "
+             "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
+        impl=_S + "cpsbs", aliases=("conditional_poisson",),
+        details="Each step the logit stages process every beam's logits; a child's weight is its "
+                "sequence probability under the processed distribution (the beam's probability times "
+                "the token's). K children are drawn without replacement from all K·V by the "
+                "conditional Poisson design: a set S of K with probability proportional to the product "
+                "of its members' weights (the largest member first, each by one uniform, from the "
+                "design's elementary symmetric polynomials; exact, in float64). A finished beam is its "
+                "own only child (padding, weight unchanged). At the first step only one beam lives. "
+                "Each row carries the log of its sequence's inclusion probabilities summed over the "
+                "steps, the weight of the paper's estimator. The sequences come back best "
+                "log-probability first; `score` is that log-probability; fewer come back if fewer "
+                "sequences exist."),
+    ClauseSpec(
+        "determinantal", "modifier",
+        "determinantal beam search: the candidates are the greedy MAP of a DPP of score and n-gram overlap",
+        keywords=(Param("weight", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        doc="weight W of log det(similarity) against the scores (0: beam search)"),
+                  Param("n", "int", 2, lo=1, hi=8, hi_why="an n-gram's id is exact in 64 bits up to n=8 "
+                        "for vocabularies of 256 tokens; larger vocabularies allow less (a message says)",
+                        doc="n-gram size of the similarity")),
+        cite="Meister, Forster & Cotterell 2021, Determinantal Beam Search (ACL 2021, arXiv:2106.07400); "
+             "greedy MAP as Chen, Zhang & Zhou 2018 (NeurIPS)",
+        impl=_S + "determinantal", beam_variant=True, explain=_explain_determinantal,
+        details="A modifier of `beam K`. Each step the recipe's logit stages run as in `beam`; the "
+                "pool is the min(K·V, 2·K²) best continuations by beam score + processed log-prob "
+                "(drawn without replacement from their softmax when the recipe samples). The "
+                "similarity of two continuations is the cosine of the count vectors of the n-grams of "
+                "their new tokens (1 with itself, 0 with others while a text has no n-gram). The "
+                "2·K candidates are chosen greedily from the pool: each time, the continuation with "
+                "the largest score + WEIGHT·log d² joins, d² the squared distance of its similarity "
+                "vector from the span of those chosen (the factor by which det(S_Y) grows; below "
+                "1e-30 it counts as 1e-30), which is the greedy MAP of the DPP with kernel "
+                "diag(e^score/2)·S^WEIGHT·diag(e^score/2) restricted to log det = sum of scores + "
+                "WEIGHT·log det S_Y: the quality is the score, the diversity the n-gram overlap, "
+                "weighted by WEIGHT (the paper writes the kernel as D + w·K; this is its "
+                "quality-diversity form). Candidates ending in EOS among the first K chosen become "
+                "finished hypotheses; the first K chosen that do not end go on, with their plain "
+                "scores. WEIGHT = 0 is beam search; WEIGHT is a number of the compiled step."),
+    ClauseSpec(
+        "arith", "search", "arithmetic sampling: N samples from evenly spaced codes of the distribution",
+        positional=(Param("n", "int", 1, lo=1, doc="samples per prompt"),),
+        sampling=True, reference=None,
+        cite="Vilnis, Zemlyanskiy, Murray, Passos & Sanghai 2023, Arithmetic Sampling: Parallel "
+             "Diverse Decoding for Large Language Models (ICML 2023, arXiv:2210.15458)",
+        impl=_S + "arith", explain=_explain_arith, aliases=("arithmetic",),
+        details="Row i of a prompt's N rows starts from the code (i + U)/N mod 1, U one uniform per "
+                "prompt. Each step the logit stages process each row's logits (as `sample` does: raw "
+                "logits in), and the row takes the token whose interval [F(token-), F(token)) of the "
+                "cumulative distribution of their softmax holds its code; the code becomes "
+                "(code - F(token-)) / P(token), its place in that interval. Every row alone is "
+                "ancestral sampling from the processed distribution; together the N rows are one "
+                "randomly shifted lattice, so a token of probability P is taken by floor or ceil of "
+                "N·P of them at the first step, and the set repeats itself less than N independent "
+                "samples. Codes are float64; so that they never run out of bits over a long text, all "
+                "codes of a prompt move by one fresh shared uniform (mod 1) before each step, which "
+                "keeps each row's code uniform given its text and the codes of rows that share a "
+                "text evenly spaced (the move before the first step is U). `score` is the sum of "
+                "the processed log-probs; sequences come back in row order. A stage that draws "
+                "itself (mirostat) does not draw here: the code decides."),
+    ClauseSpec(
+        "capped", "modifier", "top-g capping: each beam contributes at most G continuations",
+        positional=(Param("g", "int", lo=1, hi=2**31 - 1,
+                          lo_why="a beam must be allowed one continuation, or no beam could go on",
+                          doc="continuations per beam that may compete"),),
+        cite="Ippolito, Kriz, Sedoc, Kustikova & Callison-Burch 2019, Comparison of Diverse Decoding "
+             "Methods from Conditional Language Models (ACL 2019), top-g capping",
+        impl=_S + "capped", beam_variant=True, explain=_explain_capped,
+        details="A modifier of `beam K`. Each step, after the recipe's logit stages, the continuations "
+                "of each beam are ranked by processed log-prob (of equal ones, the lower token id "
+                "first); only the G best of each beam keep their score, the others become impossible "
+                "(-inf). The beam search then picks (or, when the recipe samples, draws) its 2·K "
+                "continuations from what is left, exactly as `beam` does, so no beam has more than G "
+                "children among the candidates. With G·K < 2·K fewer than 2·K candidates exist and "
+                "beams may die. G >= the vocabulary size is plain beam search; G is a number of the "
+                "compiled step, so a sweep over it does not recompile."),
+):
+    register(_spec)

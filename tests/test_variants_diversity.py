@@ -23,7 +23,9 @@ VARIANTS = ["beam 4 | diverse groups=2 penalty=1.0",
             "beam 4 | diverse groups=2 penalty=1.0 kind=cumulative",
             "beam 4 | diverse groups=2 penalty=1.0 kind=ngram",
             "beam 4 | siblings 1.0",
-            "beam 4 | iterative groups=2 distance=2"]
+            "beam 4 | iterative groups=2 distance=2",
+            "beam 4 | capped 2",
+            "beam 4 | determinantal weight=2"]
 SAMPLED = "beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7"  # the design card's example
 SAMPLED_PLAIN = "beam 4 | topp 0.9 temp 0.7"
 MAX_NEW = 8
@@ -60,10 +62,15 @@ def test_diverse_beam_sampling_is_more_diverse_than_beam_sampling_and_plain_beam
     assert d > plain + 0.02 and d > mean_distinct2(demo, SAMPLED_PLAIN, MAX_NEW) + 0.02
 
 
+def test_arithmetic_sampling_is_more_diverse_than_independent_samples(demo):
+    d, iid = mean_distinct2(demo, "arith 4", MAX_NEW), mean_distinct2(demo, "sample 4", MAX_NEW)
+    assert d > iid + 0.01, f"arith 4: distinct-2 {d:.3f} vs sample 4 {iid:.3f}"
+
+
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 32
     m = decode.load()
     print(f"distinct-2 over the 4 returned sequences, mean of {len(PROMPTS)} prompts, max {n}, seed 0\n")
     print("| recipe | distinct-2 |\n|---|---|")
-    for r in [PLAIN, *VARIANTS, SAMPLED_PLAIN, SAMPLED]:
+    for r in [PLAIN, *VARIANTS, SAMPLED_PLAIN, SAMPLED, "sample 4", "arith 4", "sbeam 4", "cpsbs 4"]:
         print(f"| `{r}` | {mean_distinct2(m, r, n):.3f} |")

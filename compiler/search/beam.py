@@ -1,10 +1,9 @@
 """Beam search (and beam sampling), step for step the reference's vectorised `_beam_search`.
 
 Each step ranks a prompt's K·V continuations by beam score + processed log-prob (`rescore`
-may change that: siblings.py), takes the best 2K (or draws them, in draw order, as the
-reference's `multinomial`), offers those that end (EOS, or the last step) among the first
-K to the pool (pool.py: `early`, the length penalty), and goes on with the K best others.
-"""
+may change that: siblings.py), takes the best 2K (`candidates`; or draws them, in draw order, as
+the reference's `multinomial`), offers those that end (EOS, or the last step) among the first K
+to the pool (pool.py: `early`, lenpen), goes on with the K best others (`survivors`)."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +14,9 @@ from decode.compiler.search.record import candidates
 
 
 class Beam(BeamPool):
+    def survivors(self, top, k):  # the k of `top` [B, n] (-inf: ended) that go on: the best
+        return torch.topk(top, k)
+
     def stage_params(self, spec, params):
         # a truncation keeps 1 + #EOS tokens in beam sampling, as the reference, so a beam can go on
         keep = spec.hf.keep if self.cfg.sampling and spec is not None and spec.hf is not None else None
@@ -37,12 +39,11 @@ class Beam(BeamPool):
         v, dev, lenpen = scores.shape[-1], scores.device, at.hp["lenpen"]
         logp = at.process(scores, None).view(b, k, v)
         acc, penalty = self.rescore((logp + state["run"][..., None]).view(b, k * v), logp, at.hp)
-        top, idx = self.candidates(acc, n, None if at.noise is None else at.noise.view(b, k * v))
+        top, idx = self.candidates(acc, n, None if at.noise is None else at.noise.view(b, k * v), at)
         tok, parent = idx % v, idx // v + torch.arange(b, device=dev)[:, None] * k
         hits = self.is_eos(tok) | (t + 1 >= at.max_new)
 
-        # go on with the best k continuations that did not end
-        run, nxt = torch.topk(torch.where(hits, -INF, top), k)
+        run, nxt = self.survivors(torch.where(hits, -INF, top), k)  # the k that go on: none that ended
 
         # offer the ended ones among the first k to the pool
         just = hits & (torch.arange(n, device=dev) < k) & (top > -INF)
@@ -53,7 +54,7 @@ class Beam(BeamPool):
         fin = torch.cat([state["fin"], just], 1).gather(1, sel)
 
         # can a running beam still beat the worst finished hypothesis?
-        best = run[:, :1] / self.bound_length(t + 1, at, lenpen) ** lenpen
+        best = run.amax(1, keepdim=True) / self.bound_length(t + 1, at, lenpen) ** lenpen
         worst = torch.where(fin, f_score.min(1, keepdim=True).values, torch.full_like(f_score, -INF))
         open_ = state["open"] & (best > worst).any(-1, keepdim=True)
         full = fin.all() if self.early is True else torch.zeros((), dtype=torch.bool, device=dev)
@@ -72,8 +73,7 @@ class Beam(BeamPool):
         seqs, scores, lens, lp = (state[x][:, :r].tolist() if x in state else None
                                   for x in ("seq", "score", "len", "lp"))  # lp: the tokens' log-probs, if asked for
         return [[result(seqs[b][j][p:p + lens[b][j]], scores[b][j], self.cfg.eos, lp and lp[b][j][p:p + lens[b][j]])
-                 for j in range(r)
-                 if scores[b][j] != -INF]  # never filled: fewer hypotheses survived the stages
+                 for j in range(r) if scores[b][j] != -INF]  # -inf: fewer hypotheses survived the stages
                 for b in range(self.cfg.batch)]
 
 

@@ -54,8 +54,8 @@ class BeamPool(Search):
         selection ranks, and the penalty [B, K·V] taken off to get them (None: none)."""
         return acc, None
 
-    def candidates(self, scores, n, u):
-        """(scores [B, n], indices [B, n]): the n best of `scores` [B, N], or n drawn."""
+    def candidates(self, scores, n, u, at=None):
+        """(scores [B, n], indices [B, n]): the n best of `scores` [B, N], or n drawn (`at`: the step)."""
         from decode.compiler.search.draw import select
 
         idx = select(scores, n, u)
