@@ -1,0 +1,5 @@
+"""`regex "PATTERN"`: the new text matches a regular expression in full.
+
+A constraint: its matchers run on the host (compiler/constraint.py), and the kernel applies
+their bitmask inside the compiled step (_constrain.py)."""
+from decode.compiler.stages._constrain import NEEDS, STATIC, accept, apply, init, prepare  # noqa: F401
