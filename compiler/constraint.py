@@ -19,7 +19,6 @@ import weakref
 
 import torch
 
-from decode.dsl import lookup
 from decode.dsl.structured import grammar
 from decode.runtime.tokenizer import HFTokenizer, SentencePieceTokenizer
 

@@ -1147,6 +1147,15 @@ _CONSTRAINED = ("Each row keeps its own matcher of the engine, on the host; befo
                 "tokens is its equivalent, token for token (greedy and beam search).")
 
 
+def _warn_truncated_first(c: Any, clauses: tuple) -> str | None:
+    before = [x for x in clauses[:clauses.index(c)] if x.kind == "logit" and x.sampling]
+    if before:
+        return (f"'{before[0].canonical}' comes before the constraint, so it truncates first and may "
+                "keep only tokens the constraint refuses (then every token is removed): write the "
+                "constraint first, as its clauses apply in written order")
+    return None
+
+
 def _inline(text: str, mark: str) -> bool:
     return "\n" in text or mark in text
 
@@ -1166,7 +1175,7 @@ for _spec in (
                           "llguidance reads it) that the whole new text must match"),),
         constraint=lambda p: structured.Source("regex", p["pattern"], key="pattern", what="regex",
                                                wrapped=True),
-        check=structured.check, cite=_ENGINE, impl=_L + "regex", aliases=("pattern", "regexp"),
+        check=structured.check, warn=_warn_truncated_first, cite=_ENGINE, impl=_L + "regex", aliases=("pattern", "regexp"),
         explain=lambda p: f"only texts matching {spell_value(p['pattern'])} in full; EOS once one is complete",
         details="The new text matches PATTERN from its first byte to its last (anchored at both "
                 "ends). " + _CONSTRAINED),
@@ -1189,7 +1198,7 @@ for _spec in (
                           "`start`): the path of a .lark file, or the grammar itself"),),
         constraint=lambda p: structured.Source("lark", p["source"], key="source", what="Lark grammar",
                                                file=not _inline(p["source"], ":")),
-        check=structured.check, impl=_L + "grammar", aliases=("cfg_grammar", "gbnf", "lark"),
+        check=structured.check, warn=_warn_truncated_first, impl=_L + "grammar", aliases=("cfg_grammar", "gbnf", "lark"),
         cite="Geng et al. 2023, Grammar-Constrained Decoding for Structured NLP Tasks without "
              "Finetuning (EMNLP 2023); " + _ENGINE,
         explain=lambda p: f"only texts the grammar {spell_value(p['source'])} derives from `start`; "
@@ -1203,7 +1212,7 @@ for _spec in (
         positional=(Param("options", "str", variadic=True, doc="the texts allowed"),),
         constraint=lambda p: structured.Source("choice", __import__("json").dumps(list(p["options"])),
                                                key="options", what="choice", wrapped=True),
-        check=structured.check, cite=_ENGINE, impl=_L + "choice", aliases=("choices", "one_of"),
+        check=structured.check, warn=_warn_truncated_first, cite=_ENGINE, impl=_L + "choice", aliases=("choices", "one_of"),
         explain=lambda p: "only one of " + ", ".join(spell_value(o) for o in p["options"])
                           + "; EOS right after it",
         details="The new text is exactly one of OPTIONS (as the regex of their alternation). "
