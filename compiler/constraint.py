@@ -14,6 +14,7 @@ broke) is dead: its mask allows EOS alone, and `finish` reports its sequence wit
 """
 from __future__ import annotations
 
+import ctypes
 import warnings
 import weakref
 
@@ -74,32 +75,45 @@ class _Pieces:
 
 
 class Matchers:
-    """The matchers of one constraint clause over the rows of a run."""
+    """The matchers of one constraint clause over the rows of a run. The masks are built in a
+    plain byte buffer the engine fills through a pointer, then viewed as a tensor: torch's
+    per-operation cost on [1, 128] tensors would be most of the host's time per step."""
 
     def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...]):
         import llguidance
 
-        self.clause, self.vocab, self.eos = clause, vocab, eos
+        self.clause, self.rows, self.eos = clause, rows, eos
         first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict)), log_level=0)
         if first.is_error():
             raise ValueError(f"'{clause.canonical}': {first.get_error()}")
         self.words = -(-vocab // WORD)
-        self.mask = torch.zeros((rows, self.words), dtype=torch.int32)
-        self.eos_only = torch.zeros(self.words, dtype=torch.int32)
+        self.size = 4 * self.words  # bytes per row
+        only = [0] * self.words
         for e in eos:
-            self.eos_only[e // WORD] |= _bit(e % WORD)
+            only[e // WORD] |= 1 << (e % WORD)
+        self.eos_only = b"".join(w.to_bytes(4, "little") for w in only)
         self.live, self.dead = {(): first}, set()
+
+    def _buffer(self) -> tuple[bytearray, int]:
+        buf = bytearray(b"\xff") * (self.rows * self.size)  # an ended row: every token (it writes padding)
+        return buf, ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+    def _empty(self, buf: bytearray, r: int) -> bool:
+        return buf[r * self.size:(r + 1) * self.size].count(0) == self.size
+
+    def _tensor(self, buf: bytearray) -> torch.Tensor:
+        return torch.frombuffer(buf, dtype=torch.int32).view(self.rows, self.words)
 
     def start(self) -> torch.Tensor:
         """Every row's mask before the first token; a ValueError when no token can start."""
-        m = self.live[()]
-        m.unsafe_compute_mask_ptr(self.mask[0].data_ptr(), self.words * 4)
-        if m.is_error() or not bool(self.mask[0].any()):
+        m, (buf, ptr) = self.live[()], self._buffer()
+        m.unsafe_compute_mask_ptr(ptr, self.size)
+        if m.is_error() or self._empty(buf, 0):
             raise ValueError(f"'{self.clause.canonical}': no token of this model's tokenizer can start a "
                              "text it accepts (the tokenizer cannot spell it); "
                              "write the constraint with characters the tokenizer has")
-        self.mask[1:] = self.mask[0]
-        return self.mask.clone()
+        buf[self.size:] = buf[:self.size] * (self.rows - 1)
+        return self._tensor(buf)
 
     def follow(self, new: list[list[int]], alive: list[bool] | None) -> torch.Tensor:
         """Every row's mask after the rows took their last token (`new`: each row's new tokens)."""
@@ -121,20 +135,21 @@ class Matchers:
                 mine.consume_token(h[-1])
                 nxt[h] = mine
                 todo.append((mine, rows[h][0]))
-        self.mask.fill_(-1)  # an ended row: every token (it writes padding whatever it gets)
-        if todo:
-            _executor().unsafe_compute_mask_ptr(todo, self.mask.data_ptr(), self.words * 4, self.mask.shape[0])
+        buf, ptr = self._buffer()
+        if len(todo) == 1:  # the executor's threads cost more than one row's mask
+            todo[0][0].unsafe_compute_mask_ptr(ptr + todo[0][1] * self.size, self.size)
+        elif todo:
+            _executor().unsafe_compute_mask_ptr(todo, ptr, self.size, self.rows)
         for m, r in todo:
-            if m.is_error() or not bool(self.mask[r].any()):
+            if m.is_error() or self._empty(buf, r):
                 self.dead.add(tuple(new[r]))
                 nxt.pop(tuple(new[r]))
         for h, rs in rows.items():
-            self.mask[rs] = self.eos_only if h in self.dead else self.mask[rs[0]].clone()
+            first = self.eos_only if h in self.dead else buf[rs[0] * self.size:(rs[0] + 1) * self.size]
+            for r in rs:
+                buf[r * self.size:(r + 1) * self.size] = first
         self.live = nxt
-        return self.mask.clone()
-
-def _bit(j: int) -> int:
-    return (1 << j) - (1 << 32) * (j == WORD - 1)  # bit 31 of an int32 is its sign
+        return self._tensor(buf)
 
 
 def _executor():

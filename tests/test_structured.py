@@ -125,7 +125,7 @@ def test_masks_follow_the_rows_history_when_beams_reorder(ours):
     choice, v = 'choice " Juliet" " Benvolio"', ours.config.vocab_size
     r, j = (ours.tokenizer.encode(x, bos=False) for x in (" Benvolio", " Juliet"))
     m = matcher(ours, choice)
-    m.mask = torch.zeros(2, m.words, dtype=torch.int32)  # two rows
+    m.rows = 2
     m.start()
     m.follow([r[:1], j[:1]], None)
     got = allowed(m.follow([j[:2], r[:2]], None), v)  # the beams swapped places
@@ -213,3 +213,48 @@ def test_a_dead_row_ends_with_finish_constraint_and_a_warning(tmp_path):
     assert s.finish == "constraint" and EOS not in s.ids and len(s.ids) == 1
     with pytest.raises(ValueError, match="no token of this model's tokenizer can start"):
         decode.generate(m, 'regex "жж" | max 6', ["To be"], compile=False)
+
+
+# -- the property: 200 (recipe, seed, prompt) combinations across the searches (slow) -------------
+SEARCHES = ["greedy", "sample 2", "beam 3", "beam 4 | diverse groups=2 penalty=1", "sbeam 3",
+            "beam 3 | topp 0.9", "contrastive k=3 alpha=0.5", "beam 4 | siblings 1",
+            "beam 4 | diverse groups=2 penalty=1 kind=cumulative", "sample 2 | temp 0.8"]
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "recipes" / "schemas" / "character.json"
+CONSTRAINTS = [("regex", '"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"'),
+               ("choice", '" Romeo" " Juliet" " the Nurse"'), ("json", f'schema="{SCHEMA_FILE}"'),
+               ("grammar", '"start: sum\\nsum: NUM | sum OP NUM\\nOP: /[-+*]/\\nNUM: /[0-9]{1,3}/"')]
+LINES = ["ROMEO:", "JULIET:\nO Romeo", "To be, or not", "HAMLET:", "What light", "NURSE:\nMadam"]
+
+
+def combination(i: int):
+    name, arg = CONSTRAINTS[i % 4]
+    search = SEARCHES[(i // 4) % len(SEARCHES)]
+    return f"{name} {arg} | {search} | seed {i} | max {8 + i % 17}", name, LINES[i % len(LINES)]
+
+
+def accepts(name: str, text: str, complete: bool) -> bool:
+    regex = pytest.importorskip("regex")
+    if name == "json":
+        if not complete:
+            return True  # a cut text is a prefix the matcher took, token by token; checked in full below
+        jsonschema = pytest.importorskip("jsonschema")
+        jsonschema.validate(json.loads(text), json.loads(SCHEMA_FILE.read_text()))
+        return True
+    pattern = {"regex": r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+               "choice": r" Romeo| Juliet| the Nurse", "grammar": r"[0-9]{1,3}([-+*][0-9]{1,3})*"}[name]
+    return bool(regex.fullmatch(pattern, text) if complete else regex.fullmatch(pattern, text, partial=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("i", range(200))
+def test_every_returned_sequence_is_accepted_or_a_prefix_cut_by_max(ours, i):
+    recipe, name, prompt = combination(i)
+    for c in decode.generate(ours, recipe, [prompt], compile=False):
+        for s in c.sequences:
+            text = bytes_of(ours, s.ids)
+            assert s.finish in ("eos", "max"), (recipe, s)
+            assert accepts(name, text, s.finish == "eos"), (recipe, text)
+            if s.finish == "max":  # a prefix the constraint still accepts: the matcher takes it
+                m = matcher(ours, recipe)
+                replay(m, s.ids)
+                assert not m.dead, (recipe, text)
