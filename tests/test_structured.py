@@ -102,7 +102,7 @@ def test_beam_under_a_constraint_equals_transformers_ids_and_scores(ours, hf, ca
 
 def test_compiled_equals_eager_and_one_graph_serves_every_constraint(ours):
     for search in ("greedy", "beam 3"):
-        for case in CASES[:3]:
+        for case in CASES[:2]:
             recipe = f"{search} | {case} | max 16"
             eager = decode.generate(ours, recipe, PROMPTS, compile=False)
             compiled = decode.generate(ours, recipe, PROMPTS)
