@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from decode.compiler import guidance, step_cache
+from decode.compiler import constraint, guidance, step_cache
 from decode.compiler.arguments import check_model, logprobs_value, prompt_list, recipe_plan, seed_value
 from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
@@ -156,6 +156,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
                             [search, *(kernel for _, kernel, _ in kernels)])
     stops = StopStrings(plan.stop, model.tokenizer)
+    hosts = constraint.hosts(plan, model, b * k, eos)  # each constraint's matchers, per row
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
         seq = torch.full((b * k, s_len), pad_tok, dtype=torch.long, device=device)
@@ -180,6 +181,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                         torch.tensor(eos, dtype=torch.long, device=device), max_new=lim["max_new"])
         sst = [kernel.init(start, model.config.vocab_size, **static, **dyn) if stateful(kernel) else {}
                for (_, kernel, static), dyn in zip(kernels, sp)]
+        sst = constraint.masks(hosts, sst)
         t = torch.zeros((), dtype=torch.long, device=device)
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         paths = lp_begin(logprobs, b * k, s_len, device)
@@ -188,6 +190,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             logits, seq, state, sst, tokens, info, health, paths = step(cache, t, logits, keys, seq, pad_all, lim,
                                                                         hp, sp, state, sst, health, paths)
             t = t + 1
+            sst = constraint.masks(hosts, sst, seq, p_len, steps, state)  # a host sync when constrained
             if on_step is not None:  # it reads the tokens anyway: never show a broken step
                 check_health(health.tolist(), plan, model, k)
                 on_step(steps - 1, tokens, info)
@@ -210,6 +213,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         lim_host = {"prompt": p_len, "max_new": max_new, "steps": steps}
         results = search.finalize(state if paths is None else {**state, ROWS: paths[:, : p_len + steps]},
                                   seq[:, : p_len + steps], lim_host)
+        results = constraint.finish(hosts, results, max_new)
 
     outs = completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
     for i, c in enumerate(outs):

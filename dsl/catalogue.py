@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from decode.dsl.phrases import constraints, shortest
+from decode.dsl import structured
 from decode.dsl.spec import (BIG_WHY, DIVISOR_WHY, HF, LENPEN, SCALE, ClauseSpec, Param, Params,
                              Problem, spell_value)
 
@@ -1236,5 +1237,97 @@ for _spec in (
                 "children among the candidates. With G·K < 2·K fewer than 2·K candidates exist and "
                 "beams may die. G >= the vocabulary size is plain beam search; G is a number of the "
                 "compiled step, so a sweep over it does not recompile."),
+):
+    register(_spec)
+
+
+# -- issue 19: structured output (the llguidance engine; dsl/structured.py) ---------------------
+
+_ENGINE = ("Moskal et al. 2025, llguidance (github.com/guidance-ai/llguidance); after Willard & Louf "
+           "2023, Efficient Guided Generation for Large Language Models (arXiv:2307.09702)")
+_CONSTRAINED = ("Each row keeps its own matcher of the engine, on the host; before every step it "
+                "gives the row's allowed tokens as a bitmask, which the stage applies inside the "
+                "compiled step (every other token scores -inf), and end-of-sequence is allowed exactly "
+                "when the text so far is complete. A beam search copies a row's matcher with its "
+                "beam; a row that has ended stops advancing. The text is the new tokens' bytes as "
+                "the tokenizer spells them (a sentencepiece token's leading space counts, though "
+                "decoding drops it from a text's first token). Written order is application order: "
+                "stages after it see the constrained scores. A row left with no allowed token (a "
+                "text the tokenizer cannot go on with) ends with finish \"constraint\" and a "
+                "warning, never with a token the constraint refuses. transformers has no such "
+                "processor; generate(prefix_allowed_tokens_fn=...) with the same matcher's allowed "
+                "tokens is its equivalent, token for token (greedy and beam search).")
+
+
+def _warn_truncated_first(c: Any, clauses: tuple) -> str | None:
+    before = [x for x in clauses[:clauses.index(c)] if x.kind == "logit" and x.sampling]
+    if before:
+        return (f"'{before[0].canonical}' comes before the constraint, so it truncates first and may "
+                "keep only tokens the constraint refuses (then every token is removed): write the "
+                "constraint first, as its clauses apply in written order")
+    return None
+
+
+def _inline(text: str, mark: str) -> bool:
+    return "\n" in text or mark in text
+
+
+def _json_source(p: Params):
+    schema = p["schema"]
+    if schema is None:
+        return structured.Source("json_schema", "{}", what="JSON schema")
+    inline = schema.lstrip().startswith("{")
+    return structured.Source("json_schema", schema, key="schema", file=not inline, what="JSON schema")
+
+
+for _spec in (
+    ClauseSpec(
+        "regex", "logit", "the text must match a regular expression, in full",
+        positional=(Param("pattern", "str", doc="a regular expression (Rust regex syntax, as "
+                          "llguidance reads it) that the whole new text must match"),),
+        constraint=lambda p: structured.Source("regex", p["pattern"], key="pattern", what="regex",
+                                               wrapped=True),
+        check=structured.check, warn=_warn_truncated_first, cite=_ENGINE, impl=_L + "regex", aliases=("pattern", "regexp"),
+        explain=lambda p: f"only texts matching {spell_value(p['pattern'])} in full; EOS once one is complete",
+        details="The new text matches PATTERN from its first byte to its last (anchored at both "
+                "ends). " + _CONSTRAINED),
+    ClauseSpec(
+        "json", "logit", "the text must be JSON: any value, or one valid under a JSON schema",
+        keywords=(Param("schema", "str", None, doc="a JSON schema: the path of a .json file, or "
+                        "the schema itself written inline ({...}); unset: any JSON value"),),
+        constraint=_json_source, check=structured.check, cite=_ENGINE, impl=_L + "json",
+        aliases=("json_schema", "response_format"),
+        explain=lambda p: ("only JSON valid under the schema " + spell_value(p["schema"])
+                           if p["schema"] is not None else "only a JSON value") + "; EOS once it is complete",
+        details="The new text is one JSON value (llguidance's JSON grammar: whitespace between "
+                "tokens allowed), valid under SCHEMA when given (the keywords llguidance supports; "
+                "one it does not is a check error naming it). A SCHEMA that starts with { is the "
+                "schema itself; otherwise it is a file path, relative to the working directory. "
+                + _CONSTRAINED),
+    ClauseSpec(
+        "grammar", "logit", "the text must parse with a Lark-style grammar",
+        positional=(Param("source", "str", doc="a Lark grammar (llguidance's Lark syntax, rule "
+                          "`start`): the path of a .lark file, or the grammar itself"),),
+        constraint=lambda p: structured.Source("lark", p["source"], key="source", what="Lark grammar",
+                                               file=not _inline(p["source"], ":")),
+        check=structured.check, warn=_warn_truncated_first, impl=_L + "grammar", aliases=("cfg_grammar", "gbnf", "lark"),
+        cite="Geng et al. 2023, Grammar-Constrained Decoding for Structured NLP Tasks without "
+             "Finetuning (EMNLP 2023); " + _ENGINE,
+        explain=lambda p: f"only texts the grammar {spell_value(p['source'])} derives from `start`; "
+                          "EOS once one is complete",
+        details="SOURCE holding a newline or a colon is the grammar itself; otherwise it is a file "
+                "path, relative to the working directory. The syntax is Lark's, as llguidance reads "
+                "it (rules in lower case, terminals in upper case, /regex/ terminals, %ignore), the "
+                "syntax of decode's own grammar. " + _CONSTRAINED),
+    ClauseSpec(
+        "choice", "logit", "the text must be one of these strings",
+        positional=(Param("options", "str", variadic=True, doc="the texts allowed"),),
+        constraint=lambda p: structured.Source("choice", __import__("json").dumps(list(p["options"])),
+                                               key="options", what="choice", wrapped=True),
+        check=structured.check, warn=_warn_truncated_first, cite=_ENGINE, impl=_L + "choice", aliases=("choices", "one_of"),
+        explain=lambda p: "only one of " + ", ".join(spell_value(o) for o in p["options"])
+                          + "; EOS right after it",
+        details="The new text is exactly one of OPTIONS (as the regex of their alternation). "
+                + _CONSTRAINED),
 ):
     register(_spec)

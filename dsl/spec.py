@@ -205,7 +205,8 @@ class ClauseSpec:
     token `force_bos` forces; default: the clause's own); `check(clause, clauses) -> str | Problem | None` is a
     recipe-level rule (e.g. "needs a beam search"): it returns what is wrong, or None when
     all is well; `warn(clause, clauses) -> str | None` says what is allowed but likely a
-    mistake.
+    mistake. `constraint(params) -> dsl.structured.Source` marks a constraint (structured
+    output): where the text its engine compiles is.
 
         >>> ClauseSpec("temp", "logit", "divide by T", sampling=lambda p: p["t"] > 0).is_sampling({"t": 0.0})
         False
@@ -233,6 +234,7 @@ class ClauseSpec:
     lower: Callable[[Params, Any], dict] | None = field(default=None, compare=False)
     check: Callable[[Any, tuple], "str | Problem | None"] | None = field(default=None, compare=False)
     warn: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
+    constraint: Callable[[Params], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -60,6 +60,10 @@ EVERY_CLAUSE = {
     "xtc": ("xtc threshold=0.2 probability=1", {"threshold": 0.2, "probability": 1.0}),
     "dynatemp": ("dynatemp 0.7 range=0.3", {"t": 0.7, "range": 0.3, "exponent": 1.0}),
     "mirostat1": ("mirostat1 tau=3 m=50", {"tau": 3.0, "eta": 0.1, "m": 50}),
+    "regex": ('regex "[0-9]{4}-[0-9]{2}"', {"pattern": "[0-9]{4}-[0-9]{2}"}),
+    "json": ('json schema="{\\"type\\": \\"integer\\"}"', {"schema": '{"type": "integer"}'}),
+    "grammar": ('grammar "start: NUM\\nNUM: /[0-9]+/"', {"source": "start: NUM\nNUM: /[0-9]+/"}),
+    "choice": ('choice "yes" "no"', {"options": ("yes", "no")}),
 }
 
 

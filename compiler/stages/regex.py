@@ -1,0 +1,7 @@
+"""`regex "PATTERN"`: the new text matches a regular expression in full.
+
+A constraint: its matchers run on the host (compiler/constraint.py), and the kernel applies
+their bitmask inside the compiled step (_constrain.py)."""
+from decode.compiler.stages._constrain import NEEDS, STATIC, accept, apply, init, prepare
+
+__all__ = ["NEEDS", "STATIC", "accept", "apply", "init", "prepare"]
