@@ -103,6 +103,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(format_error(text, w, label="warning", source=source), file=sys.stderr)
         if sw is not None:
             print(f"ok  sweep of {len(sw.points)} points  {printable(source) if source else sw.canonical}")
+            from decode.jobs.sweep import compiled_axes
+
+            for a in compiled_axes(sw):
+                print(f"note: {a.label} changes the compiled step: each of its {len(a.values)} values compiles once")
             continue
         print(f"ok  {recipe.fingerprint}  {printable(source) if source else recipe.canonical}")
     return status

@@ -64,7 +64,8 @@ def test_structural_sets_are_named_and_numeric_ones_are_not():
 def test_check_fmt_explain_take_sweeps(capsys):
     text = "beam {2, 4} | topp 0.5..0.9 step 0.2"
     assert main(["check", text]) == 0
-    assert "ok  sweep of 6 points" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok  sweep of 6 points" in out and "beam.k changes the compiled step: each of its 2 values" in out
     assert main(["fmt", text]) == 0
     assert capsys.readouterr().out == "beam {2, 4} | topp {0.5, 0.7, 0.9}\n"
     assert main(["explain", text]) == 0
