@@ -25,10 +25,14 @@ MAX_NEW = 10
 SETTINGS = {"one": [[17, 30]], "two": [[11, 12], [3]], "any": [[[17, 18], [20], [17, 19, 4]]]}
 # (checkpoint, EOS boost): chosen so that hypotheses end mid-way in every setting
 CHECKPOINTS = {"mha-untied": ({"kv_heads": 4, "tie": False, "seed": 3}, 0.45),
-               "gqa-tied": ({"kv_heads": 2, "tie": True, "seed": 11}, 0.8)}
+               "gqa-tied": ({"kv_heads": 2, "tie": True, "seed": 11}, 0.8),
+               "mha-tied": ({"kv_heads": 4, "tie": True, "seed": 19}, 0.8),
+               "gqa-untied": ({"kv_heads": 2, "tie": False, "seed": 17}, 1.2)}
+SLOW = ("mha-tied", "gqa-untied")  # the other two shapes run every test under -m slow
 
 
-@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                        for n in CHECKPOINTS])
 def models(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("force")
     shape, boost = CHECKPOINTS[request.param]
