@@ -294,6 +294,7 @@ class Llama(nn.Module):
         idx = torch.arange(cache.max_len, device=tokens.device)
         slots = start[:, None] + torch.arange(T, device=tokens.device)           # [R, T]
         mask = (idx[None, None, :] >= pad[:, None, None]) & (idx[None, None, :] <= slots[:, :, None])
+        mask = mask | (idx[None, None, :] == slots[:, :, None])  # a padding slot sees itself: finite
         h = self._hidden(tokens, slots - pad[:, None], mask[:, None], cache, slots)
         return self._head(h.reshape(R * T, -1)).float().view(R, T, -1)
 
