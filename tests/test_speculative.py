@@ -1,7 +1,6 @@
 """draft and lookup: greedy gives plain greedy's tokens (and transformers' assisted
 generation's), compiled and eager; sampling has plain sampling's distribution (chi-square
 over 20k draws of the first two tokens), and a wrong acceptance rule is caught."""
-import math
 from pathlib import Path
 
 import pytest
