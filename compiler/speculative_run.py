@@ -11,16 +11,12 @@ from decode.compiler.speculative import Frame, iterate
 
 def refuse(plan, search, ids, kernels) -> None:
     """What speculative decoding cannot run, as one message naming it and the fix."""
-    name = next(iter(plan.modifiers.keys() & {"draft", "lookup"}))
+    name = search.proposer.name
     for (stage, kernel, _), clause in zip(kernels, plan.recipe.stages):
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
                              f"'{clause.canonical}' keeps state across tokens; drop one of them")
-    short = min(range(len(ids)), key=lambda i: len(ids[i]))
-    n = plan.modifiers[name].get("n", 0)
-    if n > len(ids[short]):
-        raise ValueError(f"'lookup n={n}' matches the last {n} tokens, but prompt {short} has "
-                         f"{len(ids[short])}; use n={len(ids[short])} or less, or a longer prompt")
+    search.proposer.check(ids)
 
 
 def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new: int,

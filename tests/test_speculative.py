@@ -40,6 +40,7 @@ def test_greedy_with_draft_or_lookup_gives_plain_greedys_tokens_eager(models, i)
             assert all(0 <= a <= p for a, p in zip(s.speculative["accepted"], s.speculative["proposed"]))
 
 
+@pytest.mark.slow  # three structures to compile: minutes on a loaded 2-core CPU
 def test_compiled_equals_eager_and_plain_greedy(models):
     targets, draft = models
     m = decode.load(str(targets[0]))

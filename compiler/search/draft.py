@@ -13,8 +13,13 @@ from decode.compiler.speculative import DRAFT
 
 
 class DraftModel:
+    name = "draft"
+
     def __init__(self, path: str, k: int):
         self.path, self.k, self.model = path, k, None
+
+    def check(self, ids) -> None:
+        """Nothing to refuse before loading: the draft's vocabulary is checked when it loads."""
 
     def structure(self) -> tuple:
         return ("draft", self.path, self.k)

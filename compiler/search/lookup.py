@@ -9,8 +9,17 @@ import torch
 
 
 class PromptLookup:
+    name = "lookup"
+
     def __init__(self, n: int, k: int):
         self.n, self.k = n, k
+
+    def check(self, ids) -> None:
+        """A prompt shorter than the n-gram is refused, naming the prompt and the fix."""
+        short = min(range(len(ids)), key=lambda i: len(ids[i]))
+        if self.n > len(ids[short]):
+            raise ValueError(f"'lookup n={self.n}' matches the last {self.n} tokens, but prompt {short} "
+                             f"has {len(ids[short])}; use n={len(ids[short])} or less, or a longer prompt")
 
     def structure(self) -> tuple:
         return ("lookup", self.n, self.k)
