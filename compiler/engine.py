@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from decode.compiler import constraint, guidance, step_cache
+from decode.compiler import constraint, guidance, speculative_run, step_cache
 from decode.compiler.arguments import check_model, logprobs_value, prompt_list, recipe_plan, seed_value
 from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
@@ -151,6 +151,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     seed, seeds = seeding(plan, seed, seeds, b)
     keys = row_keys(seeds, k, device) if seeds is not None else None
+    if getattr(search, "proposer", None) is not None:  # draft / lookup: speculative_run.py's loop
+        speculative_run.refuse(plan, search, ids, kernels)
+        results, rounds = speculative_run.run(model, search, kernels, sp, ids, keys, eos, pad_tok, max_new,
+                                              s_len, compiled, timings)
+        return _stamped(completions(results, plan.recipe, model, texts, ids, StopStrings(plan.stop, model.tokenizer)),
+                        model, compiled, seed, seeds, rounds, k)
     step = _get_step(model, search, kernels, compiled, s_len, trace)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
         step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
@@ -216,8 +222,16 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
         results = constraint.finish(hosts, results, max_new)
 
     outs = completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
+    return _stamped(outs, model, compiled, seed, seeds)
+
+
+def _stamped(outs, model, compiled, seed, seeds, rounds=None, k=1):
+    """The completions with their provenance, and each sequence's speculative rounds."""
     for i, c in enumerate(outs):
         c.provenance = stamp(model, compiled, seed, seeds[i] if seeds is not None else None)
+        for s in c.sequences if rounds is not None else ():
+            own = rounds[i * k + (s.draw or 0)]
+            s.speculative = {"proposed": [p for p, _ in own], "accepted": [a for _, a in own]}
     return outs
 
 

@@ -22,6 +22,7 @@ class Sequence:
     finish: str             # "eos" | "max" | "stop"
     logprobs: list[TokenLogprobs] | None = None  # per token, with `logprobs=N` (logprobs.py)
     draw: int | None = None  # `sample n`: which of the n draws it is (results are best first)
+    speculative: dict | None = None  # draft / lookup: drafts "proposed" and "accepted" per round
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Completion:
     def to_json(self) -> dict:
         d = asdict(self)
         for s in d["sequences"]:  # a field a run did not fill is left out, as before it existed
-            for k in ("logprobs", "draw"):
+            for k in ("logprobs", "draw", "speculative"):
                 if s[k] is None:
                     del s[k]
         keys = ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")

@@ -195,6 +195,33 @@ def _explain_iterative(p: Params) -> str:
             "(score -1e9), not merely penalised")
 
 
+def _check_speculative(c: Any, clauses: tuple) -> Problem | None:
+    """`draft` and `lookup` verify drafts for greedy decoding or sampling, one of them at a time."""
+    search = next((x for x in clauses if x.kind == "search"), None)
+    if search is not None and search.name not in ("greedy", "sample"):
+        return Problem(f"'{c.name}' speeds up greedy decoding and sampling, not "
+                       f"'{search.canonical}' (a beam search over drafts is not supported yet); "
+                       "drop the search clause, or write 'sample N'")
+    other = {"draft": "lookup", "lookup": "draft"}[c.name]
+    if any(x.name == other for x in clauses):
+        return Problem(f"'{c.name}' and '{other}' both propose drafts; keep one of them")
+    return None
+
+
+def _explain_draft(p: Params) -> str:
+    model = "the bundled demo draft model" if p["path"] == "demo-draft" else f"the model at {p['path']}"
+    return (f"{model} proposes {p['k']} tokens with the recipe's stages and selection; the "
+            f"target checks all {p['k']} in one forward over {p['k'] + 1} positions and keeps "
+            "what it agrees with (greedy: its own argmax; sampling: the rejection rule of Leviathan "
+            "et al. 2023), so the output is the search's own")
+
+
+def _explain_lookup(p: Params) -> str:
+    return (f"drafts up to {p['k']} tokens copied from after the last earlier occurrence of the "
+            f"row's last {p['n']} tokens (or fewer, down to 1), checked by the target in one "
+            "forward; fast when the output quotes the prompt")
+
+
 def _check_dola(c: Any, clauses: tuple) -> Problem | None:
     """DoLa replaces greedy decoding or sampling (transformers runs it with nothing else), and
     takes its layers either listed or as a part of the model."""
@@ -616,6 +643,57 @@ for _spec in (
                 "log p(premature). The logit stages (`repetition 1.2` is the recommended "
                 "companion) and the selection, argmax or a draw, work on these scores. A model "
                 "of one layer, or layers outside 0..N-1, are refused when the run starts."),
+    ClauseSpec(
+        "draft", "modifier", "speculative decoding: a small model drafts K tokens, the target "
+        "verifies them in one forward",
+        positional=(Param("path", "str", "demo-draft",
+                          doc='the draft model: a checkpoint path, or "demo-draft" (the bundled '
+                              "2-layer model of the demo's tokenizer)"),),
+        keywords=(Param("k", "int", 4, lo=1, hi=16,
+                        doc="tokens drafted per round",
+                        lo_why="a round drafts at least one token",
+                        hi_why="beyond 16 nearly every round rejects a late draft: wasted forwards"),),
+        reference="assistant_model=AutoModelForCausalLM.from_pretrained(PATH), num_assistant_tokens=K",
+        cite="Leviathan, Kalman & Matias 2023, Fast Inference from Transformers via Speculative "
+             "Decoding (ICML 2023); Chen et al. 2023, Accelerating Large Language Model Decoding "
+             "with Speculative Sampling (arXiv:2302.01318); transformers' assistant_model",
+        impl=_S + "draft", check=_check_speculative, explain=_explain_draft,
+        aliases=("assistant_model", "assistant", "speculative"),
+        details="A modifier of greedy decoding and `sample N`. Each round the draft model (same "
+                "tokenizer as the target: another vocabulary is refused when it loads) proposes K "
+                "tokens, each chosen by the recipe's own logit stages and selection on the draft's "
+                "logits; the target runs the row's last token and the K drafts in one forward over "
+                "K+1 positions of its static cache, with the same stages on its own logits. Greedy "
+                "keeps drafts while each is the target's argmax and then takes the target's "
+                "argmax: plain greedy's tokens. Sampling keeps draft d with probability "
+                "min(1, p(d)/q(d)) and at the first rejection draws from max(0, p - q) "
+                "normalised (after K kept drafts: from p), so the output distribution is plain "
+                "sampling's with the same stages. Rejected slots are rolled back by not advancing "
+                "the row's length. Stages that keep state (mirostat, repetition with state, dry, "
+                "constraints) are refused. `--json` gives each sequence `speculative`: the drafts "
+                "proposed and accepted in each round."),
+    ClauseSpec(
+        "lookup", "modifier", "prompt lookup decoding: drafts copied from where the last n tokens "
+        "appeared before",
+        keywords=(Param("n", "int", 2, lo=1, hi=8, doc="longest n-gram matched",
+                        lo_why="a match needs at least one token",
+                        hi_why="longer n-grams rarely repeat exactly"),
+                  Param("k", "int", 10, lo=1, hi=32, doc="tokens drafted per round",
+                        lo_why="a round drafts at least one token",
+                        hi_why="a verification forward grows with K")),
+        reference="prompt_lookup_num_tokens=K, max_matching_ngram_size=N",
+        cite="Saxena 2023, Prompt Lookup Decoding (github.com/apoorvumang/prompt-lookup-decoding); "
+             "transformers' PromptLookupCandidateGenerator",
+        impl=_S + "lookup", check=_check_speculative, explain=_explain_lookup,
+        aliases=("prompt_lookup_num_tokens", "prompt_lookup"),
+        details="A modifier of greedy decoding and `sample N`, with no second model: each round "
+                "a row's last n tokens (else n-1, .. 1) are looked for earlier in its prompt and "
+                "output; the up to K tokens that followed the last match are the drafts, which the "
+                "target verifies in one forward as `draft` does (greedy: its tokens; sampling: "
+                "each draft is certain, so it is kept with probability p(d)). transformers takes "
+                "the first match rather than the last: other drafts, the same tokens. A prompt "
+                "shorter than n is refused. `--json` gives each sequence `speculative`: the drafts "
+                "proposed and accepted in each round."),
     ClauseSpec(
         "force", "modifier", "constrained beam search: every phrase must appear in the output",
         positional=(Param("phrases", "phrase", variadic=True,

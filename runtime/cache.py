@@ -35,12 +35,18 @@ class KVCache(nn.Module):
         return torch.stack([getattr(self, f"v{i}") for i in range(self.layers)])
 
     def update(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v [rows, kv_heads, len(slots), head_dim] at `slots`.
+        """Write k, v [rows, kv_heads, T, head_dim] at `slots`: [T] slots shared by every row,
+        or [rows, T], each row's own (Llama.verify: rows at different lengths).
 
         Returns the layer's whole (rows, kv_heads, max_len, head_dim) key and value buffers.
         """
-        slots = slots.reshape(-1)
         k_all, v_all = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
+        if slots.dim() == 2:
+            at = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            k_all.scatter_(2, at, k.to(k_all.dtype))
+            v_all.scatter_(2, at, v.to(v_all.dtype))
+            return k_all, v_all
+        slots = slots.reshape(-1)
         k_all.index_copy_(2, slots, k.to(k_all.dtype))
         v_all.index_copy_(2, slots, v.to(v_all.dtype))
         return k_all, v_all

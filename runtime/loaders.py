@@ -19,6 +19,7 @@ from .model import Llama, rope_inv_freq
 from .tokenizer import HFTokenizer, SentencePieceTokenizer
 
 DEMO_DIR = Path(__file__).parent / "demo"
+DEMO_DRAFT_DIR = Path(__file__).parent / "demo_draft"  # a 2-layer model that drafts for it
 FORMATS = ("an HF llama directory (config.json + model.safetensors), a Meta directory "
            "(params.json + consolidated.00.pth) or a llama2.c .bin file")
 

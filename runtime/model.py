@@ -4,6 +4,7 @@ Three ways to run it:
   m(input_ids)                          full causal forward, no cache  -> [B, T, V]
   m.prefill(cache, tokens, pad)         a LEFT-padded batch of prompts into the cache
   m.decode(cache, tokens, slot, pad)    one token per row at cache slot `slot` -> [R, V]
+  m.verify(cache, tokens, start, pad)   T tokens per row at the row's own slots start[r].. -> [R, T, V]
 
 `prefill` and `decode` also give early-exit logits, in the same forward: with
 `exits=(i, ...)` they return [1 + len(exits), R, V], the final logits and then, for each i,
@@ -277,6 +278,25 @@ class Llama(nn.Module):
         early = dict.fromkeys(self._exits(exits))
         h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1), early)
         return self._with_exits(self._head(h[:, 0]).float(), early)
+
+    def verify(self, cache: KVCache, tokens: Tensor, start: Tensor, pad: Tensor) -> Tensor:
+        """T tokens per row [R, T] at cache slots start[r] .. start[r] + T - 1, each row at its
+        own length (speculative decoding: a row's last token and K drafts, in one forward)
+        -> float32 logits [R, T, V], those of token j predicting slot start[r] + j + 1.
+
+        Token j attends to the row's slots pad[r] .. start[r] + j. Slots past that are never
+        read, so a row rolls back rejected drafts by not advancing `start` past them: the
+        next call overwrites them.
+
+            >>> logits = m.verify(cache, torch.stack([last, *drafts], 1), length - 1, pad)
+        """
+        R, T = tokens.shape
+        idx = torch.arange(cache.max_len, device=tokens.device)
+        slots = start[:, None] + torch.arange(T, device=tokens.device)           # [R, T]
+        mask = (idx[None, None, :] >= pad[:, None, None]) & (idx[None, None, :] <= slots[:, :, None])
+        mask = mask | (idx[None, None, :] == slots[:, :, None])  # a padding slot sees itself: finite
+        h = self._hidden(tokens, slots - pad[:, None], mask[:, None], cache, slots)
+        return self._head(h.reshape(R * T, -1)).float().view(R, T, -1)
 
     def prefill_hidden(self, cache: KVCache, tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
         """`prefill`, also giving the last layer's hidden state of every slot, after the final

