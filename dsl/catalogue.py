@@ -462,6 +462,10 @@ def _refuse_window(p: Params, sampling: bool) -> str | None:
     return None
 
 
+_MIROSTAT = (Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
+                   doc="target surprise, bits per token"),
+             Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                   doc="how fast the bound follows the error"))  # mirostat's and mirostat1's
 _MAX_NEW = 128  # new tokens when a recipe has no `max`
 _S = "decode.compiler.search."
 _L = "decode.compiler.stages."
@@ -797,10 +801,7 @@ for _spec in (
         "mirostat", "logit",
         "Mirostat 2.0: drop tokens more surprising than a bound that adapts so the text's "
         "surprise per token tracks TAU",
-        keywords=(Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
-                        doc="target surprise, bits per token"),
-                  Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
-                        doc="how fast the bound follows the error")),
+        keywords=_MIROSTAT,
         sampling=True, reference=None,
         cite="Basu et al. 2021, Mirostat (ICLR 2021, arXiv:2007.14966); the 2.0 update as in llama.cpp",
         impl=_L + "mirostat",
@@ -1187,10 +1188,7 @@ for _spec in (
         "mirostat1", "logit",
         "Mirostat 1.0: keep the k most likely tokens, k set from a Zipf fit so that the text's "
         "surprise per token tracks TAU",
-        keywords=(Param("tau", "float", 5.0, lo=0.0, lo_open=True, hi=SCALE, hi_why=BIG_WHY,
-                        doc="target surprise, bits per token"),
-                  Param("eta", "float", 0.1, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
-                        doc="how fast the bound follows the error"),
+        keywords=(*_MIROSTAT,
                   Param("m", "int", 100, lo=2, lo_why="the Zipf fit needs the probabilities of two tokens",
                         doc="tokens the Zipf exponent is estimated from")),
         sampling=True, reference=None,
