@@ -662,6 +662,10 @@ for _spec in (
              "Decoding (ICML 2023); Chen et al. 2023, Accelerating Large Language Model Decoding "
              "with Speculative Sampling (arXiv:2302.01318); transformers' assistant_model",
         impl=_S + "draft", check=_check_speculative, explain=_explain_draft,
+        hf=HF(lambda p, ids, kw: {"num_assistant_tokens": p["k"], "num_assistant_tokens_schedule": "constant"},
+              {"num_assistant_tokens": None, "num_assistant_tokens_schedule": None},
+              note=lambda p: "also pass assistant_model=AutoModelForCausalLM.from_pretrained(PATH), "
+                             f"PATH the draft model ({p['path']})"),
         aliases=("assistant_model", "assistant", "speculative"),
         details="A modifier of greedy decoding and `sample N`. Each round the draft model (same "
                 "tokenizer as the target: another vocabulary is refused when it loads) proposes K "
@@ -689,6 +693,8 @@ for _spec in (
         cite="Saxena 2023, Prompt Lookup Decoding (github.com/apoorvumang/prompt-lookup-decoding); "
              "transformers' PromptLookupCandidateGenerator",
         impl=_S + "lookup", check=_check_speculative, explain=_explain_lookup,
+        hf=HF(lambda p, ids, kw: {"prompt_lookup_num_tokens": p["k"], "max_matching_ngram_size": p["n"]},
+              {"prompt_lookup_num_tokens": None, "max_matching_ngram_size": None}),
         aliases=("prompt_lookup_num_tokens", "prompt_lookup"),
         details="A modifier of greedy decoding and `sample N`, with no second model: each round "
                 "a row's last n tokens (else n-1, .. 1) are looked for earlier in its prompt and "
