@@ -5,7 +5,7 @@
                                                #    generation_config.json, tokenizer.model}
     python scripts/train_demo.py --smoke --out /tmp/demo   # a few steps on a tiny slice, seconds
     python scripts/train_demo.py --threads 1 --layers 2 --dim 128 --heads 4 --kv-heads 2 \
-        --hidden 344 --tokenizer runtime/demo/tokenizer.model --out runtime/demo_draft
+        --hidden 344 --tokenizer runtime/demo/tokenizer.model --steps 1200 --out runtime/demo_draft
                                                # the draft model (runtime/demo_draft/README.md)
 
 Data: the 37 plays and 5 poems (sonnets included) of the modern-spelling Project Gutenberg
