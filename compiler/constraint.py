@@ -15,7 +15,6 @@ broke) is dead: its mask allows EOS alone, and `finish` reports its sequence wit
 from __future__ import annotations
 
 import ctypes
-import threading
 import warnings
 import weakref
 
@@ -169,61 +168,6 @@ def _executor():
     if not _EXECUTOR:
         _EXECUTOR.append(llguidance.LLExecutor())
     return _EXECUTOR[0]
-
-
-def overlaps(hosts: dict, device) -> bool:
-    """Whether the step runs in two parts with the matchers between them (on the CPU; a CUDA
-    step reads its tokens only when the whole graph has run, so it stays one)."""
-    return bool(hosts) and device.type == "cpu"
-
-
-class Overlap:
-    """The constrained step in two parts, `choose` (the stages and the search: the rows' tokens)
-    and `forward` (the model on them), with the matchers' work for the next step in a thread
-    between: it runs while the model does (llguidance drops the GIL, and so do torch's kernels)."""
-
-    def __init__(self, hosts: dict, choose, forward, p_len: int):
-        self.hosts, self.choose, self.forward, self.p_len, self.steps = hosts, choose, forward, p_len, 0
-        self.job = _Worker()
-
-    def __call__(self, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health, paths):
-        tokens, parents, ahead, seq, state, sst, info, health, paths = self.choose(
-            cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health, paths)
-        self.steps += 1
-        self.job.submit(masks, self.hosts, sst, seq, self.p_len, self.steps, state)
-        logits = self.forward(cache, t, lim, pad, tokens, parents, ahead)
-        return logits, seq, state, self.job.result(), tokens, info, health, paths
-
-
-class _Worker:
-    """One thread that runs one call at a time (a pool's futures cost more than the work)."""
-
-    def __init__(self):
-        self.go, self.done, self.call, self.out = threading.Event(), threading.Event(), None, None
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            self.go.wait()
-            self.go.clear()
-            fn, args = self.call
-            try:
-                self.out = (True, fn(*args))
-            except BaseException as e:  # handed to the caller
-                self.out = (False, e)
-            self.done.set()
-
-    def submit(self, fn, *args):
-        self.call = (fn, args)
-        self.done.clear()
-        self.go.set()
-
-    def result(self):
-        self.done.wait()
-        ok, out = self.out
-        if not ok:
-            raise out
-        return out
 
 
 def hosts(plan, model, rows: int, eos: tuple[int, ...]) -> dict[int, Matchers]:

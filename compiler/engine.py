@@ -21,7 +21,7 @@ from decode.compiler.provenance import seeding, stamp
 from decode.compiler.results import Completion, Sequence, check_health, completions  # noqa: F401  (re-exported)
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.stages import bind, stateful
-from decode.compiler.step import choose, context, decode_step, forward, prefill
+from decode.compiler.step import context, decode_step, prefill
 from decode.compiler.stops import StopStrings
 from decode.dsl import lookup
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer
@@ -84,18 +84,15 @@ def _freeze(v):
     return v
 
 
-def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool, part=decode_step):
-    """The step (or its `part`, step.choose or step.forward) for this structure and these
-    shapes, built once per model (step_cache.py). The key names everything the graph depends
-    on except tensor values."""
+def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool):
+    """The step for this structure and these shapes, built once per model (step_cache.py).
+    The key names everything the graph depends on except tensor values."""
     key = (s_len, search.structure(), tuple((n, kernel, _freeze(st)) for n, kernel, st in chain),
-           compiled, trace, part.__name__)
+           compiled, trace)
 
     def build(name: str):
         def step(*args):
-            if part is forward:
-                return forward(model, search, *args)
-            return part(model, search, chain, trace, *args)
+            return decode_step(model, search, chain, trace, *args)
 
         return step_cache.compile_step(step, name, compiled, next(model.parameters()).is_cuda)
 
@@ -154,14 +151,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     seed, seeds = seeding(plan, seed, seeds, b)
     keys = row_keys(seeds, k, device) if seeds is not None else None
-    hosts = constraint.hosts(plan, model, b * k, eos)  # each constraint's matchers, per row
-    parts = (choose, forward) if constraint.overlaps(hosts, device) else (decode_step,)
-    step = [_get_step(model, search, kernels, compiled, s_len, trace, p) for p in parts]
+    step = _get_step(model, search, kernels, compiled, s_len, trace)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
-        step[0] = checked_step(step[0], lambda: _get_step(model, search, kernels, False, s_len, trace, parts[0]),
-                               [search, *(kernel for _, kernel, _ in kernels)])
-    step = constraint.Overlap(hosts, *step, p_len) if len(step) == 2 else step[0]
+        step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
+                            [search, *(kernel for _, kernel, _ in kernels)])
     stops = StopStrings(plan.stop, model.tokenizer)
+    hosts = constraint.hosts(plan, model, b * k, eos)  # each constraint's matchers, per row
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length
         seq = torch.full((b * k, s_len), pad_tok, dtype=torch.long, device=device)
@@ -195,8 +190,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             logits, seq, state, sst, tokens, info, health, paths = step(cache, t, logits, keys, seq, pad_all, lim,
                                                                         hp, sp, state, sst, health, paths)
             t = t + 1
-            if not isinstance(step, constraint.Overlap):  # which writes them while the model runs
-                sst = constraint.masks(hosts, sst, seq, p_len, steps, state)  # a host sync when constrained
+            sst = constraint.masks(hosts, sst, seq, p_len, steps, state)  # a host sync when constrained
             if on_step is not None:  # it reads the tokens anyway: never show a broken step
                 check_health(health.tolist(), plan, model, k)
                 on_step(steps - 1, tokens, info)

@@ -79,29 +79,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
                 paths=None):
     """One step: (logits, seq, state, stage states, tokens, trace info, health, paths); `paths`
     [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for. With cfg
-    the logits and `pad` also hold the unconditional rows, after the rows (guidance.py).
-    It is `choose` then `forward`, which a constrained run calls apart (constraint.Overlap)."""
-    tokens, parents, ahead, seq, state, sst, info, health, paths = choose(
-        model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health, paths)
-    logits = forward(model, search, cache, t, lim, pad, tokens, parents, ahead)
-    return logits, seq, state, sst, tokens, info, health, paths
-
-
-def forward(model, search, cache, t, lim, pad, tokens, parents, ahead):
-    """The next logits: the cache follows the rows' parents, and the model reads their new
-    tokens (a search that looked ahead has them already: `ahead`)."""
-    guided = True if pad.shape[0] > tokens.shape[0] else None  # unconditional rows follow the rows
-    if parents is not None:
-        cache.reorder(both(parents, guided, shift=True))  # unconditional rows move with theirs
-    if ahead is not None:
-        return ahead
-    return model.decode(cache, both(tokens, guided), lim["prompt"] + t, pad, **_asked(search.exits(model.config)))
-
-
-def choose(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
-           paths=None):
-    """The step up to its tokens: (tokens, parents, the next logits of a search that looked
-    ahead or None, seq with the tokens written, state, stage states, trace info, health, paths)."""
+    the logits and `pad` also hold the unconditional rows, after the rows (guidance.py)."""
     exits = search.exits(model.config)
     early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
     logits = logits[0] if exits else logits
@@ -154,9 +132,11 @@ def choose(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, h
         paths = lp.rows(tokens, parents)
     if parents is not None:
         seq = seq[parents]
+        cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    ahead = None if look is None else look.next_logits(parents)
-    return tokens, parents, ahead, seq, state, sst, info, health, paths
+    logits = (model.decode(cache, both(tokens, guide), slot, pad, **_asked(exits)) if look is None
+              else look.next_logits(parents))
+    return logits, seq, state, sst, tokens, info, health, paths
 
 
 def accept(kernel, st, out, tokens, parents, static, dyn):
