@@ -80,10 +80,10 @@ class Matchers:
     viewing it: torch's per-operation cost on [1, 128] tensors, or a new buffer per step, would
     be most of the host's time per step."""
 
-    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...]):
+    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...], device="cpu"):
         import llguidance
 
-        self.clause, self.rows, self.eos = clause, rows, eos
+        self.clause, self.rows, self.eos, self.device = clause, rows, eos, torch.device(device)
         first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict)), log_level=0)
         if first.is_error():
             raise ValueError(f"'{clause.canonical}': {first.get_error()}")
@@ -176,7 +176,8 @@ def hosts(plan, model, rows: int, eos: tuple[int, ...]) -> dict[int, Matchers]:
     if not found:
         return {}
     lltok = lltokenizer(model.tokenizer, model.config.vocab_size, eos)
-    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos) for i, c in found.items()}
+    device = next(model.parameters()).device
+    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos, device) for i, c in found.items()}
 
 
 def masks(hosts: dict, sst: list, seq=None, p_len: int = 0, steps: int = 0, state=None) -> list:
@@ -189,7 +190,7 @@ def masks(hosts: dict, sst: list, seq=None, p_len: int = 0, steps: int = 0, stat
     out = list(sst)
     for i, h in hosts.items():
         mask = h.start() if new is None else h.follow(new, alive)
-        out[i] = {**sst[i], "mask": mask.to(sst[i]["mask"].device)}
+        out[i] = {"mask": mask.to(h.device)}
     return out
 
 
