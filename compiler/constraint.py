@@ -80,11 +80,11 @@ class Matchers:
     viewing it: torch's per-operation cost on [1, 128] tensors, or a new buffer per step, would
     be most of the host's time per step."""
 
-    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...], device="cpu"):
+    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...], device="cpu", base: str = ""):
         import llguidance
 
         self.clause, self.rows, self.eos, self.device = clause, rows, eos, torch.device(device)
-        first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict)), log_level=0)
+        first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict), base), log_level=0)
         if first.is_error():
             raise ValueError(f"'{clause.canonical}': {first.get_error()}")
         self.words = -(-vocab // WORD)
@@ -177,7 +177,23 @@ def hosts(plan, model, rows: int, eos: tuple[int, ...]) -> dict[int, Matchers]:
         return {}
     lltok = lltokenizer(model.tokenizer, model.config.vocab_size, eos)
     device = next(model.parameters()).device
-    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos, device) for i, c in found.items()}
+    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos, device, plan.recipe.base)
+            for i, c in found.items()}
+
+
+def unspellable(recipe, model) -> list[tuple]:
+    """(clause, why) for each constraint of `recipe` that no token of `model`'s tokenizer can
+    start (`decode check --model`); a run would stop there with the same message."""
+    from decode.compiler.engine import eos_ids
+
+    out = []
+    for c in (c for c in recipe.stages if c.spec.constraint is not None):
+        try:
+            lltok = lltokenizer(getattr(model, "tokenizer", None), model.config.vocab_size, eos_ids(model))
+            Matchers(c, lltok, 1, model.config.vocab_size, eos_ids(model), base=recipe.base).start()
+        except ValueError as e:
+            out.append((c, str(e)))
+    return out
 
 
 def masks(hosts: dict, sst: list, seq=None, p_len: int = 0, steps: int = 0, state=None) -> list:

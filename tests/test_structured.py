@@ -143,6 +143,29 @@ def test_compiled_equals_eager_for_searches_that_copy_or_draw(ours, search):
         assert got == want, (search, case)
 
 
+def test_dola_under_a_constraint_equals_transformers_where_its_filter_keeps_an_allowed_token(ours, hf):
+    case = 'regex "[A-Za-z ,.!?;:\\n\'-]*"'
+    for prompt in PROMPTS:
+        seqs, _ = reference(hf, ours, case, prompt, 16, dola_layers="high")
+        got = decode.generate(ours, f"dola layers=high | {case} | max 16", [prompt], compile=False)[0].sequences
+        assert [s.ids for s in got] == seqs, prompt
+
+
+def test_dola_keeps_the_constraint_where_its_filter_allows_none_of_its_tokens(ours, hf):
+    """After "ROMEO:" DoLa's plausibility filter keeps no digit: transformers takes token 0
+    (argmax of -inf), which the matcher refuses; decode ranks the digits by the final layer."""
+    with pytest.raises(ValueError, match="returned an empty list"):
+        reference(hf, ours, CASES[0], PROMPTS[0], 12, dola_layers="high")
+    s = decode.generate(ours, f"dola layers=high | {CASES[0]} | max 12", PROMPTS[:1], compile=False)[0].sequences[0]
+    assert s.finish == "eos" and re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", bytes_of(ours, s.ids))
+
+
+def test_transform_refuses_a_constraint_saying_what_to_use(ours):
+    logits, ids = torch.zeros(1, ours.config.vocab_size), torch.tensor([[1, 5]])
+    with pytest.raises(ValueError, match="'choice \"a\"' is a constraint.*decode.generate"):
+        decode.transform('topk 5 | choice "a"', logits, ids, model=ours)
+
+
 def test_eos_is_allowed_exactly_when_the_constraint_accepts(ours):
     m = matcher(ours, 'regex "[ab]{2,3}"')
     mask, text = m.start(), []
@@ -169,7 +192,8 @@ def test_masks_follow_the_rows_history_when_beams_reorder(ours):
 
 @pytest.mark.parametrize("search", ["greedy", "sample 3 | seed 1", "beam 3", "beam 4 | diverse groups=2 penalty=1",
                                     "sbeam 3 | seed 2", "beam 3 | topp 0.9 | seed 3", "contrastive k=3 alpha=0.5",
-                                    "beam 4 | siblings 1", "beam 4 | force \" love\""])
+                                    "beam 4 | siblings 1", "beam 4 | force \" love\"", "dola layers=high",
+                                    "sample 2 | dola | seed 5"])
 def test_every_search_keeps_the_constraint(ours, search):
     pattern = "\n?(To|So|No|I) [a-z]+[.!]"
     for c in decode.generate(ours, f"regex \"\\n?(To|So|No|I) [a-z]+[.!]\" | {search} | repetition 1.2 | max 10", PROMPTS,
@@ -226,26 +250,63 @@ def test_a_constraint_no_string_completes_within_max_warns(ours):
     assert out[0].sequences[0].finish == "max"
 
 
-def test_a_dead_row_ends_with_finish_constraint_and_a_warning(tmp_path):
-    """A tokenizer without byte fallback cannot spell 'ж': after 'a' the row has no token."""
+@pytest.fixture(scope="module")
+def no_bytes(tmp_path_factory):
+    """A model whose tokenizer has no byte fallback: it cannot spell 'ж'."""
     import sentencepiece as spm
     from llama_factory import CORPUS, make_hf_llama
 
-    d = tmp_path / "m"
-    model_file = tmp_path / "t.model"
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS[:8] * 4), model_prefix=str(tmp_path / "t"),
+    tmp = tmp_path_factory.mktemp("no_bytes")
+    d, model_file = tmp / "m", tmp / "t.model"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS[:8] * 4), model_prefix=str(tmp / "t"),
                                    vocab_size=80, model_type="bpe", byte_fallback=False, hard_vocab_limit=False,
                                    unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
     size = spm.SentencePieceProcessor(model_file=str(model_file)).GetPieceSize()
     make_hf_llama(d, vocab=size, seed=1)
     (d / "tokenizer.model").write_bytes(model_file.read_bytes())
-    m = decode.load(str(d))
+    return d
+
+
+def test_a_dead_row_ends_with_finish_constraint_and_a_warning(no_bytes):
+    """After 'a' the row has no token: the tokenizer cannot spell 'ж'."""
+    m = decode.load(str(no_bytes))
     with pytest.warns(constraint.ConstraintWarning, match="finish \"constraint\""):
         out = decode.generate(m, 'regex "(a|e)жж" | max 6', ["To be"], compile=False)
     s = out[0].sequences[0]
     assert s.finish == "constraint" and EOS not in s.ids and len(s.ids) == 1
     with pytest.raises(ValueError, match="no token of this model's tokenizer can start"):
         decode.generate(m, 'regex "жж" | max 6', ["To be"], compile=False)
+
+
+def test_check_with_a_model_names_a_constraint_its_tokenizer_cannot_start(no_bytes, capsys):
+    from decode.cli import main
+
+    assert main(["check", 'regex "(a|e)ж"', 'max 4 | regex "жж"', "--model", str(no_bytes)]) == 1
+    err = capsys.readouterr().err
+    assert "regex \"жж\"': no token of this model's tokenizer can start" in err and "^^^" in err
+    assert err.count("no token") == 1  # 'a' starts the first: its dead end is the run's to report
+    assert main(["check", 'regex "жж"', "--model", str(DEMO)]) == 0  # byte pieces spell anything
+
+
+def test_a_recipe_file_reads_its_schema_beside_it_and_fingerprints_the_contents(ours, tmp_path, monkeypatch):
+    from decode.cli import main
+    from decode.dsl import read_recipe
+    from decode.dsl.check import folder_of
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "s.json").write_text('{"type": "integer", "minimum": 1, "maximum": 9}')
+    (tmp_path / "r" / "x.dec").write_text('# a digit\njson schema="s.json" | max 4\n')
+    monkeypatch.chdir(tmp_path)  # the working directory has no s.json
+    with pytest.raises(decode.RecipeError, match="no such JSON schema file 's.json' .*the working directory"):
+        decode.parse('json schema="s.json"')
+    first = decode.parse(read_recipe("r/x.dec"), folder_of("r/x.dec"))
+    assert main(["check", "r/x.dec"]) == 0
+    got = decode.generate(ours, first, PROMPTS[:1], compile=False)[0]
+    assert got.fingerprint == first.fingerprint and re.fullmatch("[1-9]", bytes_of(ours, got.sequences[0].ids))
+    (tmp_path / "r" / "s.json").write_text('{"type": "integer", "minimum": 10, "maximum": 99}')
+    edited = decode.parse(read_recipe("r/x.dec"), folder_of("r/x.dec"))
+    assert edited.canonical == first.canonical and edited.fingerprint != first.fingerprint
+    assert decode.parse("beam 4 | max 8").fingerprint == decode.parse("beam 4 | max 8", "r").fingerprint
 
 
 # -- the property: 200 (recipe, seed, prompt) combinations across the searches (slow) -------------
