@@ -66,7 +66,8 @@ def main() -> None:
     lines = [f"demo model, batch 1, {args.threads} thread(s), {args.clock} clock, {args.rounds} runs of each "
              f"interleaved, {time.strftime('%Y-%m-%d')}", "",
              "| recipe | steps | ms/step (median) | ms/step (best) |", "|---|---|---|---|"]
-    lines += [f"| `{r}` | {steps[r]} | {med[r]:.3f} | {best[r]:.3f} |" for r in runs]
+    cell = {r: r.replace("|", "\\|") for r in runs}  # a table cell's pipe
+    lines += [f"| `{cell[r]}` | {steps[r]} | {med[r]:.3f} | {best[r]:.3f} |" for r in runs]
     lines += ["", f"masking overhead: {100 * (med[SCHEMA] / med[PLAIN] - 1):+.1f}% of the unconstrained step "
               f"(median), {100 * (best[SCHEMA] / best[PLAIN] - 1):+.1f}% (best); the host's part "
               f"(constraint.masks, median per step): {host:.3f} ms"]
