@@ -138,7 +138,7 @@ def test_compiled_equals_eager_and_one_graph_serves_every_regex(ours):
 @pytest.mark.slow
 @pytest.mark.parametrize("search", ["beam 3", "sample 2 | seed 4", "beam 4 | diverse groups=2 penalty=1"])
 def test_compiled_equals_eager_for_searches_that_copy_or_draw(ours, search):
-    for case in CASES:
+    for case in CASES[:2]:  # a graph per clause kind and search: two kinds keep it to minutes
         got, want = compiled_and_eager(ours, f"{search} | {case} | max 12")
         assert got == want, (search, case)
 
@@ -312,7 +312,7 @@ def test_a_recipe_file_reads_its_schema_beside_it_and_fingerprints_the_contents(
 # -- the property: 200 (recipe, seed, prompt) combinations across the searches (slow) -------------
 SEARCHES = ["greedy", "sample 2", "beam 3", "beam 4 | diverse groups=2 penalty=1", "sbeam 3",
             "beam 3 | topp 0.9", "contrastive k=3 alpha=0.5", "beam 4 | siblings 1",
-            "beam 4 | diverse groups=2 penalty=1 kind=cumulative", "sample 2 | temp 0.8"]
+            "beam 4 | diverse groups=2 penalty=1 kind=cumulative", "sample 2 | temp 0.8", "dola layers=high"]
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "recipes" / "schemas" / "character.json"
 CONSTRAINTS = [("regex", '"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"'),
                ("choice", '" Romeo" " Juliet" " the Nurse"'), ("json", f'schema="{SCHEMA_FILE}"'),
