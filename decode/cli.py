@@ -166,7 +166,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             if args.write:
                 _fmt_write(arg)
             else:
-                print(fmt(read_recipe(arg)))
+                print(fmt(read_recipe(arg), folder_of(arg)))
         except RecipeError as err:
             print(format_error(err.text or "", err, source=_source(arg)), file=sys.stderr)
             status = 1
@@ -180,7 +180,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 def _fmt_write(path: str) -> None:
     """Rewrite one .dec file in canonical form, comments kept; left alone if already canonical."""
     text = read_recipe(path)
-    new = fmt_file(text)
+    new = fmt_file(text, folder_of(path))
     if new != text:
         _replace_file(path, new)
         print(f"rewrote {printable(path)}")

@@ -300,7 +300,7 @@ def test_a_recipe_file_reads_its_schema_beside_it_and_fingerprints_the_contents(
     with pytest.raises(decode.RecipeError, match="no such JSON schema file 's.json' .*the working directory"):
         decode.parse('json schema="s.json"')
     first = decode.parse(read_recipe("r/x.dec"), folder_of("r/x.dec"))
-    assert main(["check", "r/x.dec"]) == 0
+    assert main(["check", "r/x.dec"]) == 0 and main(["fmt", "r/x.dec"]) == 0 and main(["explain", "r/x.dec"]) == 0
     got = decode.generate(ours, first, PROMPTS[:1], compile=False)[0]
     assert got.fingerprint == first.fingerprint and re.fullmatch("[1-9]", bytes_of(ours, got.sequences[0].ids))
     (tmp_path / "r" / "s.json").write_text('{"type": "integer", "minimum": 10, "maximum": 99}')
