@@ -75,15 +75,16 @@ class _Pieces:
 
 
 class Matchers:
-    """The matchers of one constraint clause over the rows of a run. The masks are built in a
-    plain byte buffer the engine fills through a pointer, then viewed as a tensor: torch's
-    per-operation cost on [1, 128] tensors would be most of the host's time per step."""
+    """The matchers of one constraint clause over the rows of a run. The masks are built in one
+    plain byte buffer that the engine fills through a pointer and the step reads as a tensor
+    viewing it: torch's per-operation cost on [1, 128] tensors, or a new buffer per step, would
+    be most of the host's time per step."""
 
-    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...]):
+    def __init__(self, clause, lltok, rows: int, vocab: int, eos: tuple[int, ...], device="cpu", base: str = ""):
         import llguidance
 
-        self.clause, self.rows, self.eos = clause, rows, eos
-        first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict)), log_level=0)
+        self.clause, self.rows, self.eos, self.device = clause, rows, eos, torch.device(device)
+        first = llguidance.LLMatcher(lltok, grammar(clause.spec.constraint(clause.param_dict), base), log_level=0)
         if first.is_error():
             raise ValueError(f"'{clause.canonical}': {first.get_error()}")
         self.words = -(-vocab // WORD)
@@ -93,30 +94,34 @@ class Matchers:
             only[e // WORD] |= 1 << (e % WORD)
         self.eos_only = b"".join(w.to_bytes(4, "little") for w in only)
         self.live, self.dead = {(): first}, set()
+        self.buf = self.ptr = self.mask = None
 
-    def _buffer(self) -> tuple[bytearray, int]:
-        buf = bytearray(b"\xff") * (self.rows * self.size)  # an ended row: every token (it writes padding)
-        return buf, ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    def _view(self) -> torch.Tensor:
+        """The rows' masks, one buffer for the whole run: written in place every step (no
+        allocation), read by the step as the same tensor."""
+        if self.buf is None:
+            self.buf = bytearray(self.rows * self.size)
+            self.ptr = ctypes.addressof((ctypes.c_char * len(self.buf)).from_buffer(self.buf))
+            self.mask = torch.frombuffer(self.buf, dtype=torch.int32).view(self.rows, self.words)
+        return self.mask
 
-    def _empty(self, buf: bytearray, r: int) -> bool:
-        return buf[r * self.size:(r + 1) * self.size].count(0) == self.size
-
-    def _tensor(self, buf: bytearray) -> torch.Tensor:
-        return torch.frombuffer(buf, dtype=torch.int32).view(self.rows, self.words)
+    def _empty(self, r: int) -> bool:
+        return self.buf.count(0, r * self.size, (r + 1) * self.size) == self.size
 
     def start(self) -> torch.Tensor:
         """Every row's mask before the first token; a ValueError when no token can start."""
-        m, (buf, ptr) = self.live[()], self._buffer()
-        m.unsafe_compute_mask_ptr(ptr, self.size)
-        if m.is_error() or self._empty(buf, 0):
+        m, mask = self.live[()], self._view()
+        m.unsafe_compute_mask_ptr(self.ptr, self.size)
+        if m.is_error() or self._empty(0):
             raise ValueError(f"'{self.clause.canonical}': no token of this model's tokenizer can start a "
                              "text it accepts (the tokenizer cannot spell it); "
                              "write the constraint with characters the tokenizer has")
-        buf[self.size:] = buf[:self.size] * (self.rows - 1)
-        return self._tensor(buf)
+        self.buf[self.size:] = self.buf[:self.size] * (self.rows - 1)
+        return mask
 
     def follow(self, new: list[list[int]], alive: list[bool] | None) -> torch.Tensor:
-        """Every row's mask after the rows took their last token (`new`: each row's new tokens)."""
+        """Every row's mask after the rows took their last token (`new`: each row's new tokens).
+        The tensor is the one `start` gave, rewritten: read it before the next call."""
         rows: dict[tuple, list[int]] = {}  # a history and the rows that hold it
         for r, hist in enumerate(new):
             if alive is None or alive[r]:  # an ended row is not advanced (the search writes padding)
@@ -135,21 +140,26 @@ class Matchers:
                 mine.consume_token(h[-1])
                 nxt[h] = mine
                 todo.append((mine, rows[h][0]))
-        buf, ptr = self._buffer()
+        mask, buf, size = self._view(), self.buf, self.size
+        if alive is not None and not all(alive):  # an ended row: every token (it writes padding)
+            buf[:] = b"\xff" * len(buf)
         if len(todo) == 1:  # the executor's threads cost more than one row's mask
-            todo[0][0].unsafe_compute_mask_ptr(ptr + todo[0][1] * self.size, self.size)
+            todo[0][0].unsafe_compute_mask_ptr(self.ptr + todo[0][1] * size, size)
         elif todo:
-            _executor().unsafe_compute_mask_ptr(todo, ptr, self.size, self.rows)
+            _executor().unsafe_compute_mask_ptr(todo, self.ptr, size, self.rows)
         for m, r in todo:
-            if m.is_error() or self._empty(buf, r):
+            if m.is_error() or self._empty(r):
                 self.dead.add(tuple(new[r]))
                 nxt.pop(tuple(new[r]))
         for h, rs in rows.items():
-            first = self.eos_only if h in self.dead else buf[rs[0] * self.size:(rs[0] + 1) * self.size]
+            first = self.eos_only if h in self.dead else None
+            if first is None and len(rs) == 1:
+                continue
+            first = first or buf[rs[0] * size:(rs[0] + 1) * size]
             for r in rs:
-                buf[r * self.size:(r + 1) * self.size] = first
+                buf[r * size:(r + 1) * size] = first
         self.live = nxt
-        return self._tensor(buf)
+        return mask
 
 
 def _executor():
@@ -166,7 +176,24 @@ def hosts(plan, model, rows: int, eos: tuple[int, ...]) -> dict[int, Matchers]:
     if not found:
         return {}
     lltok = lltokenizer(model.tokenizer, model.config.vocab_size, eos)
-    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos) for i, c in found.items()}
+    device = next(model.parameters()).device
+    return {i: Matchers(c, lltok, rows, model.config.vocab_size, eos, device, plan.recipe.base)
+            for i, c in found.items()}
+
+
+def unspellable(recipe, model) -> list[tuple]:
+    """(clause, why) for each constraint of `recipe` that no token of `model`'s tokenizer can
+    start (`decode check --model`); a run would stop there with the same message."""
+    from decode.compiler.engine import eos_ids
+
+    out = []
+    for c in (c for c in recipe.stages if c.spec.constraint is not None):
+        try:
+            lltok = lltokenizer(getattr(model, "tokenizer", None), model.config.vocab_size, eos_ids(model))
+            Matchers(c, lltok, 1, model.config.vocab_size, eos_ids(model), base=recipe.base).start()
+        except ValueError as e:
+            out.append((c, str(e)))
+    return out
 
 
 def masks(hosts: dict, sst: list, seq=None, p_len: int = 0, steps: int = 0, state=None) -> list:
@@ -179,7 +206,7 @@ def masks(hosts: dict, sst: list, seq=None, p_len: int = 0, steps: int = 0, stat
     out = list(sst)
     for i, h in hosts.items():
         mask = h.start() if new is None else h.follow(new, alive)
-        out[i] = {**sst[i], "mask": mask.to(sst[i]["mask"].device)}
+        out[i] = {"mask": mask.to(h.device)}
     return out
 
 

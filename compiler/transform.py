@@ -36,6 +36,12 @@ def transform(recipe, logits: torch.Tensor, input_ids: torch.Tensor, model=None,
     processed score a search would see.
     """
     plan = recipe_plan(recipe)
+    held = [c for c in plan.recipe.stages if c.spec.constraint is not None]
+    if held:  # its matcher must read the row's new text token by token, which one step does not give
+        raise ValueError(f"'{held[0].canonical}' is a constraint: its matcher follows each row's new tokens "
+                         "from the first, and one step's logits and history do not say which those are; "
+                         "decode.transform does not apply constraints: decode with decode.generate or "
+                         "decode.steps, or leave the constraint out of this recipe")
     _check_tensors(logits, input_ids)
     if model is not None:
         check_model(model)

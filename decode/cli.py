@@ -24,7 +24,7 @@ from typing import Callable
 from decode.cli_replay import add_replay
 from decode.compiler.plugins import PluginError
 from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
-from decode.dsl.check import names_file
+from decode.dsl.check import folder_of, names_file
 from decode.dsl.errors import printable, unicode_problem
 from decode.dsl.format import fmt, fmt_file
 from decode.dsl.ir import Recipe
@@ -36,9 +36,10 @@ def _source(arg: str) -> str | None:
 
 
 def _load(arg: str) -> tuple[str, Recipe]:
-    """Read and parse one RECIPE argument; errors carry the text for format_error."""
+    """Read and parse one RECIPE argument (a file's paths start from its folder); errors carry
+    the text for format_error."""
     text = read_recipe(arg)
-    return text, parse(text)
+    return text, parse(text, folder_of(arg))
 
 
 def _load_any(arg: str):
@@ -47,9 +48,9 @@ def _load_any(arg: str):
 
     text = read_recipe(arg)
     if is_sweep(text):
-        sw = sweep(text, None)
+        sw = sweep(text, None, folder_of(arg))
         return text, sw.points[0], sw
-    return text, parse(text), None
+    return text, parse(text, folder_of(arg)), None
 
 
 def _load_stage_files(args: argparse.Namespace) -> int:
@@ -101,6 +102,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
             for w in midtext_warnings(recipe, encode):
                 print(format_error(text, w, label="warning", source=source), file=sys.stderr)
+            for err in _unspellable(recipe, encode.model):
+                print(format_error(text, err, source=source), file=sys.stderr)
+                status = 1
+            if status:
+                continue
         if sw is not None:
             print(f"ok  sweep of {len(sw.points)} points  {printable(source) if source else sw.canonical}")
             from decode.jobs.sweep import compiled_axes
@@ -118,7 +124,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
                                    "stderr with a caret under the mistake.")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     p.add_argument("--model", default=None,
-                   help="also check the recipe's strings against this model's tokenizer (ban, bias, ...)")
+                   help="also check the recipe's strings against this model's tokenizer (ban, bias, "
+                        "...) and that it can spell each constraint (regex, json, grammar, choice)")
     _add_stage_option(p)
     p.set_defaults(func=cmd_check)
 
@@ -131,11 +138,24 @@ def _model_encode(model: str | None):
     from decode.runtime import ModelError, require_tokenizer
 
     try:
-        tokenizer = require_tokenizer(decode.load(model, device="cpu"))
+        loaded = decode.load(model, device="cpu")
+        tokenizer = require_tokenizer(loaded)
     except ModelError as err:
         print(f"decode: {err}", file=sys.stderr)
         return 1
-    return lambda text: tokenizer.encode(text, bos=False)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, bos=False)
+
+    encode.model = loaded  # the constraints' check reads the whole model (vocabulary, EOS ids)
+    return encode
+
+
+def _unspellable(recipe: Recipe, model) -> list[RecipeError]:
+    """A RecipeError over each constraint clause this model's tokenizer cannot start."""
+    from decode.compiler.constraint import unspellable
+
+    return [RecipeError(why, clause.span) for clause, why in unspellable(recipe, model)]
 
 
 # -- fmt ---------------------------------------------------------------------------------
@@ -150,7 +170,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             if args.write:
                 _fmt_write(arg)
             else:
-                print(fmt(read_recipe(arg)))
+                print(fmt(read_recipe(arg), folder_of(arg)))
         except RecipeError as err:
             print(format_error(err.text or "", err, source=_source(arg)), file=sys.stderr)
             status = 1
@@ -164,7 +184,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 def _fmt_write(path: str) -> None:
     """Rewrite one .dec file in canonical form, comments kept; left alone if already canonical."""
     text = read_recipe(path)
-    new = fmt_file(text)
+    new = fmt_file(text, folder_of(path))
     if new != text:
         _replace_file(path, new)
         print(f"rewrote {printable(path)}")
@@ -377,9 +397,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if _load_stage_files(args):
         return 1
-    text = read_recipe(args.recipe)
-    sw = sweep(text, None if args.yes else MAX_POINTS) if is_sweep(text) else None
-    recipe = sw.points[0] if sw is not None else parse(text)
+    text, base = read_recipe(args.recipe), folder_of(args.recipe)
+    sw = sweep(text, None if args.yes else MAX_POINTS, base) if is_sweep(text) else None
+    recipe = sw.points[0] if sw is not None else parse(text, base)
     _show_warnings(text, recipe, _source(args.recipe))
     if args.max is not None:  # the run decodes, fingerprints and records the recipe with this max
         recipe = with_setting(recipe, "max_new_tokens", args.max)

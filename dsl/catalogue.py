@@ -643,8 +643,11 @@ for _spec in (
                 "(`pick=prompt`, the paper's per-sequence choice) or of the whole batch "
                 "(`pick=batch`, what transformers' batched generate does); the furthest layer is "
                 "the premature one. Tokens whose final probability is below 0.1 times the top "
-                "one's score -inf (transformers' relative top filter), the others log p(final) - "
-                "log p(premature). The logit stages (`repetition 1.2` is the recommended "
+                "one's are dropped (transformers' relative top filter: no probability), the others "
+                "score log p(final) - log p(premature). A dropped token scores log p(final) - 10^4 "
+                "rather than -inf: when a constraint (`regex`, `json`, ...) allows none of the kept "
+                "tokens, the ones it allows stay, ranked by the final layer (transformers then "
+                "takes token 0, or fails on NaN probabilities when sampling). The logit stages (`repetition 1.2` is the recommended "
                 "companion) and the selection, argmax or a draw, work on these scores. A model "
                 "of one layer, or layers outside 0..N-1, are refused when the run starts."),
     ClauseSpec(
@@ -1384,7 +1387,9 @@ for _spec in (
         details="The new text is one JSON value (llguidance's JSON grammar: whitespace between "
                 "tokens allowed), valid under SCHEMA when given (the keywords llguidance supports; "
                 "one it does not is a check error naming it). A SCHEMA that starts with { is the "
-                "schema itself; otherwise it is a file path, relative to the working directory. "
+                "schema itself; otherwise it is a file path, relative to the folder of the .dec "
+                "file the recipe is in (recipe text: the working directory); the recipe's "
+                "fingerprint holds the file's contents. "
                 + _CONSTRAINED),
     ClauseSpec(
         "grammar", "logit", "the text must parse with a Lark-style grammar",
@@ -1398,7 +1403,9 @@ for _spec in (
         explain=lambda p: f"only texts the grammar {spell_value(p['source'])} derives from `start`; "
                           "EOS once one is complete",
         details="SOURCE holding a newline or a colon is the grammar itself; otherwise it is a file "
-                "path, relative to the working directory. The syntax is Lark's, as llguidance reads "
+                "path, relative to the folder of the .dec file the recipe is in (recipe text: the "
+                "working directory); the recipe's fingerprint holds the file's contents. The "
+                "syntax is Lark's, as llguidance reads "
                 "it (rules in lower case, terminals in upper case, /regex/ terminals, %ignore), the "
                 "syntax of decode's own grammar. " + _CONSTRAINED),
     ClauseSpec(

@@ -15,12 +15,15 @@ from decode.dsl.errors import RecipeError, RecipeWarning, printable, unicode_pro
 from decode.dsl.ir import Arg, Choices, Clause, Recipe, Span
 from decode.dsl.parser import (NONFINITE, RawClause, Symbol, nonfinite_error, parse_raw,
                                string_pattern)
+from decode.dsl import structured
 from decode.dsl.catalogue import CATALOGUE, DEFAULT_SEARCH, clause_problem, lookup
 from decode.dsl.phrases import phrase_value
 from decode.dsl.spec import Call, ClauseSpec, Param, spell_value
 
-def parse(text: "str | Recipe") -> Recipe:
-    """Parse and check a recipe; every mistake is a RecipeError with a span.
+def parse(text: "str | Recipe", base: str = "") -> Recipe:
+    """Parse and check a recipe; every mistake is a RecipeError with a span. `base` is the
+    folder the relative paths of its files (a schema, a grammar) start from: a .dec file's
+    own folder (`folder_of`); "" (recipe text) is the working directory.
 
         >>> parse("beam 4 | max 32").max_new_tokens
         32
@@ -33,7 +36,7 @@ def parse(text: "str | Recipe") -> Recipe:
         bad = unicode_problem(text)
         if bad is not None:
             raise RecipeError(bad[1], Span(bad[0], bad[0] + 1))
-        return _check(text, parse_raw(text))
+        return _check(text, parse_raw(text), base)
     except RecipeError as err:
         err.text = text
         raise
@@ -52,7 +55,17 @@ def with_setting(recipe: Recipe, setting: str, value: int) -> Recipe:
 
     name = setting_spec(setting).name
     kept = [c.canonical for c in recipe.clauses if c.name != name]
-    return parse(" | ".join([*kept, f"{name} {value}"]))
+    return parse(" | ".join([*kept, f"{name} {value}"]), recipe.base)
+
+
+def folder_of(arg: str) -> str:
+    """The folder a RECIPE argument's relative file paths start from: a .dec file's own
+    folder, "" (the working directory) for recipe text.
+
+        >>> folder_of("recipes/json_schema.dec"), folder_of("beam 4")
+        ('recipes', '')
+    """
+    return os.path.dirname(arg) if names_file(arg) else ""
 
 
 def names_file(arg: str) -> bool:
@@ -98,7 +111,15 @@ def suggest(word: str, choices: Iterable[str], aliases: dict[str, str] | None = 
     return found[0] if found else None
 
 
-def _check(text: str, raw: list[RawClause]) -> Recipe:
+def _check(text: str, raw: list[RawClause], base: str = "") -> Recipe:
+    folder = structured.BASE.set(base)  # what a constraint's check reads its file from
+    try:
+        return _checked(text, raw, base)
+    finally:
+        structured.BASE.reset(folder)
+
+
+def _checked(text: str, raw: list[RawClause], base: str) -> Recipe:
     if not raw:
         raise RecipeError("empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'",
                           Span(0, len(text)), suggestion=DEFAULT_SEARCH)
@@ -118,7 +139,9 @@ def _check(text: str, raw: list[RawClause]) -> Recipe:
             raise _bare_word_hint(err, rc, raw[i + 1] if i + 1 < len(raw) else None) from None
     clauses = tuple(clauses)
     _check_recipe(clauses)
-    return Recipe(clauses, text, tuple(_warnings(clauses)))
+    recipe = Recipe(clauses, text, tuple(_warnings(clauses)), base)
+    recipe.file_digests  # noqa: B018  (read now, as checked: the fingerprint names these contents)
+    return recipe
 
 
 def _bare_word_hint(err: RecipeError, rc: RawClause, nxt: RawClause | None) -> RecipeError:

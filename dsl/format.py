@@ -13,18 +13,18 @@ from decode.dsl.ir import Recipe
 from decode.dsl.parser import string_pattern
 
 
-def fmt(recipe: "Recipe | str") -> str:
+def fmt(recipe: "Recipe | str", base: str = "") -> str:
     """Canonical form: search first (explicit `greedy`), modifiers, logit stages in written
     order, then `max`, `stop`, `seed`; defaults left out; canonical number spelling. A sweep
-    keeps its sets (a range written out as the set of its values)."""
+    keeps its sets (a range written out as the set of its values). `base`: `parse`'s."""
     from decode.dsl.sweep import is_sweep, sweep
 
     if isinstance(recipe, str) and is_sweep(recipe):
-        return sweep(recipe, None).canonical
-    return parse(recipe).canonical
+        return sweep(recipe, None, base).canonical
+    return parse(recipe, base).canonical
 
 
-def fmt_file(text: str) -> str:
+def fmt_file(text: str, base: str = "") -> str:
     """The canonical form of a recipe file, keeping every comment (what `fmt --write` writes).
 
     The comment block before the first clause stays on top. A comment on a line with code
@@ -40,8 +40,8 @@ def fmt_file(text: str) -> str:
     """
     from decode.dsl.sweep import is_sweep, sweep
 
-    sw = sweep(text, None) if is_sweep(text) else None  # a sweep keeps its sets
-    recipe = sw.points[0] if sw is not None else parse(text)
+    sw = sweep(text, None, base) if is_sweep(text) else None  # a sweep keeps its sets
+    recipe = sw.points[0] if sw is not None else parse(text, base)
     first = min(c.span.start for c in recipe.clauses)
     above, after, tail = _attach(text, recipe, first)
     header = _header(text[:text.rfind("\n", 0, first) + 1])

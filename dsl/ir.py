@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator
 
+from decode.dsl import structured
 from decode.dsl.errors import RecipeWarning, line_col
 from decode.dsl.catalogue import DEFAULT_SEARCH, lookup, sampling_clause_names, setting_spec
 from decode.dsl.spec import ClauseSpec
@@ -168,6 +169,7 @@ class Recipe:
     clauses: tuple[Clause, ...]
     text: str = ""
     warnings: tuple[RecipeWarning, ...] = ()
+    base: str = ""  # the folder its files' relative paths start from ("": the working directory)
 
     # -- reading clauses -------------------------------------------------------
     def __iter__(self) -> Iterator[Clause]:
@@ -270,9 +272,17 @@ class Recipe:
 
     @property
     def fingerprint(self) -> str:
-        """12 hex digits naming exactly this decoding (language version + canonical form)."""
-        data = f"decode-recipe v{LANG_VERSION}\n{self.canonical}".encode()
-        return hashlib.sha256(data).hexdigest()[:12]
+        """12 hex digits naming exactly this decoding (language version + canonical form + the
+        contents of the files its clauses read: editing a schema changes it)."""
+        data = f"decode-recipe v{LANG_VERSION}\n{self.canonical}" + "".join(
+            f"\nfile sha256:{d}" for d in self.file_digests)
+        return hashlib.sha256(data.encode()).hexdigest()[:12]
+
+    @cached_property  # `parse` reads them as it checks: later edits are another recipe's
+    def file_digests(self) -> tuple[str, ...]:
+        """sha256 of each file a clause reads (a constraint's schema or grammar), in order."""
+        found = (c.spec.constraint(c.param_dict) for c in self.clauses if c.spec.constraint is not None)
+        return tuple(structured.digest(src, self.base) for src in found if src.file)
 
     def _key(self) -> tuple:
         return tuple((c.name, c.params) for c in self.canonical_clauses)

@@ -11,13 +11,19 @@ constraint, so `decode check` of other recipes does not load it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from decode.dsl.spec import Problem
 
+
+# the folder a recipe's relative file paths start from while it is checked: a .dec file's own
+# folder ("" is the working directory); a Recipe keeps it as `base`
+BASE: ContextVar[str] = ContextVar("decode_recipe_folder", default="")
 
 # JSON as json.dumps writes it: ", " and ": ", no other whitespace (a model free to add
 # whitespace can add it forever); a schema's own "x-guidance" options override this
@@ -28,7 +34,7 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 class Source:
     """Where a constraint's text is: `format` is llguidance's (`regex`, `json_schema`, `lark`,
     `choice`), `text` the text itself, or, with `file` true, the path of a file holding it
-    (relative to the working directory); `key` is the argument to point at when it is wrong,
+    (relative to the recipe file's folder, or to the working directory for recipe text); `key` is the argument to point at when it is wrong,
     `what` how a message names it ("regex", "JSON schema", "Lark grammar")."""
 
     format: str
@@ -47,27 +53,46 @@ class ConstraintError(ValueError):
         self.key = key
 
 
-def text_of(src: Source) -> str:
+def path_of(src: Source, base: str | None = None) -> str:
+    """The path of `src`'s file: as written when absolute, else under `base` (default: the
+    folder of the recipe being checked; "" the working directory)."""
+    base = BASE.get() if base is None else base
+    return src.text if not base or os.path.isabs(src.text) else os.path.join(base, src.text)
+
+
+def text_of(src: Source, base: str | None = None) -> str:
     """The constraint's text: the file's contents when `src.file`, else `src.text`."""
     if not src.file:
         return src.text
-    if not os.path.isfile(src.text):
-        raise ConstraintError(f"no such {src.what} file '{src.text}' (paths are relative to the "
-                              f"working directory {os.getcwd()}): give the path of an existing file",
-                              src.key)
+    path = path_of(src, base)
+    if not os.path.isfile(path):
+        base = BASE.get() if base is None else base
+        where = (f"the recipe file's folder '{base}'" if base else f"the working directory {os.getcwd()}")
+        raise ConstraintError(f"no such {src.what} file '{src.text}' (a relative path starts from {where}): "
+                              "give the path of an existing file", src.key)
     try:
-        with open(src.text, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConstraintError(f"cannot read the {src.what} file '{src.text}': {e}", src.key) from None
 
 
-def grammar(src: Source) -> str:
+def digest(src: Source, base: str = "") -> str:
+    """sha256 of the file `src` names (what a recipe's fingerprint holds of it), or
+    "unreadable" when it cannot be read now."""
+    try:
+        with open(path_of(src, base), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def grammar(src: Source, base: str | None = None) -> str:
     """The llguidance grammar of `src` (JSON text), checked: a ConstraintError with the
-    engine's message (and the file) when it does not compile."""
+    engine's message (and the file) when it does not compile. `base`: as `path_of`'s."""
     import llguidance
 
-    text = text_of(src)
+    text = text_of(src, base)
     where = f"the {src.what} file '{src.text}'" if src.file else f"the {src.what}"
     try:
         if src.format == "json_schema":

@@ -88,10 +88,11 @@ def is_sweep(text: str) -> bool:
         return False
 
 
-def sweep(text: str, max_points: int | None = MAX_POINTS) -> Sweep:
+def sweep(text: str, max_points: int | None = MAX_POINTS, base: str = "") -> Sweep:
     """Parse and check every point of a sweep; a mistake is a RecipeError over the set or clause.
 
-    More than `max_points` points is a RecipeError saying how many (None: no limit).
+    More than `max_points` points is a RecipeError saying how many (None: no limit); `base`
+    is `parse`'s.
     """
     try:
         bad = unicode_problem(text)
@@ -106,7 +107,7 @@ def sweep(text: str, max_points: int | None = MAX_POINTS) -> Sweep:
                               "ranges, or confirm with --yes", first.span)
         points = []
         for combo in itertools.product(*[arg.value for _, _, arg in found]):
-            points.append(_check(text, _substitute(raw, found, combo)))
+            points.append(_check(text, _substitute(raw, found, combo), base))
         axes = tuple(Axis(ci, raw[ci].name, _param_name(points[0], ci, raw[ci], ai), arg.value, arg.span)
                      for ci, ai, arg in found)
         return Sweep(text, axes, tuple(points))

@@ -10,6 +10,7 @@ import decode
 from decode.cli import main
 from decode.compiler.plan import compile as lower
 from decode.dsl import read_recipe
+from decode.dsl.check import folder_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.dec"))
@@ -23,7 +24,7 @@ def demo():
 
 def test_the_library_has_at_least_twelve_recipes_with_the_design_card_example():
     assert len(RECIPES) >= 12
-    texts = [decode.parse(read_recipe(str(p))) for p in RECIPES]
+    texts = [decode.parse(read_recipe(str(p)), folder_of(str(p))) for p in RECIPES]
     assert decode.parse("beam 4 | diverse groups=2 penalty=0.5 | topp 0.9 temp 0.7") in texts
 
 
@@ -31,7 +32,7 @@ def test_the_library_has_at_least_twelve_recipes_with_the_design_card_example():
 def test_recipe_runs_on_the_demo_model(demo, path):
     text = path.read_text()
     assert text.lstrip().startswith("#"), "each recipe starts with a comment citing its source"
-    plan = replace(lower(read_recipe(str(path))), max_new=6)
+    plan = replace(lower(decode.parse(read_recipe(str(path)), folder_of(str(path)))), max_new=6)
     out = decode.generate(demo, plan, ["ROMEO:", "To be, or not"], seed=0, compile=False)
     assert len(out) == 2
     for comp in out:

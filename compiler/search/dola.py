@@ -19,6 +19,11 @@ from decode.compiler.search._dola import candidates
 from decode.compiler.search.greedy import Greedy
 
 RELATIVE_TOP = math.log(0.1)  # transformers' relative_top=0.1, as a log-probability gap
+# A token the relative top filter drops scores its final log-prob plus FLOOR, not -inf: its
+# probability is 0 all the same (exp underflows), but when a later stage removes every kept
+# token (a constraint), the tokens it allows remain, ranked by the final layer. transformers
+# then takes token 0 (argmax of -inf) or fails on NaN probabilities.
+FLOOR = -1e4
 
 
 class Dola(Greedy):
@@ -38,12 +43,12 @@ class Dola(Greedy):
 
 def contrast(final: torch.Tensor, early: torch.Tensor, together: int) -> torch.Tensor:
     """[R, V]: log p(final) - log p(premature) where the relative top filter keeps a token,
-    else -inf; `early` [E, R, V] are the candidates' logits, one choice per `together` rows."""
+    else log p(final) + FLOOR; `early` [E, R, V] are the candidates' logits, one choice per `together` rows."""
     base = early[0] if early.shape[0] == 1 else early[premature(final, early, together),
                                                        torch.arange(final.shape[0], device=final.device)]
     logp, base_logp = final.log_softmax(dim=-1), base.log_softmax(dim=-1)
     keep = logp >= logp.max(dim=-1).values[:, None] + RELATIVE_TOP
-    return torch.where(keep, logp - base_logp, -math.inf)
+    return torch.where(keep, logp - base_logp, logp + FLOOR)
 
 
 def premature(final: torch.Tensor, early: torch.Tensor, together: int) -> torch.Tensor:
