@@ -40,7 +40,7 @@ def test_recipe_runs_on_the_demo_model(demo, path):
         assert all(s.finish in ("eos", "max", "stop") for s in comp.sequences)
 
 
-def test_plugin_recipe_runs_from_the_cli(capsys):
+def test_plugin_recipe_runs_from_the_cli(capsys, restore_catalogue):
     code = main(["run", str(ROOT / "recipes" / "plugins" / "edt.dec"), "--stage", str(PLUGIN),
                  "--prompt", "ROMEO:", "--json", "--no-compile", "--seed", "1"])
     assert code == 0
