@@ -152,7 +152,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     seed, seeds = seeding(plan, seed, seeds, b)
     keys = row_keys(seeds, k, device) if seeds is not None else None
     if getattr(search, "proposer", None) is not None:  # draft / lookup: speculative_run.py's loop
-        speculative_run.refuse(plan, search, ids, kernels)
+        speculative_run.refuse(plan, search, ids, kernels, trace, logprobs)
         results, rounds = speculative_run.run(model, search, kernels, sp, ids, keys, eos, pad_tok, max_new,
                                               s_len, compiled, timings)
         return _stamped(completions(results, plan.recipe, model, texts, ids, StopStrings(plan.stop, model.tokenizer)),

@@ -9,9 +9,13 @@ from decode.compiler import step_cache
 from decode.compiler.speculative import Frame, iterate
 
 
-def refuse(plan, search, ids, kernels) -> None:
+def refuse(plan, search, ids, kernels, trace: bool = False, logprobs: int = 0) -> None:
     """What speculative decoding cannot run, as one message naming it and the fix."""
     name = search.proposer.name
+    if trace or logprobs:
+        asked = "a trace (--trace)" if trace else "per-token log-probs (--logprobs)"
+        raise ValueError(f"'{name}' does not give {asked} yet: its rounds keep several tokens per "
+                         f"forward; run without it, or drop '{name}' (greedy gives the same tokens)")
     for (stage, kernel, _), clause in zip(kernels, plan.recipe.stages):
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
