@@ -49,6 +49,22 @@ def load_impl(name: str) -> object:
     return importlib.import_module(impl) if isinstance(impl, str) else impl
 
 
+_WRAPPED: dict = {}
+
+
+def _wrapped(module, strategy):
+    """`module.wrap(strategy)`, made once per (module, strategy): a wrap that defines its class
+    inside the call (draft, lookup) must give the same class every run, since the class is part
+    of the compiled step's key (Search.structure)."""
+    wrap = getattr(module, "wrap", None)
+    if wrap is None:
+        return strategy
+    key = (module, strategy)
+    if key not in _WRAPPED:
+        _WRAPPED[key] = wrap(strategy)
+    return _WRAPPED[key]
+
+
 def _params(clause) -> dict:
     return dict(clause.params)
 
@@ -75,7 +91,7 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
     strategy = module if isinstance(module, type) else module.STRATEGY
     for m in recipe.modifiers:
         # a modifier may replace the strategy (diverse turns a beam search into group beam search)
-        strategy = getattr(load_impl(m.name), "wrap", lambda s: s)(strategy)
+        strategy = _wrapped(load_impl(m.name), strategy)
     stages = tuple(Stage(c.name, load_impl(c.name), _stage_params(c, recipe)) for c in recipe.stages)
     return Plan(
         recipe=recipe,
