@@ -20,6 +20,7 @@ from decode.compiler.plugins import checked_step
 from decode.compiler.provenance import seeding, stamp
 from decode.compiler.results import Completion, Sequence, check_health, completions  # noqa: F401  (re-exported)
 from decode.compiler.search.base import SearchConfig
+from decode.compiler.search.pool import BeamPool
 from decode.compiler.stages import bind, stateful
 from decode.compiler.step import context, decode_step, prefill
 from decode.compiler.stops import StopStrings
@@ -200,7 +201,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             if on_step is not None:  # it reads the tokens anyway: never show a broken step
                 check_health(health.tolist(), plan, model, k)
                 on_step(steps - 1, tokens, info)
-            if steps % CHECK_EVERY == 0:
+            if steps % CHECK_EVERY == 0 or stops.strings:  # stop strings: each step, so a row ends there
                 if stops.strings:
                     new = seq[:, p_len:p_len + steps].tolist()
                     hit = torch.tensor([stops.hit(r) for r in new], device=device)
@@ -221,7 +222,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                                   seq[:, : p_len + steps], lim_host)
         results = constraint.finish(hosts, results, max_new)
 
-    outs = completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs))
+    outs = completions(results, plan.recipe, model, texts, ids, stops, logprobs and meaning(search, logprobs),
+                       distinct=search.stop_rows.__func__ is BeamPool.stop_rows)
     return _stamped(outs, model, compiled, seed, seeds)
 
 

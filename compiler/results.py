@@ -48,18 +48,23 @@ class Completion:
         return jsonl.dumps(self.to_json())
 
 
-def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None) -> list[Completion]:
+def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None,
+                distinct: bool = False) -> list[Completion]:
     """The search's results (per prompt: (new ids, score, finish[, log-prob vectors or None[,
     draw]])) as Completions, each text cut at its first stop string; `logprobs`: what the
-    vectors mean."""
+    vectors mean. `distinct` (beams, which search on past a stop string): of hypotheses cut to
+    the same tokens, only the best is kept."""
     out = []
     for i, found in enumerate(results):
-        seqs = []
+        seqs, seen = [], set()
         for new_ids, score, finish, *rest in found:
             lp, draw = (rest + [None, None])[:2]
             cut = stops.cut(new_ids) if stops.strings else None
             if cut is not None:
                 new_ids, finish = new_ids[:cut], "stop"
+                if distinct and tuple(new_ids) in seen:
+                    continue
+            seen.add(tuple(new_ids))
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
             per = tokens(lp[:len(new_ids)], new_ids, model.tokenizer) if lp is not None else None
             seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per,

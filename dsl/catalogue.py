@@ -1026,7 +1026,14 @@ for _spec in (
         positional=(Param("strings", "str", variadic=True, doc="one or more stop strings"),),
         reference="stop_strings=[STRINGS...]", setting="stop_strings", aliases=("stop_strings",),
         hf=HF(lambda p, ids, kw: {"stop_strings": list(p["strings"])}, {"stop_strings": None},
-              note=lambda p: "stop_strings needs generate(..., tokenizer=tokenizer)")),
+              note=lambda p: "stop_strings needs generate(..., tokenizer=tokenizer)"),
+        details="A sequence's text is cut right after the first stop string it produces (the "
+                "token that completes it is kept, finish \"stop\"). Greedy decoding and sampling "
+                "end the row at that token, so its score and log-probs are those of the kept "
+                "tokens. A beam search searches on (the stop string ends no hypothesis) and cuts "
+                "each returned hypothesis: its score is the whole hypothesis', and of hypotheses "
+                "cut to the same tokens only the best is returned (fewer than RETURN may come "
+                "back)."),
     ClauseSpec(
         "seed", "control", "seed the random number generator",
         positional=(Param("s", "int", lo=0, hi=2**64 - 1, doc="seed"),),
