@@ -549,7 +549,17 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
     else:
         prompt = _prompt_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
         items = [batch.Item(1, 0, prompt)]
-    if args.out:
+    done = None
+    if args.out and args.prompts is not None:  # a rerun resumes: what the file holds is not decoded again
+        from decode.jobs.sweep import read_done
+
+        batch.check_target(args.prompts, args.out)
+        done, found = read_done(args.out, sw)
+        batch.cut_torn(args.out, found)
+        if done:
+            print(f"decode: {args.out} already holds {sum(map(len, done.values()))} of the "
+                  f"{len(sw.points) * len(items)} lines; decoding the rest", file=sys.stderr)
+    elif args.out:
         batch.check_single_out(args.out)
     axes = " x ".join(f"{a.label} ({len(a.values)})" for a in sw.axes)
     print(f"decode: sweep of {len(sw.points)} points over {axes}", file=sys.stderr)
@@ -573,7 +583,7 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
 
         stack.enter_context(_compile_status())
         errors, steps = run_sweep(sw, model, items, write, seed=seed, batch_size=args.batch_size,
-                                  compiled=not args.no_compile)
+                                  compiled=not args.no_compile, done=done)
     for e in errors:
         print(f"decode: failed {e.describe(args.prompts or '--prompt')}", file=sys.stderr)
     if not args.json:

@@ -21,7 +21,8 @@ from decode.compiler import step_cache
 from decode.compiler.plan import compile as lower
 from decode.compiler.plan import structure
 from decode.dsl.sweep import Axis, Sweep
-from decode.jobs.batch import Item, LineError, decode_batches
+from decode.jobs import batch
+from decode.jobs.batch import BatchError, Item, LineError, Results, decode_batches, id_key
 
 
 def compiled_axes(sw: Sweep) -> list[Axis]:
@@ -37,14 +38,53 @@ def compiled_axes(sw: Sweep) -> list[Axis]:
     return list(reversed(out))
 
 
+def read_done(path: str, sw: Sweep) -> tuple[dict[str, set[str]], Results]:
+    """What a rerun of a `--prompts` sweep finds in its `--out`: the ids (as `id_key`) already
+    decoded at each point (by the point's fingerprint), and the Results `batch.cut_torn` takes.
+    Refuses a file with a line of any other recipe (resuming would mix them). Reads, never writes."""
+    points = {p.fingerprint for p in sw.points}
+    done: dict[str, set[str]] = {}
+    whole = 0
+    try:
+        f = batch._open_regular(path)
+    except FileNotFoundError:
+        return done, Results(set(), 0, 0)
+    with f:
+        for n, raw in batch._lines(f, path):
+            if not raw.endswith(b"\n"):  # what a crash leaves of a line: decoded again
+                if not (raw.startswith(batch._RESULT_START) or batch._RESULT_START.startswith(raw)):
+                    raise BatchError(batch._not_results(path, n, set().union(*done.values()), "not a result line"))
+                return done, Results(set(), whole, whole + len(raw))
+            whole += len(raw)
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj = None
+            if not (isinstance(obj, dict) and batch._is_result(obj)):
+                raise BatchError(batch._not_results(path, n, set().union(*done.values()), "not a result line"))
+            if obj["fingerprint"] not in points:
+                raise BatchError(f"{path}:{n} holds a result of recipe {obj.get('recipe')!r}, not of a point of "
+                                 "this sweep; resuming would mix them. Choose another --out file.")
+            done.setdefault(obj["fingerprint"], set()).add(id_key(obj["id"]))
+    return done, Results(set(), whole, whole)
+
+
 def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None], *, seed: int,
               batch_size: int = 8, compiled: bool = True,
-              on_point: Callable[[int], None] | None = None) -> tuple[list[LineError], int]:
-    """Decode `items` at every point of `sw`; (the prompts that failed, the steps compiled)."""
+              on_point: Callable[[int], None] | None = None,
+              done: dict[str, set[str]] | None = None) -> tuple[list[LineError], int]:
+    """Decode `items` at every point of `sw` (but those `done` holds for that point's
+    fingerprint: a resumed run); (the prompts that failed, the steps compiled)."""
     errors: list[LineError] = []
     before = step_cache.built()
     clock = [time.perf_counter()]
     for i, point in enumerate(sw.points):
+        have = (done or {}).get(point.fingerprint, set())
+        todo = [it for it in items if id_key(it.id) not in have]
+        if not todo:
+            continue
         tag = {"index": i, "of": len(sw.points), "values": sw.at(i)}
 
         def tagged(text: str, tag=tag) -> None:  # the point goes into each of its lines
@@ -55,7 +95,7 @@ def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None],
                           for line in lines))
             clock[0] = time.perf_counter()
 
-        found = decode_batches(lower(point), model, items, tagged, seed=seed, batch_size=batch_size,
+        found = decode_batches(lower(point), model, todo, tagged, seed=seed, batch_size=batch_size,
                                compiled=compiled)
         errors += [e for e in found if e not in errors]  # a bad prompt is bad at every point
         if on_point is not None:

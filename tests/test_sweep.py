@@ -149,3 +149,23 @@ def decode_seed(run_seed, index):
     from decode.jobs.batch import prompt_seeds, Item
 
     return prompt_seeds(run_seed, [Item(1, index, [1])])[0]
+
+
+def test_a_prompts_sweep_resumes_into_its_out_file_and_refuses_another_recipes(tmp_path, capsys):
+    prompts, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    prompts.write_text('{"id": 1, "prompt": "ROMEO:"}\n{"id": "b", "prompt": "JULIET:"}\n')
+    run = ["run", "sample 2 | temp {0.5, 1} | max 2", "--prompts", str(prompts), "--out", str(out), "--no-compile"]
+    assert main(run) == 0
+    first = out.read_text()
+    assert len(first.splitlines()) == 4
+    with open(out, "a") as f:
+        f.write(first.splitlines()[0][:40])  # what a crash leaves of a line
+    assert main(run) == 0  # nothing left to decode: the torn line is cut, nothing appended
+    assert out.read_text() == first and "already holds 4 of the 4 lines" in capsys.readouterr().err
+    assert main([*run[:1], "sample 2 | temp {0.5, 1, 1.5} | max 2", *run[2:]]) == 0  # a point more
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 6 and {x["point"]["values"]["temp.t"] for x in lines[4:]} == {1.5}
+    assert main([*run[:1], "greedy | max 2", *run[2:]]) == 1
+    assert "not of a point of this sweep" not in capsys.readouterr().err  # a plain recipe: batch's message
+    assert main([*run[:1], "sample 2 | temp {0.7, 1} | max 2", *run[2:]]) == 1
+    assert "not of a point of this sweep" in capsys.readouterr().err and len(out.read_text().splitlines()) == 6
