@@ -23,7 +23,7 @@ from typing import Callable
 
 from decode.cli_replay import add_replay
 from decode.compiler.plugins import PluginError
-from decode.dsl import CATALOGUE, RecipeError, format_error, parse, read_recipe
+from decode.dsl import CATALOGUE, RecipeError, format_error, lookup, parse, read_recipe
 from decode.dsl.check import folder_of, names_file
 from decode.dsl.errors import printable, unicode_problem
 from decode.dsl.format import fmt, fmt_file
@@ -409,6 +409,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _check_run_args(args) or (sw is not None and args.trace is not None
                                         and "--trace records one recipe's run; a sweep runs many: "
                                             "trace one point (write its values in place of the sets)")
+    swept_max = [a for a in (sw.axes if sw is not None else ()) if lookup(a.name).setting == "max_new_tokens"]
+    if args.max is not None and swept_max:
+        problem = problem or (f"--max {args.max} would replace every value the recipe sweeps in "
+                              f"'{swept_max[0].label}': drop --max, or write one value there")
     if problem:
         return _usage_error(problem)
     from decode.jobs.batch import BatchError

@@ -169,3 +169,8 @@ def test_a_prompts_sweep_resumes_into_its_out_file_and_refuses_another_recipes(t
     assert "not of a point of this sweep" not in capsys.readouterr().err  # a plain recipe: batch's message
     assert main([*run[:1], "sample 2 | temp {0.7, 1} | max 2", *run[2:]]) == 1
     assert "not of a point of this sweep" in capsys.readouterr().err and len(out.read_text().splitlines()) == 6
+
+
+def test_max_over_a_swept_max_is_refused(capsys):
+    assert main(["run", "sample 2 | max {2, 3}", "--prompt", "x", "--max", "4", "--no-compile"]) == 2
+    assert "--max 4 would replace every value the recipe sweeps in 'max.n'" in capsys.readouterr().err
