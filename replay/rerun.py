@@ -124,6 +124,7 @@ def _compare(obj: dict, prov: dict, model, here: dict, made) -> Verdict:
     from decode.compiler.engine import run
     from decode.compiler.plan import compile as lower
     from decode.dsl import RecipeError, parse
+    from decode.runtime import ModelError
 
     try:
         recipe = parse(obj["recipe"])
@@ -136,7 +137,7 @@ def _compare(obj: dict, prov: dict, model, here: dict, made) -> Verdict:
     try:
         got = run(lower(recipe), model, [obj["prompt_ids"]], seed=prov["seed"], seeds=seeds,
                   compiled=prov["compiled"], logprobs=top)[0].sequences
-    except (ValueError, RuntimeError, TypeError) as err:
+    except (ValueError, RuntimeError, TypeError, ModelError) as err:
         return made(DIFFERENT, f"the rerun stopped: {' '.join(str(err).split())}")
     first, why = _first_difference(obj["sequences"], got, model)
     notes = [w for w in (edited, _versions(prov, here)) if w]

@@ -202,3 +202,12 @@ def test_sample_lists_best_first_with_each_draw_in_json_and_table(capsys):
     assert [(int(r[1]), int(r[2])) for r in table] == [(i, s["draw"]) for i, s in enumerate(seqs, 1)]
     beam = json.loads(run(capsys, "run", "beam 2 | max 4", "--prompt", "ROMEO:", "--json", "--no-compile")[1])
     assert all("draw" not in s for s in beam["sequences"])  # a beam's rows are not draws
+
+
+def test_replay_of_a_line_whose_prompt_the_model_refuses_is_a_verdict_not_a_traceback(results, tmp_path, capsys):
+    line = lines(results)[0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**line, "prompt_ids": [99999]}) + "\n")
+    code, shown, _ = run(capsys, "replay", str(bad), "--json")
+    verdict = json.loads(shown.splitlines()[0])
+    assert code == 1 and verdict["verdict"] == "different" and "outside this model's vocabulary" in verdict["why"]
