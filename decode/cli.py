@@ -1074,6 +1074,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from decode.watermark.detect import Settings, detect, read_source
 
     flags = dict(gamma=args.gamma, key=args.key, scheme=args.scheme, width=args.width)
+    if not math.isfinite(args.threshold):
+        return _usage_error(f"--threshold {args.threshold}: give a finite z-score, e.g. 4 (the paper's)")
+    if _looks_like_a_path(args.source) and not os.path.exists(args.source):
+        print(f"decode: warning: no file {args.source}; scoring those characters as the text itself",
+              file=sys.stderr)
     if args.recipe is not None and any(v is not None for v in flags.values()):
         return _usage_error("give the watermark settings as --recipe or as flags, not both")
     try:
@@ -1090,6 +1095,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"decode: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _looks_like_a_path(arg: str) -> bool:
+    """One word with a slash or a file ending (`out.jsonl`): meant as a file, most likely."""
+    return len(arg.split()) == 1 and ("/" in arg or os.path.splitext(arg)[1].lower() in (".jsonl", ".json", ".txt"))
 
 
 def _detected_text(found, where: dict, threshold: float) -> str:

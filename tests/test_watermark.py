@@ -146,6 +146,17 @@ def test_bad_settings_are_refused_with_a_message(args, wrong, capsys):
     assert wrong in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_threshold_that_is_not_a_finite_number_is_refused(value, capsys):
+    assert main(["detect", "ROMEO: O, she doth teach the torches", "--threshold", value]) == 2
+    assert f"--threshold {value}: give a finite z-score" in capsys.readouterr().err
+
+
+def test_a_missing_file_name_is_scored_as_text_with_a_warning(tmp_path, capsys):
+    assert main(["detect", str(tmp_path / "out.jsonl")]) == 0
+    assert "warning: no file" in capsys.readouterr().err
+
+
 def test_explain_says_what_the_stage_does_with_its_numbers(capsys):
     assert main(["explain", "sample | topp 0.9 | watermark gamma=0.5 delta=1.5"]) == 0
     out = capsys.readouterr().out
