@@ -104,6 +104,9 @@ def _check_tensors(logits, input_ids) -> None:
     if input_ids.dim() != 2 or input_ids.shape[0] != logits.shape[0]:
         raise ValueError(f"input_ids must be [rows, tokens] with the rows of logits ({logits.shape[0]}); "
                          f"got shape {list(input_ids.shape)}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids must hold at least one token per row (the prompt, as generate always "
+                         f"has); got shape {list(input_ids.shape)}")
     vocab = logits.shape[-1]
     if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < vocab:
         bad = input_ids[(input_ids < 0) | (input_ids >= vocab)][0]

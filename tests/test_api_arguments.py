@@ -166,6 +166,7 @@ def test_transform_ban_and_bias_need_a_tokenizer_and_take_the_models(table, with
     (LOGITS, IDS.float(), {}, TypeError, r"input_ids must be an integer tensor .* got a tensor of dtype "
                                          "torch.float32"),
     (LOGITS, IDS[:1], {}, ValueError, r"with the rows of logits \(2\); got shape \[1, 2\]"),
+    (LOGITS, IDS[:, :0], {}, ValueError, r"input_ids must hold at least one token per row .* got shape \[2, 0\]"),
     (LOGITS, IDS + 8, {}, ValueError, r"input_ids holds token id 9, outside the logits' vocabulary "
                                       r"\(ids 0..7\)"),
     (LOGITS, IDS, {"eos": 1.5}, TypeError, r"eos must be a token id or a list of them; got a float \(1.5\)"),
