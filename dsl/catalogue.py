@@ -1312,7 +1312,10 @@ for _spec in (
                 "keeps each row's code uniform given its text and the codes of rows that share a "
                 "text evenly spaced (the move before the first step is U). `score` is the sum of "
                 "the processed log-probs; sequences come back in row order. A stage that draws "
-                "itself (mirostat) does not draw here: the code decides."),
+                "itself (mirostat) does not draw here: the code decides. The division by P(token) "
+                "magnifies rounding: a batch of other prompts, or the compiled step, rounds the "
+                "logits' last bits differently and turns a row into other tokens within a few steps "
+                "(each as likely); the same batch in the same mode repeats it exactly."),
     ClauseSpec(
         "capped", "modifier", "top-g capping: each beam contributes at most G continuations",
         positional=(Param("g", "int", lo=1, hi=2**31 - 1,
