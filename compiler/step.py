@@ -31,7 +31,8 @@ def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: 
     if search is None or not search.ahead:
         return model.prefill(cache, seq[:, :p_len], pad, **_asked(exits)), state
     logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
-    return logits, search.prompted(state, hidden, seq.shape[1])
+    rows = search.cfg.batch * search.rows  # cfg's unconditional rows follow: they keep no context
+    return logits, search.prompted(state, hidden[:rows], seq.shape[1])
 
 
 def _asked(exits: tuple[int, ...]) -> dict:
@@ -43,17 +44,22 @@ def _asked(exits: tuple[int, ...]) -> dict:
 class Ahead:
     """A search's look one step ahead (At.ahead, At.take): K candidates per row run in one
     forward, their keys and values in the K cache slots from `scratch` on; the one a
-    row takes moves to its slot, and its logits are the next step's."""
+    row takes moves to its slot, and its logits are the next step's. With cfg the
+    unconditional rows (after the `rows` rows of the search) run the same candidates and
+    take the same one: the search sees its own rows only."""
 
-    def __init__(self, model, cache, slot, pad, scratch: int):
+    def __init__(self, model, cache, slot, pad, scratch: int, rows: int):
         self.model, self.cache, self.slot, self.pad, self.scratch = model, cache, slot, pad, scratch
+        self.rows, self.twins = rows, pad.shape[0] > rows
         self.seen = self.logits = None
 
     def run(self, tokens):
-        self.seen, hidden = self.model.candidates(self.cache, tokens, self.slot, self.pad, self.scratch)
-        return self.seen, hidden
+        both = torch.cat([tokens, tokens]) if self.twins else tokens
+        self.seen, hidden = self.model.candidates(self.cache, both, self.slot, self.pad, self.scratch)
+        return self.seen[:self.rows], hidden[:self.rows]
 
     def take(self, index):
+        index = torch.cat([index, index]) if self.twins else index
         self.cache.copy_slot(self.scratch + index, self.slot)
         at = index.view(-1, 1, 1).expand(-1, 1, self.seen.shape[-1])
         self.logits = self.seen.gather(1, at)[:, 0]
@@ -61,6 +67,8 @@ class Ahead:
     def next_logits(self, parents):
         if self.logits is None:
             raise TypeError("a search with `ahead` must call at.take(index) with the candidate each row took")
+        if parents is not None and self.twins:
+            parents = torch.cat([parents, parents + self.rows])
         return self.logits if parents is None else self.logits[parents]
 
 
@@ -111,7 +119,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     lp = None if paths is None else StepLogprobs(paths, torch.log_softmax(logits.float(), dim=-1),
                                                  lambda: gathered(seen.get(-1), scores), search.renormalizes,
                                                  slot)
-    look = Ahead(model, cache, slot, pad, seq.shape[1]) if search.ahead else None
+    look = Ahead(model, cache, slot, pad, seq.shape[1], seq.shape[0]) if search.ahead else None
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
             hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=row_pad,
             ahead=look and look.run, take=look and look.take, exits=early)

@@ -1051,11 +1051,6 @@ def _check_contrastive(c: Any, clauses: tuple) -> Problem | None:
         return Problem(f"contrastive search chooses by its own score, never by a draw: drop "
                        f"'{samplers[0].canonical}' (it makes the recipe sample), or use 'sample' "
                        "or 'beam K' with it instead of contrastive")
-    guide = next((x for x in clauses if x.name == "cfg"), None)
-    if guide is not None:
-        return Problem("contrastive search does not run with 'cfg' yet (its look-ahead would need the "
-                       "unconditional rows' next step too); drop 'cfg', or guide greedy, sampling or "
-                       "beam search")
     return None
 
 

@@ -233,3 +233,14 @@ def test_transform_takes_the_unconditional_logits_or_names_them():
     u = torch.log_softmax(uncond, -1)
     want = 2 * (torch.log_softmax(logits, -1) - u) + u
     assert torch.allclose(decode.transform("cfg scale=2", logits, ids, unconditional=uncond), want)
+
+
+@pytest.mark.parametrize("negative", [None, NEGATIVE])
+def test_contrastive_search_is_guided_as_transformers_guides_it(checkpoints, negative):
+    """The unconditional rows run the candidates too and take the one their row took."""
+    hf, ours = checkpoints(list(SHAPES)[0])
+    expected = reference(hf, PROMPTS, 1.5, negative, penalty_alpha=0.6, top_k=4)
+    got = decode.generate(ours, recipe(1.5, negative, "contrastive k=4 alpha=0.6"), PROMPTS, compile=False)
+    check(got, expected)
+    plain = decode.generate(ours, f"contrastive k=4 alpha=0.6 | max {MAX_NEW}", PROMPTS, compile=False)
+    assert [s.ids for c in got for s in c.sequences] != [s.ids for c in plain for s in c.sequences]
