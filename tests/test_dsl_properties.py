@@ -113,7 +113,8 @@ def valid_recipe(rng: random.Random) -> str:
     elif search:
         parts.append(clause_text(rng, search))
     singles = [n for n, s in CATALOGUE.items() if s.kind in ("logit", "limit", "stop", "control")
-               and not s.repeatable and not (forced and (s.sampling or s.name == "max"))]
+               and not s.repeatable and not (forced and (s.sampling or s.name == "max"))
+               and getattr(s, "constraint", None) is None]  # a random regex or file name is no constraint
     parts += [clause_text(rng, n) for n in rng.sample(singles, rng.randint(0, 5))]
     parts += [clause_text(rng, "bias") for _ in range(rng.randint(0, 2))]
     rng.shuffle(parts)
