@@ -22,6 +22,8 @@ EVERY_CLAUSE = {
     "capped": ("beam 4 | capped 2", {"g": 2}),
     "arith": ("arith 4", {"n": 4}),
     "cpsbs": ("cpsbs 3", {"k": 3}),
+    "cluster": ("beam 4 | cluster 3", {"c": 3}),
+    "npad": ("beam 4 | npad sigma=0.3", {"sigma": 0.3}),
     "determinantal": ("beam 4 | determinantal weight=0.5", {"weight": 0.5, "n": 2}),
     "dola": ("dola 0 2 pick=batch | repetition 1.2", {"layer": (0, 2), "layers": "high", "pick": "batch"}),
     "force": ('beam 4 | force "a b" any("c", ids(3, 4))',

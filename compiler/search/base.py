@@ -81,6 +81,10 @@ class At:
     ahead: Callable | None = None
     take: Callable | None = None
     exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
+    # a search with `hidden`: each row's last hidden state (after the final norm) [R, dim], from
+    # the forward that gave these scores, and the tokens' output embeddings (the head's rows) [V, dim]
+    hidden: torch.Tensor | None = None
+    head: torch.Tensor | None = None
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -115,6 +119,7 @@ class Search:
     ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
     renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
     ahead: int = 0         # candidates per row run one step ahead (`At.ahead`; contrastive)
+    hidden: str = ""       # what reads the rows' hidden states (`At.hidden`, `before_head`; "": nothing)
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -136,6 +141,13 @@ class Search:
         """The state once the prompts ran, given their last hidden states [R, T, dim] (after
         the final norm; only for a search with `ahead`); `seq_len` slots a row has in all."""
         return state
+
+    def before_head(self, keys: torch.Tensor | None, t: torch.Tensor, hp: dict):
+        """For a search with `hidden`: a function h [R, dim] -> h that changes the rows' last
+        hidden states before the output head, for the logits step `t` reads (`keys`: the
+        rows' random keys, when the recipe draws), or None (the default) to leave them."""
+        return None
+
     def exits(self, config) -> tuple[int, ...]:
         """The layers (distinct; 0: the embeddings) whose early-exit logits `step` reads in
         `at.exits`, for a model of this `LlamaConfig`: none by default. The engine asks
