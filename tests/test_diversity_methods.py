@@ -20,7 +20,7 @@ from table_model import TableModel, chi_square, sequence_probs, step_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["capped", "arith", "determinantal", "cpsbs"]
+METHODS = ["capped", "arith", "determinantal", "cpsbs", "cluster", "npad"]
 ALPHA = 1e-3
 
 
@@ -289,6 +289,9 @@ def test_each_method_is_one_file_of_at_most_30_lines_of_code(name):
     ("sample 4 | determinantal weight=1", "'determinantal' needs a 'beam K' search", "determinantal weight=1"),
     ("beam 4 | determinantal weight=-1", "weight must satisfy 0 <= weight", "weight=-1"),
     ("sample 2 | capped 1", "'capped' needs a 'beam K' search", "capped 1"),
+    ("beam 2 | cluster 5", "cluster 5 asks for more clusters than the 4 candidates", "5"),
+    ("beam 4 | npad sigma=-1", "sigma must satisfy 0 <= sigma", "sigma=-1"),
+    ("greedy | npad sigma=1", "'npad' needs a 'beam K' search", "npad sigma=1"),
 ])
 def test_bad_input_is_one_message_at_the_clause(recipe, message, at):
     with pytest.raises(decode.RecipeError, match=message) as err:

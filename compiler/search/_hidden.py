@@ -51,7 +51,7 @@ def beside(at, rows: torch.Tensor, earlier: list) -> torch.Tensor:
     if not earlier:
         return torch.zeros(*rows.shape, at.head.shape[0], dtype=torch.float64, device=rows.device)
     chosen = torch.cat([p for *_, p in earlier], 1)                                   # [B, Y]
-    tok = torch.cat([x[:, :, at.prompt + at.t] for x, *_ in earlier], 1)
+    tok = torch.cat([x.gather(2, (at.prompt + at.t).expand(*x.shape[:2], 1))[..., 0] for x, *_ in earlier], 1)
     valid = torch.cat([a[:, None].expand(-1, p.shape[1]) for _, a, p in earlier], 1)
     return closest(at, rows, chosen, tok, valid)
 
