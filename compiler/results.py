@@ -22,6 +22,7 @@ class Sequence:
     finish: str             # "eos" | "max" | "stop"
     logprobs: list[TokenLogprobs] | None = None  # per token, with `logprobs=N` (logprobs.py)
     draw: int | None = None  # `sample n`: which of the n draws it is (results are best first)
+    inclusion: float | None = None  # `cpsbs`: the log of its estimated inclusion probability
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Completion:
     def to_json(self) -> dict:
         d = asdict(self)
         for s in d["sequences"]:  # a field a run did not fill is left out, as before it existed
-            for k in ("logprobs", "draw"):
+            for k in ("logprobs", "draw", "inclusion"):
                 if s[k] is None:
                     del s[k]
         keys = ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")
@@ -49,20 +50,20 @@ class Completion:
 
 def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None) -> list[Completion]:
     """The search's results (per prompt: (new ids, score, finish[, log-prob vectors or None[,
-    draw]])) as Completions, each text cut at its first stop string; `logprobs`: what the
+    draw or None[, log inclusion]]])) as Completions, each text cut at its first stop string; `logprobs`: what the
     vectors mean."""
     out = []
     for i, found in enumerate(results):
         seqs = []
         for new_ids, score, finish, *rest in found:
-            lp, draw = (rest + [None, None])[:2]
+            lp, draw, inclusion = (rest + [None, None, None])[:3]
             cut = stops.cut(new_ids) if stops.strings else None
             if cut is not None:
                 new_ids, finish = new_ids[:cut], "stop"
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
             per = tokens(lp[:len(new_ids)], new_ids, model.tokenizer) if lp is not None else None
             seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per,
-                                 draw=draw))
+                                 draw=draw, inclusion=inclusion))
         _check_result(i, seqs, recipe)
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
                               fingerprint=recipe.fingerprint, sequences=seqs, logprobs=logprobs or None))

@@ -211,18 +211,27 @@ class Search:
         """Rows [R] bool whose text hit a stop string end (the beam family goes on)."""
         return {**state, "alive": state["alive"] & ~rows}
 
+    def inclusion(self, state: dict) -> torch.Tensor | None:
+        """[R] each row's log inclusion probability, for a search that draws its rows as a set
+        (cpsbs), returned with each sequence; None (the default) for the others."""
+        return None
+
     def finalize(self, state: dict, seq: torch.Tensor, lim: dict) -> list[list[tuple[list[int], float, str]]]:
-        """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw]),
-        best first (ties in draw order); with `draws`, each keeps its row's index as its draw."""
+        """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw[,
+        inclusion]]), best first (ties in draw order); with `draws`, each keeps its row's index
+        as its draw; with `inclusion`, its log inclusion probability."""
         p, n = int(lim["prompt"]), self.rows
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
         paths = state[ROWS][:, p:].tolist() if ROWS in state else [None] * len(ids)
+        incl = self.inclusion(state)
+        incl = None if incl is None else incl.tolist()
         out = []
         for b in range(self.cfg.batch):
-            rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in range(b * n, (b + 1) * n)
-                    if scores[r] != float("-inf")]  # -inf: a row that never lived (sbeam)
-            if self.draws:
-                rows = [(*x[:3], x[3] if len(x) > 3 else None, j) for j, x in enumerate(rows)]
+            live = [r for r in range(b * n, (b + 1) * n) if scores[r] != float("-inf")]  # -inf: never lived (sbeam)
+            rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in live]
+            if self.draws or incl is not None:
+                rows = [(*x[:3], x[3] if len(x) > 3 else None, j if self.draws else None,
+                         *([] if incl is None else [incl[r]])) for j, (r, x) in enumerate(zip(live, rows))]
             if self.ranked:
                 rows.sort(key=lambda x: -x[1])
             out.append(rows)
