@@ -1238,17 +1238,23 @@ for _spec in (
         cite="Meister, Amini, Vieira & Cotterell 2021, Conditional Poisson Stochastic Beam Search "
              "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
         impl=_S + "cpsbs", aliases=("conditional_poisson",),
-        details="Each step the logit stages process every beam's logits; a child's weight is its "
-                "sequence probability under the processed distribution (the beam's probability times "
-                "the token's). K children are drawn without replacement from all K·V by the "
+        details="Each step the logit stages process every beam's logits; a child's weight is the "
+                "odds p/(1 - p) of its sequence probability p under the processed distribution (the "
+                "beam's probability times the token's; p capped at 0.99), as the authors' code weighs "
+                "children. K children are drawn without replacement from all K·V by the "
                 "conditional Poisson design: a set S of K with probability proportional to the product "
                 "of its members' weights (the largest member first, each by one uniform, from the "
                 "design's elementary symmetric polynomials; exact, in float64). A finished beam is its "
                 "own only child (padding, weight unchanged). At the first step only one beam lives. "
-                "Each row carries the log of its sequence's inclusion probabilities summed over the "
-                "steps, the weight of the paper's estimator. The sequences come back best "
-                "log-probability first; `score` is that log-probability; fewer come back if fewer "
-                "sequences exist."),
+                "Each sequence comes back with `inclusion`, the log of the product over the steps of "
+                "the design's probability of keeping its prefix given the set before (the paper's "
+                "estimate of its inclusion probability; exact after one step): the sum over the set "
+                "of f(y)·p(y)/exp(inclusion) estimates E[f] without bias. The authors' temperature "
+                "is `temp T` written before it. Because a set's weight is a product, K children of "
+                "the likeliest beam outweigh one child of each beam by a power of that beam's lead, "
+                "so the beams tend to collapse onto one lineage: the set is less diverse than "
+                "`sbeam`'s. The sequences come back best log-probability first; `score` is that "
+                "log-probability; fewer come back if fewer sequences exist."),
     ClauseSpec(
         "determinantal", "modifier",
         "determinantal beam search: the candidates are the greedy MAP of a DPP of score and n-gram overlap",

@@ -243,7 +243,7 @@ def test_cpsbs_inclusion_after_one_step_is_the_designs_exact_inclusion_probabili
     out = decode.generate(model, "cpsbs 3 | temp 0.8 | max 1", [[0, 1]] * 20, seed=2, compile=False)
     for c in out:
         for s in c.sequences:
-            assert math.exp(s.inclusion) == pytest.approx(exact[tuple(s.ids)], rel=1e-9), s.ids
+            assert math.exp(s.inclusion) == pytest.approx(exact[tuple(s.ids)], rel=1e-6), s.ids  # float32 log-probs in
     assert "inclusion" in out[0].to_json()["sequences"][0]
 
 

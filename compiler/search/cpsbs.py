@@ -12,14 +12,12 @@ weighs a returned sequence y by p(y) over it); `score` is the sequence's log-pro
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from decode.compiler.search._poisson import draw
 from decode.compiler.search.base import Choice, Search
 
-LOG_099 = math.log(0.99)  # the authors clip p there (their clip, on log p, never acts; p = 1 would give NaN)
+LOG_099 = -0.01005033585350145  # log 0.99: the authors clip p there (their clip, on log p, never acts; p = 1 would give NaN)
 
 
 class ConditionalPoisson(Search):
