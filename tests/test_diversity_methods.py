@@ -24,14 +24,15 @@ METHODS = ["capped", "arith", "determinantal", "cpsbs", "cluster", "npad"]
 ALPHA = 1e-3
 
 
-def plain_beam(model, k, max_new, keep):
+def plain_beam(model, k, max_new, keep, lp_of=None):
     """Beam search (early=false, lenpen 1) whose candidates each step are `keep(cands)`, a list
-    of (score, ids, parent) in the order they compete; the first k that do not end go on."""
+    of (score, ids, parent) in the order they compete; the first k that do not end go on.
+    `lp_of(t, j, hist)`: beam j's next-token log-probs (default: the model's)."""
     beams, pool, open_ = [([], 0.0)], [], True
     for t in range(max_new):
         cands = []
         for j, (hist, score) in enumerate(beams):
-            lp = logprobs(model, (PROMPT + hist)[-1])
+            lp = logprobs(model, (PROMPT + hist)[-1]) if lp_of is None else lp_of(t, j, hist)
             cands += [(score + lp[v], hist + [v], j, lp[v]) for v in range(V)]
         top = keep(t, cands)[:2 * k]
         top = [c for c in top if c[0] > -math.inf]
@@ -269,13 +270,14 @@ SWEEPS = [  # one structure each, two values of its number: the second must reus
 ]
 
 
-@pytest.mark.parametrize("recipe,values", SWEEPS)
-def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+def compiled_equals_eager_and_reuses_the_step(model, recipe, values):
+    """Compiled == eager for `recipe` formatted with each of `values`, and the second value
+    runs on the first one's graph (no new graph, no new step)."""
     from torch._dynamo.utils import counters
 
     from decode.compiler import step_cache
 
-    model, prompts = table_model(2), [PROMPT, [1, 3, 4]]
+    prompts = [PROMPT, [1, 3, 4]]
     for i, value in enumerate(values):
         r = recipe.format(value)
         compiled = decode.generate(model, r, prompts, seed=3)
@@ -285,6 +287,11 @@ def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
         if i == 0:
             graphs, steps = counters["stats"]["unique_graphs"], step_cache.size()
     assert (counters["stats"]["unique_graphs"], step_cache.size()) == (graphs, steps)
+
+
+@pytest.mark.parametrize("recipe,values", SWEEPS)
+def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+    compiled_equals_eager_and_reuses_the_step(table_model(2), recipe, values)
 
 
 # -- every method ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 import decode
 from decode.runtime.errors import ModelError
 from table_model import TableModel
-from test_diversity_methods import plain_beam
+from test_diversity_methods import compiled_equals_eager_and_reuses_the_step, plain_beam
 from test_variants import EOS, PROMPT, V, assert_same, group_beam, ours
 
 D = 5  # hidden size of the table model
@@ -108,23 +108,12 @@ def npad_beam(model, k, max_new, sigma, seed):
     from decode.compiler.search._hidden import gaussian
 
     keys = row_keys([seed], k, "cpu")
-    beams, pool, open_ = [([], 0.0)], [], True
-    for t in range(max_new):
-        z = gaussian(keys, torch.tensor(t), D).double()
-        cands = []
-        for j, (hist, score) in enumerate(beams):
-            h = model.hid[(PROMPT + hist)[-1]].double() + sigma / (t + 1) * z[j]
-            lp = torch.log_softmax(model.output.weight.double() @ h + model.output.bias.double(), -1).tolist()
-            cands += [(score + lp[v], hist + [v]) for v in range(V)]
-        top = sorted(cands, key=lambda c: -c[0])[:2 * k]
-        ends = [c[1][-1] == EOS or t + 1 == max_new for c in top]
-        if open_:
-            pool += [(s / (t + 1), ids) for i, (s, ids) in enumerate(top) if ends[i] and i < k]
-            pool = sorted(pool, key=lambda h: -h[0])[:k]
-        beams = [(ids, s) for (s, ids), e in zip(top, ends) if not e][:k]
-        if beams and len(pool) == k:
-            open_ = open_ and beams[0][1] / (t + 1) > pool[-1][0]
-    return pool
+
+    def lp_of(t, j, hist):
+        h = model.hid[(PROMPT + hist)[-1]].double() + sigma / (t + 1) * gaussian(keys, torch.tensor(t), D)[j].double()
+        return torch.log_softmax(model.output.weight.double() @ h + model.output.bias.double(), -1).tolist()
+
+    return plain_beam(model, k, max_new, lambda t, c: sorted(c, key=lambda x: -x[0]), lp_of)
 
 
 def noisy(model, recipe, seed, compile=False):
@@ -196,20 +185,7 @@ SWEEPS = [
 
 @pytest.mark.parametrize("recipe,values", SWEEPS)
 def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
-    from torch._dynamo.utils import counters
-
-    from decode.compiler import step_cache
-
-    model, prompts = HiddenTable(2), [PROMPT, [1, 3, 4]]
-    for i, value in enumerate(values):
-        r = recipe.format(value)
-        compiled = decode.generate(model, r, prompts, seed=3)
-        eager = decode.generate(model, r, prompts, seed=3, compile=False)
-        assert [[(s.ids, round(s.score, 4)) for s in c.sequences] for c in compiled] == \
-            [[(s.ids, round(s.score, 4)) for s in c.sequences] for c in eager], r
-        if i == 0:
-            graphs, steps = counters["stats"]["unique_graphs"], step_cache.size()
-    assert (counters["stats"]["unique_graphs"], step_cache.size()) == (graphs, steps)
+    compiled_equals_eager_and_reuses_the_step(HiddenTable(2), recipe, values)
 
 
 @pytest.mark.parametrize("recipe,name", [
