@@ -81,10 +81,8 @@ class At:
     ahead: Callable | None = None
     take: Callable | None = None
     exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
-    # a search with `hidden`: each row's last hidden state (after the final norm) [R, dim], from
-    # the forward that gave these scores, and the tokens' output embeddings (the head's rows) [V, dim]
-    hidden: torch.Tensor | None = None
-    head: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None  # with Search.hidden: [R, dim] rows' last states (final norm)
+    head: torch.Tensor | None = None    # and [V, dim] the tokens' output embeddings, same forward
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -143,9 +141,8 @@ class Search:
         return state
 
     def before_head(self, keys: torch.Tensor | None, t: torch.Tensor, hp: dict):
-        """For a search with `hidden`: a function h [R, dim] -> h that changes the rows' last
-        hidden states before the output head, for the logits step `t` reads (`keys`: the
-        rows' random keys, when the recipe draws), or None (the default) to leave them."""
+        """With `hidden`: h [R, dim] -> h, the rows' last hidden states changed before the
+        output head for step t's logits (`keys`: the rows' keys, if any), or None."""
         return None
 
     def exits(self, config) -> tuple[int, ...]:
@@ -212,14 +209,12 @@ class Search:
         return {**state, "alive": state["alive"] & ~rows}
 
     def inclusion(self, state: dict) -> torch.Tensor | None:
-        """[R] each row's log inclusion probability, for a search that draws its rows as a set
-        (cpsbs), returned with each sequence; None (the default) for the others."""
+        """[R] each row's log inclusion probability (a set's draw: cpsbs), or None."""
         return None
 
     def finalize(self, state: dict, seq: torch.Tensor, lim: dict) -> list[list[tuple[list[int], float, str]]]:
         """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw[,
-        inclusion]]), best first (ties in draw order); with `draws`, each keeps its row's index
-        as its draw; with `inclusion`, its log inclusion probability."""
+        inclusion]]), best first (ties in draw order); with `draws`, each keeps its row's index."""
         p, n = int(lim["prompt"]), self.rows
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
         paths = state[ROWS][:, p:].tolist() if ROWS in state else [None] * len(ids)
