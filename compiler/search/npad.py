@@ -9,6 +9,8 @@ S = 0 is beam search.
 """
 from __future__ import annotations
 
+import torch.nn.functional as F
+
 from decode.compiler.search._hidden import gaussian
 from decode.compiler.search.beam import Beam
 
@@ -21,7 +23,8 @@ class Npad(Beam):
 
     def before_head(self, keys, t, hp):
         sigma = hp["sigma"] / (t + 1).to(hp["sigma"].dtype)
-        return lambda h: h + (sigma * gaussian(keys, t, h.shape[-1])).to(h.dtype)
+        # rows past the keys' (cfg's unconditional rows, stacked under them) get no noise
+        return lambda h: h + F.pad(sigma * gaussian(keys, t, h.shape[-1]), (0, 0, 0, h.shape[0] - keys.shape[0])).to(h.dtype)
 
 
 STRATEGY = Npad
