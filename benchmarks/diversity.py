@@ -12,6 +12,7 @@ one batch. Per recipe, over each prompt's returned sequences, averaged over the 
 
     python benchmarks/diversity.py            # print the table
     python benchmarks/diversity.py --write    # and write it into README.md between the markers
+    python benchmarks/diversity.py --write --resume out.txt   # keep the rows a stopped run printed
 
 Needs sacrebleu (`pip install -e .[bench]`).
 """
@@ -84,10 +85,12 @@ def row(recipe: str, against: str, numbers: tuple[float, float, float, float]) -
     return f"| `{recipe.replace('|', chr(92) + '|')}` | {vs.replace('|', chr(92) + '|')} | {d2:.3f} | {bleu:.1f} | {lp:.2f} | {ms:.2f} |"
 
 
-def table(model) -> list[str]:
+def table(model, done: dict[str, str] | None = None) -> list[str]:
+    """The table's lines; `done` (a row's first cell -> the row) keeps rows measured before."""
     lines = list(HEADER)
     for recipe, against in [(b, "") for b in BASELINES] + METHODS:
-        lines.append(row(recipe, against, measure(model, recipe)))
+        first = row(recipe, against, (0.0, 0.0, 0.0, 0.0)).split(" | ")[0]
+        lines.append((done or {}).get(first) or row(recipe, against, measure(model, recipe)))
         print(lines[-1], flush=True)
     return lines
 
@@ -101,8 +104,12 @@ def write(readme: Path, lines: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the table into README.md")
+    ap.add_argument("--resume", metavar="FILE", help="keep the rows of an earlier run's output (a stopped run)")
     args = ap.parse_args()
-    lines = table(decode.load())
+    done = {}
+    if args.resume:
+        done = {x.split(" | ")[0]: x for x in Path(args.resume).read_text().splitlines() if ROW.match(x)}
+    lines = table(decode.load(), done)
     if args.write:
         write(ROOT / "README.md", lines)
 

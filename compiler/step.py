@@ -32,7 +32,10 @@ def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: 
     (logits, hidden states [R, dim]) for a search with `hidden`."""
     if search is None or not search.ahead:
         zero = torch.zeros((), dtype=torch.long, device=seq.device)
-        return model.prefill(cache, seq[:, :p_len], pad, **_asked(exits, search, keys, zero, hp)), state
+        out = model.prefill(cache, seq[:, :p_len], pad, **_asked(exits, search, keys, zero, hp))
+        if search is not None and search.hidden:  # the prompts' last slot is a slice: give the step one layout
+            out = (out[0], out[1].contiguous())
+        return out, state
     logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
     return logits, search.prompted(state, hidden, seq.shape[1])
 
