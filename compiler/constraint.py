@@ -223,7 +223,7 @@ def finish(hosts: dict, results: list, max_new: int) -> list:
         for ids, score, why, *lp in found:
             if why == EOS and tuple(ids[:-1]) in dead:
                 ids, why, ended = ids[:-1], "constraint", ended + 1
-                lp = [x[:len(ids)] for x in lp]
+                lp = [x[:len(ids)] if isinstance(x, list) else x for x in lp]  # log-probs; draw, inclusion stay
             rows.append((ids, score, why, *lp))
         out.append(rows)
     names = " and ".join(f"'{h.clause.canonical}'" for h in hosts.values())

@@ -22,7 +22,7 @@ from decode.compiler.results import Completion, Sequence, check_health, completi
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.search.pool import BeamPool
 from decode.compiler.stages import bind, stateful
-from decode.compiler.step import context, decode_step, prefill
+from decode.compiler.step import context, decode_step, has_hidden, prefill
 from decode.compiler.stops import StopStrings
 from decode.dsl import lookup
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer
@@ -131,6 +131,9 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                        vocab=model.config.vocab_size, max_new=plan.max_new)
     search = plan.search(cfg)
     exits = search.exits(model.config)  # a search that reads early exits refuses a model without them
+    if search.hidden and not has_hidden(model):
+        raise ModelError(f"'{search.hidden}' reads the rows' hidden states, which this model "
+                         f"({type(model).__name__}) does not give; use a llama checkpoint or another method")
     k = search.rows
     bound = _bind_stages(plan, model, search, device)
     kernels = [(n, mod, st) for n, mod, st, _ in bound]
@@ -180,8 +183,8 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
             for buf in cache.buffers():  # written in place by the step: CUDA graphs need fixed addresses
                 torch._dynamo.mark_static_address(buf)
         state = search.begin(device, s_len)
-        logits, state = prefill(model, cache, seq_all, pad_all, p_len, search, state, exits)
-        if timings is not None and logits.is_cuda:
+        logits, state = prefill(model, cache, seq_all, pad_all, p_len, search, state, exits, keys, hp)
+        if timings is not None and device.type == "cuda":
             torch.cuda.synchronize()
         t_prefill, c_prefill = time.perf_counter(), time.thread_time()
         start = context(seq, pad, lim["prompt"], torch.zeros((), dtype=torch.long, device=device),
@@ -213,7 +216,7 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
                     break
         check_health(health.tolist(), plan, model, k)
         if timings is not None:
-            if logits.is_cuda:
+            if device.type == "cuda":
                 torch.cuda.synchronize()
             timings.update(prefill_s=t_prefill - t_start, loop_s=time.perf_counter() - t_prefill,
                            loop_cpu_s=time.thread_time() - c_prefill, steps=steps)

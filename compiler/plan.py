@@ -37,6 +37,7 @@ class Plan:
     max_new: int
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    random: bool = False         # the run draws (sampling, or a clause such as npad): it is seeded
 
 
 def load_impl(name: str) -> object:
@@ -103,6 +104,7 @@ def compile(recipe: Recipe | str) -> Plan:  # noqa: A001 - the design's name
         max_new=recipe.max_new_tokens,
         stop=tuple(recipe.stop_strings),
         seed=recipe.seed,
+        random=recipe.random,
     )
 
 

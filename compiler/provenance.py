@@ -40,7 +40,7 @@ def seeding(plan, seed: int | None, seeds: list[int] | None, b: int) -> tuple[in
     recipe draws nothing. Without a `seed` argument the recipe's `seed` clause counts, else a
     fresh one is drawn (and recorded: a run without a seed can be replayed). Prompt i's seed
     is `seeds[i]` if given, else derived from the run seed and i."""
-    if not plan.sampling:
+    if not (plan.sampling or plan.random):
         return None, None
     if seed is None and seeds is None:
         seed = plan.seed if plan.seed is not None else secrets.randbits(62)

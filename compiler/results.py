@@ -23,6 +23,7 @@ class Sequence:
     logprobs: list[TokenLogprobs] | None = None  # per token, with `logprobs=N` (logprobs.py)
     draw: int | None = None  # `sample n`: which of the n draws it is (results are best first)
     speculative: dict | None = None  # draft / lookup: drafts "proposed" and "accepted" per round
+    inclusion: float | None = None  # `cpsbs`: the log of its estimated inclusion probability
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Completion:
     def to_json(self) -> dict:
         d = asdict(self)
         for s in d["sequences"]:  # a field a run did not fill is left out, as before it existed
-            for k in ("logprobs", "draw", "speculative"):
+            for k in ("logprobs", "draw", "speculative", "inclusion"):
                 if s[k] is None:
                     del s[k]
         keys = ("prompt", "prompt_ids", "recipe", "fingerprint", "sequences")
@@ -51,14 +52,14 @@ class Completion:
 def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None = None,
                 distinct: bool = False) -> list[Completion]:
     """The search's results (per prompt: (new ids, score, finish[, log-prob vectors or None[,
-    draw]])) as Completions, each text cut at its first stop string; `logprobs`: what the
-    vectors mean. `distinct` (beams, which search on past a stop string): of hypotheses cut to
-    the same tokens, only the best is kept."""
+    draw or None[, log inclusion]]])) as Completions, each text cut at its first stop string;
+    `logprobs`: what the vectors mean. `distinct` (beams, which search on past a stop string):
+    of hypotheses cut to the same tokens, only the best is kept."""
     out = []
     for i, found in enumerate(results):
         seqs, seen = [], set()
         for new_ids, score, finish, *rest in found:
-            lp, draw = (rest + [None, None])[:2]
+            lp, draw, inclusion = (rest + [None, None, None])[:3]
             cut = stops.cut(new_ids) if stops.strings else None
             if cut is not None:
                 new_ids, finish = new_ids[:cut], "stop"
@@ -68,7 +69,7 @@ def completions(results, recipe, model, texts, ids, stops, logprobs: dict | None
             text = model.tokenizer.decode(new_ids) if model.tokenizer is not None else ""
             per = tokens(lp[:len(new_ids)], new_ids, model.tokenizer) if lp is not None else None
             seqs.append(Sequence(ids=list(new_ids), text=text, score=float(score), finish=finish, logprobs=per,
-                                 draw=draw))
+                                 draw=draw, inclusion=inclusion))
         _check_result(i, seqs, recipe)
         out.append(Completion(prompt=texts[i], prompt_ids=ids[i], recipe=recipe.canonical,
                               fingerprint=recipe.fingerprint, sequences=seqs, logprobs=logprobs or None))

@@ -24,21 +24,39 @@ from decode.compiler.stages import selection, stateful
 MODEL, STAGE = 1, 2
 
 
-def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: tuple[int, ...] = ()):
+def prefill(model, cache, seq, pad, p_len: int, search=None, state=None, exits: tuple[int, ...] = (),
+            keys=None, hp=None):
     """The logits [R, V] after the prompts (left-padded in `seq` [R, S] up to slot p_len), and
     the search's `state`, which a search that looks ahead takes from the prompts' hidden states;
-    the logits are [1 + E, R, V] with the early exits a search reads (`Search.exits`)."""
+    the logits are [1 + E, R, V] with the early exits a search reads (`Search.exits`), and
+    (logits, hidden states [R, dim]) for a search with `hidden`."""
     if search is None or not search.ahead:
-        return model.prefill(cache, seq[:, :p_len], pad, **_asked(exits)), state
+        zero = torch.zeros((), dtype=torch.long, device=seq.device)
+        out = model.prefill(cache, seq[:, :p_len], pad, **_asked(exits, search, keys, zero, hp))
+        if search is not None and search.hidden:  # the prompts' last slot is a slice: give the step one layout
+            out = (out[0], out[1].contiguous())
+        return out, state
     logits, hidden = model.prefill_hidden(cache, seq[:, :p_len], pad)
     rows = search.cfg.batch * search.rows  # cfg's unconditional rows follow: they keep no context
     return logits, search.prompted(state, hidden[:rows], seq.shape[1])
 
 
-def _asked(exits: tuple[int, ...]) -> dict:
-    """The model's `exits=` argument when a search reads early exits (a model without them,
-    such as a test's table model, is never asked)."""
-    return {"exits": exits} if exits else {}
+def _asked(exits: tuple[int, ...], search=None, keys=None, t=None, hp=None) -> dict:
+    """What the step asks of the model besides the logits: early exits when the search reads
+    them, the hidden states (changed before the head as the search says) when it reads those
+    (a model without them, such as a test's table model, is never asked)."""
+    asked = {"exits": exits} if exits else {}
+    if search is not None and search.hidden:
+        asked.update(hidden=True, before_head=search.before_head(keys, t, hp))
+    return asked
+
+
+def has_hidden(model) -> bool:
+    """Whether `model` gives its hidden states (`decode(..., hidden=True)`) and output embeddings."""
+    import inspect
+
+    head = getattr(getattr(model, "output", None), "weight", None)
+    return isinstance(head, torch.Tensor) and "hidden" in inspect.signature(model.decode).parameters
 
 
 class Ahead:
@@ -89,10 +107,12 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for. With cfg
     the logits and `pad` also hold the unconditional rows, after the rows (guidance.py)."""
     exits = search.exits(model.config)
+    logits, hidden = logits if search.hidden else (logits, None)  # the rows' last hidden states
     early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
     logits = logits[0] if exits else logits
     logits, guide = split(logits, seq.shape[0])
     early = None if early is None else early[:, :seq.shape[0]]
+    hidden = None if hidden is None else hidden[:seq.shape[0]]
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     row_pad = pad[:seq.shape[0]]  # the rows' own (cfg's unconditional rows follow them in `pad`)
@@ -114,7 +134,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         seen.setdefault(-1, []).append((rows, x))
         return x
 
-    noise = None if keys is None else uniform(keys, t, logits.shape[-1])
+    noise = None if keys is None or not search.cfg.sampling else uniform(keys, t, logits.shape[-1])
     slot = lim["prompt"] + t
     lp = None if paths is None else StepLogprobs(paths, torch.log_softmax(logits.float(), dim=-1),
                                                  lambda: gathered(seen.get(-1), scores), search.renormalizes,
@@ -122,7 +142,8 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     look = Ahead(model, cache, slot, pad, seq.shape[1], seq.shape[0]) if search.ahead else None
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
             hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=row_pad,
-            ahead=look and look.run, take=look and look.take, exits=early)
+            ahead=look and look.run, take=look and look.take, exits=early, hidden=hidden,
+            head=model.output.weight if search.hidden else None)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)
@@ -142,7 +163,8 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         seq = seq[parents]
         cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = (model.decode(cache, both(tokens, guide), slot, pad, **_asked(exits)) if look is None
+    logits = (model.decode(cache, both(tokens, guide), slot, pad, **_asked(exits, search, keys, t + 1, hp))
+              if look is None
               else look.next_logits(parents))
     return logits, seq, state, sst, tokens, info, health, paths
 

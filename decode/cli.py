@@ -685,13 +685,16 @@ def _show(comp, streamed: bool) -> None:
         return
     table = Table(title=Text.assemble(comp.recipe, (f"  ({comp.fingerprint})", "dim")), title_justify="left")
     draws = any(s.draw is not None for s in comp.sequences)  # sample n: best first, each keeps its draw
+    incl = any(s.inclusion is not None for s in comp.sequences)  # cpsbs: log inclusion probability
     for col, kw in (("rank", {"justify": "right"}), *((("draw", {"justify": "right"}),) if draws else ()),
-                    ("score", {"justify": "right"}), ("finish", {}),
+                    ("score", {"justify": "right"}), *((("inclusion", {"justify": "right"}),) if incl else ()),
+                    ("finish", {}),
                     ("text" if comp.prompt is not None else "ids", {"overflow": "fold"})):
         table.add_column(col, **kw)
     for i, s in enumerate(comp.sequences, 1):
         body = _visible(s.text) if comp.prompt is not None else " ".join(map(str, s.ids))
-        table.add_row(str(i), *((str(s.draw),) if draws else ()), f"{s.score:.4f}", s.finish, Text(body))
+        table.add_row(str(i), *((str(s.draw),) if draws else ()), f"{s.score:.4f}",
+                      *((f"{s.inclusion:.4f}",) if incl else ()), s.finish, Text(body))
     if comp.prompt is not None:
         console.print(Text.assemble(("prompt: ", "bold"), comp.prompt))
     console.print(table)

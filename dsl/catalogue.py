@@ -175,7 +175,9 @@ def _explain_diverse(p: Params) -> str:
     same = {"hamming": "for every time an earlier group chose that token at this same step",
             "cumulative": "for every time an earlier group chose that token at any step so far",
             "ngram": f"for every time the {p['n']}-gram it would complete already occurs in an "
-                     "earlier group's new text"}[kind]
+                     "earlier group's new text",
+            "embedding": "times its largest cosine similarity (its row's last hidden state and the "
+                         "token's output embedding) to an earlier group's choice at this step"}[kind]
     return (f"the beams form {g} groups that choose in turn each step; a token's log-probability "
             f"loses {lam} {same} (kind={kind}); then the logit stages apply")
 
@@ -529,9 +531,10 @@ for _spec in (
             Param("groups", "int", lo=1, doc="number of beam groups; must divide K"),
             Param("penalty", "float", 0.0, lo=0.0, hi=SCALE, hi_why=BIG_WHY,
                   doc="subtracted per earlier group's choice (see kind)"),
-            Param("kind", "enum", "hamming", choices=("hamming", "cumulative", "ngram"),
+            Param("kind", "enum", "hamming", choices=("hamming", "cumulative", "ngram", "embedding"),
                   doc="what counts as the same choice: the token at this step (hamming), the "
-                      "token at any step so far (cumulative), the n-gram it completes (ngram)"),
+                      "token at any step so far (cumulative), the n-gram it completes (ngram), "
+                      "the largest cosine of hidden-state vectors (embedding)"),
             Param("n", "int", 2, lo=1, doc="n-gram size, for kind=ngram"),
         ),
         reference="num_beam_groups=GROUPS, diversity_penalty=PENALTY (kind=hamming only)",
@@ -554,7 +557,14 @@ for _spec in (
                 "the number of times the N-gram the token would complete (the row's last N-1 new "
                 "tokens, then the token) occurs among the new tokens of the rows of groups 0..g-1 as "
                 "they stand after their choice at this step, n-grams a group wrote after it "
-                "finished left out; no penalty while a row has fewer than N-1 new tokens. "
+                "finished left out; no penalty while a row has fewer than N-1 new tokens; "
+                "**embedding** (not a count; after Vijayakumar et al.'s embedding diversity): the "
+                "largest cosine similarity between the continuation's vector and those of the "
+                "choices groups 0..g-1 made at this step while still searching (0 for group 0), a "
+                "continuation's vector being unit(h) + unit(w): h the last hidden state (after the "
+                "final norm) of the row it continues, w the token's output embedding (its row of "
+                "the output head), both from the forward that gave this step's logits; it needs a "
+                "model that gives its hidden states. "
                 "(2) the recipe's logit stages, in written order; "
                 "(3) it picks 2·K/GROUPS of its (K/GROUPS)·V continuations (beam score + processed "
                 "log-prob): the best ones, or, when the recipe samples (diverse beam sampling, "
@@ -1241,7 +1251,72 @@ def _explain_determinantal(p: Params) -> str:
             "the n-grams of those already in lose; the first K that do not end go on")
 
 
+def _explain_cluster(p: Params) -> str:
+    c = p["c"]
+    return (f"each step the 2·K best continuations are grouped into {c} cluster{'s' if c > 1 else ''} by "
+            "k-means on their vectors (the last hidden state of the row each continues and the token's "
+            "output embedding), and the beams go on round-robin from the clusters' best"
+            + (" (one cluster: beam search)" if c == 1 else ""))
+
+
+def _check_cluster(c: Any, clauses: tuple) -> Problem | None:
+    search = next((x for x in clauses if x.kind == "search"), None)
+    k = search["k"] if search is not None and search.name == "beam" else None
+    if k is not None and c["c"] > 2 * k:
+        return Problem(f"cluster {c['c']} asks for more clusters than the {2 * k} candidates `beam {k}` "
+                       f"takes each step; use cluster {2 * k} or fewer", key="c", suggestion=f"cluster {2 * k}")
+    return None
+
+
+def _explain_npad(p: Params) -> str:
+    return (f"each beam's last hidden state gets Gaussian noise of scale {spell_value(p['sigma'])}/t at "
+            "step t before the output head (seeded), so the beams explore around the likeliest paths; "
+            "scores are the noisy logits'")
+
+
 for _spec in (
+    ClauseSpec(
+        "cluster", "modifier",
+        "clustered beam search: the candidates are clustered by hidden state and taken round-robin",
+        positional=(Param("c", "int", lo=1, lo_why="k-means needs at least one cluster",
+                          doc="clusters of the 2·K candidates (at most 2·K)"),),
+        cite="Tam 2020, Cluster-based beam search for pointer-generator chatbot grounded by knowledge "
+             "(Computer Speech & Language 64); Kriz et al. 2019, Complexity-Weighted Loss and Diverse "
+             "Reranking for Sentence Simplification (NAACL 2019)",
+        impl=_S + "cluster", beam_variant=True, explain=_explain_cluster, check=_check_cluster,
+        details="A modifier of `beam K`. Each step the recipe's logit stages run as in `beam`, and the "
+                "2·K best continuations by beam score + processed log-prob are taken (drawn without "
+                "replacement when the recipe samples). Each has a vector unit(h) + unit(w): h the last "
+                "hidden state (after the final norm) of the row it continues, w the token's output "
+                "embedding (its row of the output head), both from the forward that gave this step's "
+                "logits. k-means groups the vectors into C clusters: the first centre is the best "
+                "candidate, each next one the candidate farthest from the centres so far, then 10 "
+                "Lloyd iterations (squared Euclidean distance, float64; an empty cluster keeps its "
+                "centre; ties go to the lower index). The candidates are then ordered round-robin: "
+                "each cluster's best, the clusters in the order of their bests, then each cluster's "
+                "second, and so on (impossible ones last). Those ending in EOS among the first K become "
+                "finished hypotheses, the first K that do not end go on, with their plain scores. "
+                "C = 1 is beam search; C is part of the compiled step's structure. It needs a model "
+                "that gives its hidden states."),
+    ClauseSpec(
+        "npad", "modifier",
+        "noisy parallel approximate decoding: Gaussian noise on each beam's hidden state, annealed",
+        keywords=(Param("sigma", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
+                        lo_why="a noise scale is a standard deviation, never negative",
+                        doc="noise scale S at the first step (S/t at step t; 0: beam search)"),),
+        cite="Cho 2016, Noisy Parallel Approximate Decoding for Conditional Recurrent Language Model "
+             "(arXiv:1605.03835)",
+        impl=_S + "npad", beam_variant=True, explain=_explain_npad, draws=True,
+        details="A modifier of `beam K`. Before the output head computes the logits of step t (t = 1 "
+                "for the first new token), each row's last hidden state (after the final norm) gains "
+                "sigma_t·z, z a vector of independent standard normal draws and sigma_t = SIGMA / t, "
+                "the paper's annealing; the draws come from the row's random key (Box-Muller on its "
+                "uniforms), so a seed repeats them and the run is seeded like a sampling one, while "
+                "selection stays argmax (unless the recipe samples). The search is then `beam` on the "
+                "noisy logits: scores and the returned `score` are theirs. The paper runs N noisy "
+                "greedy or beam searches and keeps the best by the noise-free score; here the K beams "
+                "are the parallel chains. SIGMA = 0 is beam search; SIGMA is a number of the compiled "
+                "step. It needs a model that gives its hidden states."),
     ClauseSpec(
         "cpsbs", "search",
         "conditional Poisson stochastic beam search: each step K of the beams' children drawn as a set",
@@ -1250,17 +1325,23 @@ for _spec in (
         cite="Meister, Amini, Vieira & Cotterell 2021, Conditional Poisson Stochastic Beam Search "
              "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
         impl=_S + "cpsbs", aliases=("conditional_poisson",),
-        details="Each step the logit stages process every beam's logits; a child's weight is its "
-                "sequence probability under the processed distribution (the beam's probability times "
-                "the token's). K children are drawn without replacement from all K·V by the "
+        details="Each step the logit stages process every beam's logits; a child's weight is the "
+                "odds p/(1 - p) of its sequence probability p under the processed distribution (the "
+                "beam's probability times the token's; p capped at 0.99), as the authors' code weighs "
+                "children. K children are drawn without replacement from all K·V by the "
                 "conditional Poisson design: a set S of K with probability proportional to the product "
                 "of its members' weights (the largest member first, each by one uniform, from the "
                 "design's elementary symmetric polynomials; exact, in float64). A finished beam is its "
                 "own only child (padding, weight unchanged). At the first step only one beam lives. "
-                "Each row carries the log of its sequence's inclusion probabilities summed over the "
-                "steps, the weight of the paper's estimator. The sequences come back best "
-                "log-probability first; `score` is that log-probability; fewer come back if fewer "
-                "sequences exist."),
+                "Each sequence comes back with `inclusion`, the log of the product over the steps of "
+                "the design's probability of keeping its prefix given the set before (the paper's "
+                "estimate of its inclusion probability; exact after one step): the sum over the set "
+                "of f(y)·p(y)/exp(inclusion) estimates E[f] without bias. The authors' temperature "
+                "is `temp T` written before it. Because a set's weight is a product, K children of "
+                "the likeliest beam outweigh one child of each beam by a power of that beam's lead, "
+                "so the beams tend to collapse onto one lineage: the set is less diverse than "
+                "`sbeam`'s. The sequences come back best log-probability first; `score` is that "
+                "log-probability; fewer come back if fewer sequences exist."),
     ClauseSpec(
         "determinantal", "modifier",
         "determinantal beam search: the candidates are the greedy MAP of a DPP of score and n-gram overlap",

@@ -211,6 +211,11 @@ class Recipe:
         return any(c.sampling for c in self.clauses) and self._cold is None
 
     @property
+    def random(self) -> bool:
+        """True iff a run draws at random: selection samples, or a clause draws itself (npad)."""
+        return self.sampling or any(c.spec.draws for c in self.clauses)
+
+    @property
     def _cold(self) -> Clause | None:
         """The clause that makes selection argmax whatever else samples (`temp 0`), if any."""
         return next((c for c in self.stages if c.spec.is_argmax(c.param_dict)), None)

@@ -235,6 +235,7 @@ class ClauseSpec:
     check: Callable[[Any, tuple], "str | Problem | None"] | None = field(default=None, compare=False)
     warn: Callable[[Any, tuple], "str | None"] | None = field(default=None, compare=False)
     constraint: Callable[[Params], Any] | None = field(default=None, compare=False)
+    draws: bool = False  # draws at random though selection need not sample (npad's noise): the run is seeded
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

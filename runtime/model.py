@@ -10,6 +10,10 @@ Three ways to run it:
 `exits=(i, ...)` they return [1 + len(exits), R, V], the final logits and then, for each i,
 the residual stream entering layer i (0: the embeddings) through the output head, without
 the final norm (transformers' `lm_head(hidden_states[i])`, as its DoLa reads them).
+With `hidden=True` they return (those logits, the last slot's hidden state after the final
+norm [R, dim]); `before_head(h) -> h`, if given, changes that state before the output head
+(noise, say) and the logits are the changed state's. `output.weight` [V, dim] are the
+tokens' output embeddings.
 
 Padding: row r's prompt sits at slots pad[r]..T-1 and RoPE position of slot s is s - pad[r],
 so a padded row computes exactly what the prompt alone would. `decode` has static shapes
@@ -256,28 +260,38 @@ class Llama(nn.Module):
         mask = (causal[None] & real[:, None, :]) | torch.eye(T, dtype=torch.bool, device=tokens.device)
         return idx, pos, mask
 
-    def prefill(self, cache: KVCache, tokens: Tensor, pad: Tensor,
-                all_logits: bool = False, exits: tuple[int, ...] = ()) -> Tensor:
+    def prefill(self, cache: KVCache, tokens: Tensor, pad: Tensor, all_logits: bool = False,
+                exits: tuple[int, ...] = (), hidden: bool = False, before_head=None):
         """Run LEFT-padded prompts [R, T] (row r real from slot pad[r]) into cache slots 0..T-1.
 
         Returns float32 logits of the last slot [R, V], or of every slot [R, T, V]; with
-        `exits`, the last slot's [1 + len(exits), R, V] (see the module's docstring).
+        `exits`, the last slot's [1 + len(exits), R, V]; with `hidden` and `before_head`,
+        see the module's docstring.
         """
         idx, pos, mask = self._prompt_frame(tokens, pad)
         early = dict.fromkeys(self._exits(exits))
         h = self._hidden(tokens, pos, mask[:, None], cache, idx, early)
-        return self._with_exits((self.output(h) if all_logits else self._head(h[:, -1])).float(), early)
+        if all_logits:
+            return self._with_exits(self.output(h).float(), early)
+        return self._last(h[:, -1], early, hidden, before_head)
 
     def decode(self, cache: KVCache, tokens: Tensor, slot: Tensor, pad: Tensor,
-               exits: tuple[int, ...] = ()) -> Tensor:
+               exits: tuple[int, ...] = (), hidden: bool = False, before_head=None):
         """One token per row [R] at cache slot `slot` (0-d tensor) -> float32 logits [R, V]
-        ([1 + len(exits), R, V] with `exits`: see the module's docstring)."""
+        ([1 + len(exits), R, V] with `exits`; with `hidden` and `before_head`, see the
+        module's docstring)."""
         idx = torch.arange(cache.max_len, device=tokens.device)
         pos = (slot - pad)[:, None]
         mask = (idx[None, :] >= pad[:, None]) & (idx[None, :] <= slot)  # [R, max_len]
         early = dict.fromkeys(self._exits(exits))
         h = self._hidden(tokens[:, None], pos, mask[:, None, None, :], cache, slot.reshape(1), early)
-        return self._with_exits(self._head(h[:, 0]).float(), early)
+        return self._last(h[:, 0], early, hidden, before_head)
+
+    def _last(self, h: Tensor, early: dict, hidden: bool, before_head):
+        """The logits of the last hidden states h [R, dim] (changed by `before_head`), with
+        the early exits; and h itself when `hidden`."""
+        logits = self._with_exits(self._head(h if before_head is None else before_head(h)).float(), early)
+        return (logits, h) if hidden else logits
 
     def verify(self, cache: KVCache, tokens: Tensor, start: Tensor, pad: Tensor) -> Tensor:
         """T tokens per row [R, T] at cache slots start[r] .. start[r] + T - 1, each row at its

@@ -20,18 +20,19 @@ from table_model import TableModel, chi_square, sequence_probs, step_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["capped", "arith", "determinantal", "cpsbs"]
+METHODS = ["capped", "arith", "determinantal", "cpsbs", "cluster", "npad"]
 ALPHA = 1e-3
 
 
-def plain_beam(model, k, max_new, keep):
+def plain_beam(model, k, max_new, keep, lp_of=None):
     """Beam search (early=false, lenpen 1) whose candidates each step are `keep(cands)`, a list
-    of (score, ids, parent) in the order they compete; the first k that do not end go on."""
+    of (score, ids, parent) in the order they compete; the first k that do not end go on.
+    `lp_of(t, j, hist)`: beam j's next-token log-probs (default: the model's)."""
     beams, pool, open_ = [([], 0.0)], [], True
     for t in range(max_new):
         cands = []
         for j, (hist, score) in enumerate(beams):
-            lp = logprobs(model, (PROMPT + hist)[-1])
+            lp = logprobs(model, (PROMPT + hist)[-1]) if lp_of is None else lp_of(t, j, hist)
             cands += [(score + lp[v], hist + [v], j, lp[v]) for v in range(V)]
         top = keep(t, cands)[:2 * k]
         top = [c for c in top if c[0] > -math.inf]
@@ -175,10 +176,12 @@ def test_arith_sets_repeat_themselves_less_than_independent_samples(arith_runs):
 
 # -- cpsbs -----------------------------------------------------------------------------------
 
-def poisson_sets(weights: dict, k: int) -> dict:
-    """The conditional Poisson design by brute force: P(S) ∝ prod of weights, |S| = k."""
-    items = [x for x, w in weights.items() if w > 0]
-    sets = {frozenset(c): math.prod(weights[x] for x in c) for c in itertools.combinations(items, min(k, len(items)))}
+def poisson_sets(probs: dict, k: int) -> dict:
+    """The conditional Poisson design by brute force: P(S) ∝ prod of the odds p/(1-p) of its
+    members' probabilities (p at most 0.99), |S| = k."""
+    items = [x for x, p in probs.items() if p > 0]
+    odds = {x: min(p, 0.99) / (1 - min(p, 0.99)) for x, p in probs.items()}
+    sets = {frozenset(c): math.prod(odds[x] for x in c) for c in itertools.combinations(items, min(k, len(items)))}
     z = sum(sets.values())
     return {c: p / z for c, p in sets.items()}
 
@@ -211,21 +214,20 @@ def cpsbs_inclusion(model, recipe, k, max_new) -> dict:
     return out
 
 
-def test_cpsbs_includes_each_sequence_with_the_designs_probability():
+@pytest.fixture(scope="module")
+def cpsbs_runs():
+    """4000 prompts' `cpsbs 2` sets over 2 steps of a 5-token table, and each sequence's
+    inclusion probability by enumerating every set."""
     model = TableModel.random(5, size=5)
     recipe, k, runs = "temp 0.8", 2, 4000
-    want = cpsbs_inclusion(model, recipe, k, 2)
-    assert sum(want.values()) == pytest.approx(k)
     out = decode.generate(model, f"cpsbs {k} | {recipe} | max 2", [[0, 1]] * runs, seed=21, compile=False)
-    got = {}
-    for c in out:
-        assert len({tuple(s.ids) for s in c.sequences}) == len(c.sequences) == k  # without replacement
-        for s in c.sequences:
-            got[tuple(s.ids)] = got.get(tuple(s.ids), 0) + 1
-    assert set(got) <= set(want)
-    for seq, p in want.items():
-        sd = math.sqrt(runs * p * (1 - p)) + 1e-9
-        assert abs(got.get(seq, 0) - runs * p) <= 4.5 * sd + 1, (seq, got.get(seq, 0), runs * p)
+    return model, recipe, out, cpsbs_inclusion(model, recipe, k, 2)
+
+
+def test_cpsbs_includes_each_sequence_with_the_designs_probability(cpsbs_runs):
+    model, recipe, out, want = cpsbs_runs
+    k, runs = 2, len(out)
+    assert sum(want.values()) == pytest.approx(k)
     # the test can fail: plain `sbeam` (another design) lands elsewhere
     sb = decode.generate(model, f"sbeam {k} | {recipe} | max 2", [[0, 1]] * runs, seed=21, compile=False)
     other = {}
@@ -233,6 +235,29 @@ def test_cpsbs_includes_each_sequence_with_the_designs_probability():
         for s in c.sequences:
             other[tuple(s.ids)] = other.get(tuple(s.ids), 0) + 1
     assert any(abs(other.get(q, 0) - runs * p) > 4.5 * math.sqrt(runs * p * (1 - p)) + 1 for q, p in want.items())
+
+
+def test_cpsbs_inclusion_after_one_step_is_the_designs_exact_inclusion_probability():
+    model = TableModel.random(5, size=5)
+    probs = dict(enumerate(step_probs(model, "temp 0.8", [0, 1], 0, True).tolist()))
+    exact = {(x,): sum(p for s, p in poisson_sets(probs, 3).items() if x in s) for x in probs}
+    out = decode.generate(model, "cpsbs 3 | temp 0.8 | max 1", [[0, 1]] * 20, seed=2, compile=False)
+    for c in out:
+        for s in c.sequences:
+            assert math.exp(s.inclusion) == pytest.approx(exact[tuple(s.ids)], rel=1e-6), s.ids  # float32 log-probs in
+    assert "inclusion" in out[0].to_json()["sequences"][0]
+
+
+def test_cpsbs_horvitz_thompson_estimates_are_unbiased(cpsbs_runs):
+    """The paper's estimator: sum over the returned set of f(y)·p(y)/inclusion(y) has mean
+    E_p[f]; here f = 1 (the total probability, 1) and f = [first token is 0]."""
+    model, recipe, out, want = cpsbs_runs
+    probs = sequence_probs(model, recipe, [0, 1], 2, logprobs=True)
+    for f in (lambda ids: 1.0, lambda ids: float(ids[0] == 0)):
+        est = [sum(f(s.ids) * math.exp(s.score - s.inclusion) for s in c.sequences) for c in out]
+        mean, sd = float(np.mean(est)), float(np.std(est)) / math.sqrt(len(est))
+        truth = sum(f(list(seq)) * p for seq, p in probs.items())
+        assert abs(mean - truth) <= 4.5 * sd + 1e-9, (mean, truth, sd)
 
 
 # -- compiled == eager, and the numbers are tensors -----------------------------------------
@@ -245,13 +270,14 @@ SWEEPS = [  # one structure each, two values of its number: the second must reus
 ]
 
 
-@pytest.mark.parametrize("recipe,values", SWEEPS)
-def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+def compiled_equals_eager_and_reuses_the_step(model, recipe, values):
+    """Compiled == eager for `recipe` formatted with each of `values`, and the second value
+    runs on the first one's graph (no new graph, no new step)."""
     from torch._dynamo.utils import counters
 
     from decode.compiler import step_cache
 
-    model, prompts = table_model(2), [PROMPT, [1, 3, 4]]
+    prompts = [PROMPT, [1, 3, 4]]
     for i, value in enumerate(values):
         r = recipe.format(value)
         compiled = decode.generate(model, r, prompts, seed=3)
@@ -261,6 +287,11 @@ def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
         if i == 0:
             graphs, steps = counters["stats"]["unique_graphs"], step_cache.size()
     assert (counters["stats"]["unique_graphs"], step_cache.size()) == (graphs, steps)
+
+
+@pytest.mark.parametrize("recipe,values", SWEEPS)
+def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+    compiled_equals_eager_and_reuses_the_step(table_model(2), recipe, values)
 
 
 # -- every method ----------------------------------------------------------------------------
@@ -289,6 +320,9 @@ def test_each_method_is_one_file_of_at_most_30_lines_of_code(name):
     ("sample 4 | determinantal weight=1", "'determinantal' needs a 'beam K' search", "determinantal weight=1"),
     ("beam 4 | determinantal weight=-1", "weight must satisfy 0 <= weight", "weight=-1"),
     ("sample 2 | capped 1", "'capped' needs a 'beam K' search", "capped 1"),
+    ("beam 2 | cluster 5", "cluster 5 asks for more clusters than the 4 candidates", "5"),
+    ("beam 4 | npad sigma=-1", "sigma must satisfy 0 <= sigma", "sigma=-1"),
+    ("greedy | npad sigma=1", "'npad' needs a 'beam K' search", "npad sigma=1"),
 ])
 def test_bad_input_is_one_message_at_the_clause(recipe, message, at):
     with pytest.raises(decode.RecipeError, match=message) as err:

@@ -22,6 +22,8 @@ EVERY_CLAUSE = {
     "capped": ("beam 4 | capped 2", {"g": 2}),
     "arith": ("arith 4", {"n": 4}),
     "cpsbs": ("cpsbs 3", {"k": 3}),
+    "cluster": ("beam 4 | cluster 3", {"c": 3}),
+    "npad": ("beam 4 | npad sigma=0.3", {"sigma": 0.3}),
     "determinantal": ("beam 4 | determinantal weight=0.5", {"weight": 0.5, "n": 2}),
     "draft": ('draft "demo-draft" k=3', {"path": "demo-draft", "k": 3}),
     "lookup": ("lookup n=3 k=8", {"n": 3, "k": 8}),

@@ -50,7 +50,7 @@ HELPERS = {"compiler/search/base.py", "compiler/search/draw.py", "compiler/searc
            "compiler/search/_dola.py", "compiler/search/_constraints.py", "compiler/search/_banks.py",
            "compiler/stages/_greenlist.py",
            "compiler/stages/_dry.py", "compiler/search/_poisson.py", "compiler/stages/_constrain.py",
-           "compiler/search/_draft_model.py"}
+           "compiler/search/_draft_model.py", "compiler/search/_hidden.py"}
 
 
 def _limit(rel: str) -> int:

@@ -81,6 +81,8 @@ class At:
     ahead: Callable | None = None
     take: Callable | None = None
     exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
+    hidden: torch.Tensor | None = None  # with Search.hidden: [R, dim] rows' last states (final norm)
+    head: torch.Tensor | None = None    # and [V, dim] the tokens' output embeddings, same forward
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
@@ -115,6 +117,7 @@ class Search:
     ranks_sequences = False  # the beam pool: its trace lists sequences' scores, not tokens'
     renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
     ahead: int = 0         # candidates per row run one step ahead (`At.ahead`; contrastive)
+    hidden: str = ""       # what reads the rows' hidden states (`At.hidden`, `before_head`; "": nothing)
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -136,6 +139,12 @@ class Search:
         """The state once the prompts ran, given their last hidden states [R, T, dim] (after
         the final norm; only for a search with `ahead`); `seq_len` slots a row has in all."""
         return state
+
+    def before_head(self, keys: torch.Tensor | None, t: torch.Tensor, hp: dict):
+        """With `hidden`: h [R, dim] -> h, the rows' last hidden states changed before the
+        output head for step t's logits (`keys`: the rows' keys, if any), or None."""
+        return None
+
     def exits(self, config) -> tuple[int, ...]:
         """The layers (distinct; 0: the embeddings) whose early-exit logits `step` reads in
         `at.exits`, for a model of this `LlamaConfig`: none by default. The engine asks
@@ -199,18 +208,25 @@ class Search:
         """Rows [R] bool whose text hit a stop string end (the beam family goes on)."""
         return {**state, "alive": state["alive"] & ~rows}
 
+    def inclusion(self, state: dict) -> torch.Tensor | None:
+        """[R] each row's log inclusion probability (a set's draw: cpsbs), or None."""
+        return None
+
     def finalize(self, state: dict, seq: torch.Tensor, lim: dict) -> list[list[tuple[list[int], float, str]]]:
-        """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw]),
-        best first (ties in draw order); with `draws`, each keeps its row's index as its draw."""
+        """Per prompt: (new token ids incl. a final EOS, score, finish[, log-probs, draw[,
+        inclusion]]), best first (ties in draw order); with `draws`, each keeps its row's index."""
         p, n = int(lim["prompt"]), self.rows
         ids, scores = seq[:, p:].tolist(), state["score"].tolist()
         paths = state[ROWS][:, p:].tolist() if ROWS in state else [None] * len(ids)
+        incl = self.inclusion(state)
+        incl = None if incl is None else incl.tolist()
         out = []
         for b in range(self.cfg.batch):
-            rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in range(b * n, (b + 1) * n)
-                    if scores[r] != float("-inf")]  # -inf: a row that never lived (sbeam)
-            if self.draws:
-                rows = [(*x[:3], x[3] if len(x) > 3 else None, j) for j, x in enumerate(rows)]
+            live = [r for r in range(b * n, (b + 1) * n) if scores[r] != float("-inf")]  # -inf: never lived (sbeam)
+            rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in live]
+            if self.draws or incl is not None:
+                rows = [(*x[:3], x[3] if len(x) > 3 else None, j if self.draws else None,
+                         *([] if incl is None else [incl[r]])) for j, (r, x) in enumerate(zip(live, rows))]
             if self.ranked:
                 rows.sort(key=lambda x: -x[1])
             out.append(rows)

@@ -3,10 +3,12 @@
 
 Each step the K survivors are drawn without replacement from all K·V children of the beams
 by the conditional Poisson design: a set S of K with probability proportional to the product
-of its members' sequence probabilities (the processed distribution; _poisson.py). A finished
-beam is its own only child (padding, at no cost), as in `sbeam`. Each row carries its log
-inclusion probability, summed over the steps (the paper's estimator weighs a returned
-sequence y by p(y) over it); `score` is the sequence's log-probability, best first.
+of its members' weights, the odds p/(1-p) of their sequence probabilities p under the
+processed distribution (p at most 0.99), as the authors' code weighs them (_poisson.py). A
+finished beam is its own only child (padding, at no cost), as in `sbeam`. Each row carries
+the log of the product over the steps of its conditional inclusion probabilities, the
+paper's estimate of its inclusion probability (`inclusion` in the results; the estimator
+weighs a returned sequence y by p(y) over it); `score` is the sequence's log-probability.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import torch
 
 from decode.compiler.search._poisson import draw
 from decode.compiler.search.base import Choice, Search
+
+LOG_099 = -0.01005033585350145  # log 0.99: the authors clip p there (their clip, on log p, never acts; p = 1 would give NaN)
 
 
 class ConditionalPoisson(Search):
@@ -28,6 +32,9 @@ class ConditionalPoisson(Search):
     def init(self, device, seq_len):
         return {"inclusion": torch.zeros(self.cfg.batch * self.rows, dtype=torch.float64, device=device)}
 
+    def inclusion(self, state):
+        return state["own"]["inclusion"]
+
     def stop_rows(self, state, rows):
         return state  # keeps searching; the engine cuts its texts at the stop string
 
@@ -37,7 +44,8 @@ class ConditionalPoisson(Search):
         pad = torch.arange(v, device=lp.device) == self.cfg.pad
         lp = torch.where(~at.alive.view(b, k, 1), torch.where(pad, 0.0, float("-inf")), lp)  # finished: itself
         phi = (at.score.view(b, k, 1) + lp).view(b, k * v)
-        pos, inclusion = draw(phi, k, at.noise.view(b, k * v)[:, :k])
+        odds = phi - torch.log(-torch.expm1(phi.clamp(max=LOG_099)))  # log p/(1-p), p <= 0.99
+        pos, inclusion = draw(odds, k, at.noise.view(b, k * v)[:, :k])
         parents = (pos // v + torch.arange(b, device=lp.device)[:, None] * k).reshape(-1)
         return Choice((pos % v).reshape(-1), parents, phi.gather(1, pos).reshape(-1),
                       {"inclusion": state["inclusion"][parents] + inclusion.reshape(-1)})

@@ -3,7 +3,9 @@ beam search in groups (groups.py) whose log-probs first lose `penalty` times a c
 what earlier groups chose. `kind` says what is counted (dsl/catalogue.py has the
 definitions): `hamming`, the token's choices by earlier groups at this step (the
 reference); `cumulative`, at every step so far; `ngram`, the occurrences of the n-gram
-the token completes in earlier groups' new text.
+the token completes in earlier groups' new text; `embedding`, the largest cosine of the
+continuation's vector (its row's last hidden state and the token's output embedding,
+_hidden.py) with those of earlier groups' choices at this step.
 
 Diverse beam *sampling* (a recipe with a sampling stage; the reference refuses it) is the
 same search with each group's continuations drawn instead of ranked.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from decode.compiler.search._hidden import beside
 from decode.compiler.search.groups import Groups
 from decode.compiler.search.overlap import ngram_counts, pick_counts
 
@@ -22,6 +25,7 @@ class Diverse(Groups):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.kind = cfg.modifiers[self.modifier].get("kind", "hamming")
+        self.hidden = "diverse kind=embedding" if self.kind == "embedding" else ""
 
     def hyper(self):
         return {**super().hyper(), "penalty": float(self.cfg.modifiers[self.modifier].get("penalty", 0.0))}
@@ -38,6 +42,9 @@ class Diverse(Groups):
         v, lam = chosen.shape[-1], at.hp["penalty"]
         if self.kind == "hamming":
             return (lam * chosen)[:, None, :]
+        if self.kind == "embedding":  # group g's rows: [B, K/G] of the step's
+            mine = torch.arange(self.cfg.batch, device=lam.device)[:, None] * self.rows + g * self.size
+            return lam * beside(at, mine + torch.arange(self.size, device=lam.device), earlier).to(chosen.dtype)
         if self.kind == "cumulative":
             return (lam * pick_counts(memo["picks"][:, :g].flatten(1), v))[:, None, :]
         n = int(self.cfg.modifiers[self.modifier]["n"])

@@ -17,7 +17,7 @@ from decode.compiler.search.record import candidates
 class Groups(BeamPool):
     """A variant writes `penalise`: what group g loses before the stages [B, K/G or 1, V],
     given its rows `own` [B, K/G, S], what earlier groups chose this step `chosen` [B, V]
-    and `earlier` (per earlier group: its rows after this step, still searching [B]). It
+    and `earlier` (per earlier group: its rows after this step, still searching [B], parents). It
     may keep `memory` between steps, updated by `remember` after each group's choice."""
 
     modifier = ""  # the clause that carries groups=
@@ -64,7 +64,7 @@ class Groups(BeamPool):
                                    for x, y in ((0.0, top), (self.cfg.pad, tok), (mine, parent)))
             g_done = gdone | self.group_done(pool[0], count, top, at)
             chosen = chosen.scatter_add(1, g_tok, torch.ones_like(g_run))
-            earlier.append((extended(at, g_par, g_tok), ~gdone))
+            earlier.append((extended(at, g_par, g_tok), ~gdone, g_par))
             memo = self.remember(g, g_tok, gdone, g_done, at, memo)
             out.append((g_tok, g_par, g_run, count, g_done, *pool))
             if at.trace:

@@ -18,7 +18,7 @@ def ngram_counts(n: int, t, own, earlier, until, prompt, v: int) -> torch.Tensor
     b, r, slots = own.shape
     if not earlier or n > slots:  # no n-gram fits in the sequence (`n=` may be any size)
         return torch.zeros(b, 1, v, device=own.device)
-    rows = torch.cat([x for x, _ in earlier], 1)                             # [B, E, S]
+    rows = torch.cat([x for x, *_ in earlier], 1)                             # [B, E, S]
     e = rows.shape[1]
     per = e // len(earlier)
     grams = rows.unfold(2, n, 1)                                             # [B, E, W, n]
@@ -39,9 +39,9 @@ def too_close(distance: int, t, own, earlier, prompt, v: int) -> torch.Tensor:
     """[B, R, V] bool: continuing row r of `own` [B, R, S] with token x gives a text of
     L = t + 1 new tokens that differs in fewer than min(distance, L) positions from one of
     the rows of `earlier` (after their choice at this step) whose group is still searching."""
-    rows = torch.cat([x for x, _ in earlier], 1)                                  # [B, E, S]
+    rows = torch.cat([x for x, *_ in earlier], 1)                                  # [B, E, S]
     per = rows.shape[1] // len(earlier)
-    searching = torch.cat([a[:, None].expand(-1, per) for _, a in earlier], 1)     # [B, E]
+    searching = torch.cat([a[:, None].expand(-1, per) for _, a, *_ in earlier], 1)     # [B, E]
     slots = torch.arange(own.shape[-1], device=own.device)
     before = (slots >= prompt) & (slots < prompt + t)                             # first t new tokens
     differ = ((own[:, :, None, :] != rows[:, None, :, :]) & before).sum(-1)       # [B, R, E]

@@ -1,0 +1,199 @@
+"""Issue 23's methods that read hidden states, against brute force on a table model that has
+them (each token a hidden vector, logits its output head's): `cluster C`, `npad sigma=S` and
+`diverse ... kind=embedding`, each re-implemented here as plain Python over lists and numpy,
+must give the same sequences and scores. Then: compiled == eager with the numbers as tensors
+(a sweep reuses the step), the noise is standard normal and seeded, and a model without
+hidden states is one message naming the clause.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import decode
+from decode.runtime.errors import ModelError
+from table_model import TableModel
+from test_diversity_methods import compiled_equals_eager_and_reuses_the_step, plain_beam
+from test_variants import EOS, PROMPT, V, assert_same, group_beam, ours
+
+D = 5  # hidden size of the table model
+
+
+class HiddenTable(TableModel):
+    """A bigram model with hidden states: token x has the hidden state H[x] [D]; the logits
+    after x are output(H[x]) (`output` a linear head with a bias), so `table` is exact and
+    noise added to H[x] before the head changes them as it would a llama's."""
+
+    def __init__(self, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        hid, head, bias = torch.randn(V, D, generator=g), torch.randn(V, D, generator=g), torch.zeros(V)
+        bias[EOS] = 0.8  # some beams end early
+        super().__init__(hid @ head.T + bias, eos=EOS)
+        self.hid = torch.nn.Parameter(hid, requires_grad=False)
+        self.output = torch.nn.Linear(D, V)
+        self.output.weight.data, self.output.bias.data = head, bias
+        self.output.requires_grad_(False)
+
+    def _out(self, h, hidden, before_head):
+        logits = self.output(h if before_head is None else before_head(h))
+        return (logits, h) if hidden else logits
+
+    def prefill(self, cache, tokens, pad, exits=(), hidden=False, before_head=None):
+        return self._out(self.hid[tokens][:, -1], hidden, before_head)  # a strided slice, as a llama's
+
+    def decode(self, cache, tokens, slot, pad, exits=(), hidden=False, before_head=None):
+        return self._out(self.hid[tokens], hidden, before_head)
+
+
+def unit(x):
+    return x / np.linalg.norm(x)
+
+
+def vector(model, parent_last, tok):
+    return unit(model.hid[parent_last].double().numpy()) + unit(model.output.weight[tok].double().numpy())
+
+
+def kmeans(x, c, iters=10):
+    """The catalogue's k-means, written out: farthest-point start from the first, Lloyd steps."""
+    centres = [x[0]]
+    for _ in range(c - 1):
+        d = [min(((p - q) ** 2).sum() for q in centres) for p in x]
+        centres.append(x[int(np.argmax(d))])
+    centres = np.array(centres)
+    for _ in range(iters + 1):
+        near = [int(np.argmin([((p - q) ** 2).sum() for q in centres])) for p in x]
+        for j in range(c):
+            members = [p for p, a in zip(x, near) if a == j]
+            if members:
+                centres[j] = np.mean(members, axis=0)
+    return near
+
+
+def cluster(model, k, c):
+    def keep(t, cands):
+        top = sorted(cands, key=lambda x: -x[0])[:2 * k]
+        near = kmeans([vector(model, (PROMPT + x[1][:-1])[-1], x[1][-1]) for x in top], c)
+        rank = [sum(near[j] == near[i] for j in range(i)) for i in range(len(top))]
+        first = [near.index(near[i]) for i in range(len(top))]
+        return [top[i] for i in sorted(range(len(top)), key=lambda i: (top[i][0] == -math.inf, rank[i], first[i]))]
+    return keep
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k,c", [(2, 2), (3, 2), (3, 4), (4, 3)])
+def test_cluster_matches_the_plain_reference(k, c, seed):
+    model = HiddenTable(seed)
+    recipe = f"beam {k} | cluster {c} | max 5"
+    assert_same(ours(model, recipe), plain_beam(model, k, 5, cluster(model, k, c)), recipe)
+
+
+def test_cluster_1_is_beam_search_and_the_reference_can_tell():
+    model = HiddenTable(1)
+    assert ours(model, "beam 3 | cluster 1 | max 5") == ours(model, "beam 3 | max 5")
+    best = lambda t, x: sorted(x, key=lambda c: -c[0])  # noqa: E731
+    assert any(plain_beam(HiddenTable(s), 3, 5, cluster(HiddenTable(s), 3, 3)) != plain_beam(HiddenTable(s), 3, 5, best)
+               for s in range(3))
+
+
+# -- npad ---------------------------------------------------------------------------------
+
+def npad_beam(model, k, max_new, sigma, seed):
+    """Beam search (early=false, lenpen 1) where beam j (row j, best first) scores its children
+    by the head of H[last] + sigma/(t+1)·z, z the row's normal draws at step t."""
+    from decode.compiler.noise import row_keys
+    from decode.compiler.search._hidden import gaussian
+
+    keys = row_keys([seed], k, "cpu")
+
+    def lp_of(t, j, hist):
+        h = model.hid[(PROMPT + hist)[-1]].double() + sigma / (t + 1) * gaussian(keys, torch.tensor(t), D)[j].double()
+        return torch.log_softmax(model.output.weight.double() @ h + model.output.bias.double(), -1).tolist()
+
+    return plain_beam(model, k, max_new, lambda t, c: sorted(c, key=lambda x: -x[0]), lp_of)
+
+
+def noisy(model, recipe, seed, compile=False):
+    out = decode.generate(model, recipe, [PROMPT], seeds=[seed], compile=compile)[0]
+    return [(s.score, s.ids) for s in out.sequences]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k,sigma", [(2, 0.5), (3, 1.5), (4, 3.0)])
+def test_npad_matches_the_plain_reference(k, sigma, seed):
+    model = HiddenTable(seed)
+    recipe = f"beam {k} | npad sigma={sigma} | max 5"
+    assert_same(noisy(model, recipe, 40 + seed), npad_beam(model, k, 5, sigma, 40 + seed), recipe)
+
+
+def test_npad_is_seeded_and_sigma_0_is_beam_search():
+    model = HiddenTable(0)
+    assert noisy(model, "beam 3 | npad sigma=0 | max 5", 7) == ours(model, "beam 3 | max 5")
+    runs = [noisy(model, "beam 3 | npad sigma=3 | max 5", s) for s in (7, 7, 8, 9, 10)]
+    assert runs[0] == runs[1] and any(r != runs[0] for r in runs[2:])
+    assert any(r != ours(model, "beam 3 | max 5") for r in runs)
+
+
+def test_npad_noise_is_standard_normal_per_row_and_step():
+    from decode.compiler.noise import row_keys
+    from decode.compiler.search._hidden import gaussian
+
+    z = torch.cat([gaussian(row_keys([s], 4, "cpu"), torch.tensor(t), 256) for s in range(20) for t in range(5)])
+    assert z.shape == (400, 256)
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01  # 102400 draws: sd of the mean 0.003
+    assert abs(float((z.abs() < 1.96).double().mean()) - 0.95) < 0.005    # the shape, not only two moments
+    assert abs(float(torch.corrcoef(torch.stack([z[0::2].flatten(), z[1::2].flatten()]))[0, 1])) < 0.01
+
+
+# -- diverse kind=embedding ------------------------------------------------------------------
+
+def embedding(model, lam):
+    def pen(g, t, hist, v, past):
+        mine = vector(model, (PROMPT + hist)[-1], v)
+        cos = [float(mine @ (x := vector(model, (PROMPT + row[:-1])[-1], row[-1]))) / np.linalg.norm(mine) / np.linalg.norm(x)
+               for e in range(g) if not past["done_before"][e] for row in past["rows"][e]]
+        return lam * max(cos) if cos else 0.0
+    return pen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k,groups,lam", [(2, 2, 0.7), (4, 2, 2.0), (6, 3, 1.5)])
+def test_embedding_diversity_matches_the_plain_reference(k, groups, lam, seed):
+    model = HiddenTable(seed)
+    recipe = f"beam {k} | diverse groups={groups} penalty={lam} kind=embedding | max 5"
+    assert_same(ours(model, recipe), group_beam(model, k, groups, 5, embedding(model, lam)), recipe)
+
+
+def test_embedding_reference_can_tell_it_from_hamming():
+    from test_variants import hamming
+
+    assert any(group_beam(HiddenTable(s), 4, 2, 5, embedding(HiddenTable(s), 2.0))
+               != group_beam(HiddenTable(s), 4, 2, 5, hamming(2.0)) for s in range(3))
+
+
+# -- compiled == eager, numbers as tensors; bad input ------------------------------------------
+
+SWEEPS = [  # the table model's prefill gives a strided slice of states, as a llama's does
+    ("beam 4 | diverse groups=2 penalty={} kind=embedding | max 5", (0.5, 2.0)),
+    pytest.param("beam 3 | npad sigma={} | max 5", (0.5, 2.0), marks=pytest.mark.slow),
+    pytest.param("beam 3 | cluster 3 | topk {} | max 5", (5, 6), marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("recipe,values", SWEEPS)
+def test_compiled_equals_eager_and_a_sweep_reuses_the_step(recipe, values):
+    compiled_equals_eager_and_reuses_the_step(HiddenTable(2), recipe, values)
+
+
+@pytest.mark.parametrize("recipe,name", [
+    ("beam 4 | cluster 2 | max 3", "cluster"),
+    ("beam 4 | npad sigma=0.5 | max 3", "npad"),
+    ("beam 4 | diverse groups=2 penalty=1 kind=embedding | max 3", "diverse kind=embedding"),
+])
+def test_a_model_without_hidden_states_is_one_message_naming_the_clause(recipe, name):
+    model = TableModel.random(0, size=7)
+    with pytest.raises(ModelError, match=f"'{name}' reads the rows' hidden states, which this model "
+                                                r"\(TableModel\) does not give"):
+        decode.generate(model, recipe, [PROMPT], seed=0, compile=False)
