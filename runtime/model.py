@@ -171,6 +171,7 @@ class Llama(nn.Module):
         self.source = None     # the path it was loaded from, for error messages
         self.origin = None     # the path or org/name it was asked for (None: the demo model)
         self.files = ()        # the files it was read from (identity.py hashes them)
+        self.quant = None      # "int8" once quant.quantize_int8_ replaced its linears
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
