@@ -25,8 +25,14 @@ its slot s, and the `followed()` view gathers a layer's keys and values through 
     """
 
     def __init__(self, layers: int, rows: int, kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 rope: tuple[Tensor, Tensor] | None = None):
         super().__init__()
+        # RoPE's cos and sin of every position a row can reach, [max_len, head_dim] (Llama.new_cache):
+        # read by position, never computed inside a step (the compiler would recompute them
+        # in every slot of the attention loop)
+        self.register_buffer("cos", None if rope is None else rope[0], persistent=False)
+        self.register_buffer("sin", None if rope is None else rope[1], persistent=False)
         self.rows, self.max_len, self.layers = rows, max_len, layers
         shape = (rows, kv_heads, max_len, head_dim)
         # home[r, s]: the physical row holding row r's slot s (follow / followed)
@@ -93,7 +99,7 @@ class Followed:
     returns every row's keys and values gathered from the rows that hold them."""
 
     def __init__(self, cache: KVCache):
-        self.cache, self.max_len = cache, cache.max_len
+        self.cache, self.max_len, self.cos, self.sin = cache, cache.max_len, cache.cos, cache.sin
 
     def update(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         c = self.cache
