@@ -13,10 +13,10 @@ class KVCache(nn.Module):
         >>> cache.follow(torch.tensor([0, 0, 2, 1]))    # the same, by parent pointers:
         >>> model.decode(cache.followed(), ...)         # rows read through them
 
-Beam search moves rows every step. Copying them (`reorder`) reads and writes the whole
-cache twice per step, 3-4x what attention itself reads (beam 4 over 16 prompts: most of
-the step); `follow` moves only `home`, each row's pointer to the physical row that holds
-its slot s, and the `followed()` view gathers a layer's keys and values through it.
+    Beam search moves rows every step. Copying them (`reorder`) reads and writes the whole
+    cache twice per step, 3-4x what attention itself reads (beam 4 over 16 prompts: most of
+    the step); `follow` moves only `home`, each row's pointer to the physical row that holds
+    its slot s, and the `followed()` view gathers a layer's keys and values through it.
 
     One buffer per layer (not one big tensor) so that a compiled step writes a token's K/V
     in place: an in-place write into a slice of one big buffer makes the compiler copy

@@ -106,8 +106,9 @@ def parse_device(device) -> torch.device:
 
 
 def parse_quant(dtype) -> str | None:
-    """"int8" when `dtype` names weight-only int8 ("int8", "i8"), else None."""
-    return "int8" if isinstance(dtype, str) and dtype.lower() in _QUANT else None
+    """"int8" when `dtype` names weight-only int8 ("int8", "i8", torch.int8), else None."""
+    named = isinstance(dtype, str) and dtype.lower() in _QUANT
+    return "int8" if named or dtype is torch.int8 else None
 
 
 def parse_dtype(dtype, device: torch.device) -> torch.dtype:

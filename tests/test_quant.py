@@ -91,3 +91,10 @@ def test_int8_without_the_kernel_is_one_message(monkeypatch, capsys):
     assert main(["run", "greedy | max 2", "--prompt", "ROMEO:", "--dtype", "int8", "--device", "cpu"]) != 0
     err = capsys.readouterr().err
     assert "--dtype int8 needs" in err and "Traceback" not in err
+
+
+def test_int8_is_asked_for_by_name_or_by_torch_dtype():
+    from decode.runtime.loaders import parse_quant
+
+    assert parse_quant("int8") == parse_quant("I8") == parse_quant(torch.int8) == "int8"
+    assert parse_quant("bf16") is None and parse_quant(torch.float32) is None and parse_quant(None) is None
