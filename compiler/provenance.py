@@ -56,10 +56,11 @@ def stamp(model, compiled: bool, seed: int | None = None, prompt_seed: int | Non
     import decode
 
     p = next(model.parameters())
+    dtype = getattr(model, "quant", None) or str(p.dtype).removeprefix("torch.")  # "int8": weight-only
     return {"format": FORMAT, "seed": seed, "prompt_seed": prompt_seed,
             "model": getattr(model, "origin", None), "model_hash": model_hash(model),
             "decode": decode.__version__, "torch": torch.__version__.split("+")[0],
-            "device": str(p.device), "dtype": str(p.dtype).removeprefix("torch."), "compiled": bool(compiled)}
+            "device": str(p.device), "dtype": dtype, "compiled": bool(compiled)}
 
 
 def problem(obj) -> str | None:

@@ -3,7 +3,8 @@
 One step reads top to bottom: the search gets the step's scores and the logit chain (the
 recipe's stages in written order, each may keep state), chooses; the engine reorders the
 KV cache, the token history and the stages' state for beams, lets stateful stages see the
-chosen tokens (`accept`), writes the new token, and runs the model on it. The numbers of a
+chosen tokens (`accept`), writes the new token, and runs the model on it (beams read the
+KV cache through parent pointers: nothing but the pointers moves). The numbers of a
 recipe enter as tensors, so a sweep over them reuses the compiled graph.
 """
 from __future__ import annotations
@@ -161,9 +162,16 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         paths = lp.rows(tokens, parents)
     if parents is not None:
         seq = seq[parents]
-        cache.reorder(both(parents, guide, shift=True))  # unconditional rows move with theirs
+        moved = both(parents, guide, shift=True)  # unconditional rows move with theirs
+        # the forward reads the moved rows through parent pointers (runtime/cache.py); a
+        # look-ahead writes scratch slots, so there the rows are copied
+        if look is None:
+            cache.follow(moved)
+        else:
+            cache.reorder(moved)
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    logits = (model.decode(cache, both(tokens, guide), slot, pad, **_asked(exits, search, keys, t + 1, hp))
+    rows = cache.followed() if parents is not None and look is None else cache
+    logits = (model.decode(rows, both(tokens, guide), slot, pad, **_asked(exits, search, keys, t + 1, hp))
               if look is None
               else look.next_logits(parents))
     return logits, seq, state, sst, tokens, info, health, paths

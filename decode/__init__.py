@@ -22,8 +22,10 @@ __version__ = "0.1.0"
 
 def load(path=None, device=None, dtype=None):
     """Load a llama checkpoint (HF dir, Meta dir, llama2.c .bin); None -> the demo model.
+    dtype: "fp32", "bf16", "fp16", or "int8" (weight-only int8 linears, the rest float32 on CPU).
 
         >>> m = decode.load("path/to/llama")
+        >>> q = decode.load(dtype="int8")
     """
     from decode.runtime import load as _load
 

@@ -869,7 +869,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="RNG seed for sampling recipes (with --prompts, default: the recipe's seed "
                         "or 0; each prompt's seed derives from it and the prompt's id)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16")
+    p.add_argument("--dtype", default=None,
+                   help="fp32, bf16, fp16, or int8 (weight-only int8 linears, the rest in fp32 on CPU)")
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="record every candidate of every step as JSON lines (see `decode viz`)")
@@ -1060,7 +1061,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=_whole(1), default=5, help="timed runs (best is reported)")
     p.add_argument("--threads", type=_whole(0), default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--dtype", default=None, help="fp32, bf16, fp16 or int8 (weight-only)")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="cpu: this thread's CPU time, robust on a shared machine (with --threads 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -35,16 +35,21 @@ class Row:
 
 
 def random_model(shape: str, device=None, dtype=None, seed: int = 0):
-    """A randomly initialised llama of a named shape, on our runtime."""
+    """A randomly initialised llama of a named shape, on our runtime (dtype "int8": its
+    linears weight-only int8, runtime/quant.py)."""
     from decode.runtime import Llama, LlamaConfig
-    from decode.runtime.loaders import parse_dtype
+    from decode.runtime.loaders import parse_dtype, parse_quant
     from decode.runtime.memory import check_memory
+    from decode.runtime.quant import check_kernel, quantize_int8_
 
     vocab, dim, layers, heads, kv, ff = SHAPES[shape]
     cfg = LlamaConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv,
                       hidden_dim=ff, max_seq_len=2048, eos_ids=(2,), bos_id=1)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dt = parse_dtype(dtype, dev)
+    quant = parse_quant(dtype)
+    dt = parse_dtype(None if quant else dtype, dev)
+    if quant:
+        check_kernel(dev)
     # built in float32 then cast, and fuse_() keeps a transposed copy of the output matrix
     need = cfg.n_params * 4 + cfg.vocab_size * cfg.dim * dt.itemsize
     smaller = ["demo", *list(SHAPES)[:list(SHAPES).index(shape)]]  # SHAPES grow in size
@@ -55,15 +60,35 @@ def random_model(shape: str, device=None, dtype=None, seed: int = 0):
         m = Llama(cfg)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else torch.nn.init.ones_(p)
-    return m.to(dtype=dt).eval().requires_grad_(False).fuse_()
+    m = m.to(dtype=dt).eval().requires_grad_(False).fuse_()
+    if quant:
+        quantize_int8_(m)
+    return m
 
 
 def _weights(model):
+    """The weight matrices a step multiplies by, in the reference (unfused) layout."""
     for blk in model.layers:
         a, f = blk.attention, blk.feed_forward
         yield from (a.wq.weight, a.wk.weight, a.wv.weight, a.wo.weight,
                     f.w1.weight, f.w3.weight, f.w2.weight)
     yield model.output.weight
+
+
+def _linears(model):
+    """The linear layers a step runs (fused where the model fused them)."""
+    for blk in model.layers:
+        a, f = blk.attention, blk.feed_forward
+        yield from (a.wqkv or a.wq, *(() if a.wqkv else (a.wk, a.wv)), a.wo, f.w13 or f.w1,
+                    *(() if f.w13 else (f.w3,)), f.w2)
+    yield model.output
+
+
+def weight_bytes(model) -> int:
+    """Bytes of weights one step reads: every linear's weights (int8 ones with their
+    scales) and, of the embedding table, one row per new token (not counted here)."""
+    return sum(b.numel() * b.element_size() for lin in _linears(model)
+               for b in (lin.weight, getattr(lin, "scales", None)) if b is not None)
 
 
 def _sync(device):
@@ -75,7 +100,10 @@ _CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 def floor_ms(model, rows: int, reps: int = 30, clock: str = "wall") -> float:
-    """The step's matrix products alone (torch.mm, same rows), best time per step."""
+    """The step's matrix products alone (torch.mm, same rows), best time per step; for an
+    int8 model, its own int8 linears."""
+    if getattr(model, "quant", None):  # int8: the step's own int8 linears
+        return _floor_quant(model, rows, reps, clock)
     ws = [w.detach() for w in _weights(model)]
     dev, dt = ws[0].device, ws[0].dtype
     xs = {w.shape[1]: torch.randn(rows, w.shape[1], device=dev, dtype=dt) for w in ws}
@@ -87,6 +115,23 @@ def floor_ms(model, rows: int, reps: int = 30, clock: str = "wall") -> float:
             for w in ws:
                 torch.mm(xs[w.shape[1]], w.t())
             _sync(dev)
+            best = min(best, _CLOCK[clock]() - t0)
+    return best * 1e3
+
+
+def _floor_quant(model, rows: int, reps: int, clock: str) -> float:
+    w = model.tok_embeddings.weight
+    lins = list(_linears(model))
+    xs = {lin.weight.shape[1]: torch.randn(rows, lin.weight.shape[1], device=w.device, dtype=w.dtype)
+          for lin in lins}
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(reps):
+            _sync(w.device)
+            t0 = _CLOCK[clock]()
+            for lin in lins:
+                lin(xs[lin.weight.shape[1]])
+            _sync(w.device)
             best = min(best, _CLOCK[clock]() - t0)
     return best * 1e3
 
@@ -107,11 +152,12 @@ def bandwidth(device, mb: int = 512) -> float:
 
 
 def roofline_ms(model, rows: int, ctx: int, bw: float) -> float:
-    """Bytes one step must read (weights once, plus the K/V of `ctx` slots per row) / bw."""
+    """Bytes one step must read (weights once, as stored: int8 ones with their scales; plus
+    the K/V of `ctx` slots per row) / bw."""
     c = model.config
-    w = sum(p.numel() * p.element_size() for p in _weights(model))
+    w = weight_bytes(model)
     w += model.tok_embeddings.weight.element_size() * c.dim * rows  # embedding rows only
-    kv = 2 * c.n_layers * rows * c.n_kv_heads * ctx * c.head_dim * model.output.weight.element_size()
+    kv = 2 * c.n_layers * rows * c.n_kv_heads * ctx * c.head_dim * model.tok_embeddings.weight.element_size()
     return (w + kv) / bw * 1e3
 
 
@@ -122,7 +168,8 @@ def _ours(model, plan, prompts):
 
 
 def to_hf(model):
-    """The same weights as a transformers LlamaForCausalLM (for the reference timing)."""
+    """The same weights as a transformers LlamaForCausalLM (for the reference timing); an
+    int8 model's are given dequantized, in float32 (what its linears compute with)."""
     import transformers
 
     c = model.config
@@ -136,17 +183,21 @@ def to_hf(model):
     with torch.device(w.device):
         hf = transformers.LlamaForCausalLM(hf_cfg)
     sd = {"model.embed_tokens.weight": w, "model.norm.weight": model.norm.weight,
-          "lm_head.weight": model.output.weight}
+          "lm_head.weight": _float(model.output)}
     for i, blk in enumerate(model.layers):
         p, a, f = f"model.layers.{i}.", blk.attention, blk.feed_forward
-        sd.update({p + "self_attn.q_proj.weight": a.wq.weight, p + "self_attn.k_proj.weight": a.wk.weight,
-                   p + "self_attn.v_proj.weight": a.wv.weight, p + "self_attn.o_proj.weight": a.wo.weight,
-                   p + "mlp.gate_proj.weight": f.w1.weight, p + "mlp.up_proj.weight": f.w3.weight,
-                   p + "mlp.down_proj.weight": f.w2.weight,
+        sd.update({p + "self_attn.q_proj.weight": _float(a.wq), p + "self_attn.k_proj.weight": _float(a.wk),
+                   p + "self_attn.v_proj.weight": _float(a.wv), p + "self_attn.o_proj.weight": _float(a.wo),
+                   p + "mlp.gate_proj.weight": _float(f.w1), p + "mlp.up_proj.weight": _float(f.w3),
+                   p + "mlp.down_proj.weight": _float(f.w2),
                    p + "input_layernorm.weight": blk.attention_norm.weight,
                    p + "post_attention_layernorm.weight": blk.ffn_norm.weight})
     hf.load_state_dict(sd)
     return hf.to(w.dtype).eval()
+
+
+def _float(lin):
+    return lin.dequantized() if hasattr(lin, "dequantized") else lin.weight
 
 
 def _hf_ms(hf, kwargs, ids, new: int, clock: str = "wall") -> float:

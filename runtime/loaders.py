@@ -16,6 +16,7 @@ from .config import LlamaConfig
 from .errors import ModelError
 from .chat import find_template
 from .model import Llama, rope_inv_freq
+from .quant import check_kernel, quantize_int8_
 from .tokenizer import HFTokenizer, SentencePieceTokenizer
 
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -28,6 +29,7 @@ _DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "f16": torch.float16,
 }
+_QUANT = ("int8", "i8")  # weight-only int8 (quant.py)
 
 
 def load(path: str | Path | None = None, device: str | torch.device | None = None,
@@ -38,14 +40,18 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
         >>> logits = m(torch.tensor([m.tokenizer.encode("ROMEO:")]))   # [1, T, vocab]
 
     device: None -> "cuda" when available, else "cpu". dtype: None -> float32 on CPU,
-    bfloat16 on CUDA; or a torch dtype, or "fp32"/"bf16"/"fp16"/"float32"/...
+    bfloat16 on CUDA; or a torch dtype, or "fp32"/"bf16"/"fp16"/"float32"/...; or "int8":
+    weight-only int8 linears (quant.py), everything else in the device's default dtype.
     """
     from . import hf, llama2c, meta
 
     origin = None if path is None else str(path)
     path = _resolve(path)
     device = parse_device(device)
-    dtype = parse_dtype(dtype, device)
+    quant = parse_quant(dtype)
+    dtype = parse_dtype(None if quant else dtype, device)
+    if quant:
+        check_kernel(device)  # before reading a checkpoint that could not run
     if path.is_dir() and (path / "config.json").exists():
         config, state, where = hf.read(path)
     elif path.is_dir() and (path / "params.json").exists():
@@ -59,6 +65,8 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     tokenizer = find_tokenizer(path if path.is_dir() else path.parent)
     config = _fill_special_ids(config, tokenizer)
     model = build(config, state, where, device, dtype)
+    if quant:
+        quantize_int8_(model)
     model.tokenizer, model.source, model.origin = tokenizer, str(path), origin
     model.files = identity.checkpoint_files(path, tokenizer.path.parent if tokenizer is not None else None)
     return model
@@ -97,6 +105,12 @@ def parse_device(device) -> torch.device:
     return dev
 
 
+def parse_quant(dtype) -> str | None:
+    """"int8" when `dtype` names weight-only int8 ("int8", "i8", torch.int8), else None."""
+    named = isinstance(dtype, str) and dtype.lower() in _QUANT
+    return "int8" if named or dtype is torch.int8 else None
+
+
 def parse_dtype(dtype, device: torch.device) -> torch.dtype:
     """None -> float32 on CPU, bfloat16 on CUDA; accepts torch dtypes and "bf16"-style names."""
     if dtype is None:
@@ -105,7 +119,7 @@ def parse_dtype(dtype, device: torch.device) -> torch.dtype:
         return dtype
     if str(dtype).lower() in _DTYPES:
         return _DTYPES[str(dtype).lower()]
-    raise ModelError(f"Unknown dtype {dtype!r}: use one of fp32, bf16, fp16 (or a torch dtype).")
+    raise ModelError(f"Unknown dtype {dtype!r}: use one of fp32, bf16, fp16, int8 (or a torch dtype).")
 
 
 def find_tokenizer(folder: Path):

@@ -175,6 +175,7 @@ class Llama(nn.Module):
         self.source = None     # the path it was loaded from, for error messages
         self.origin = None     # the path or org/name it was asked for (None: the demo model)
         self.files = ()        # the files it was read from (identity.py hashes them)
+        self.quant = None      # "int8" once quant.quantize_int8_ replaced its linears
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -218,9 +219,11 @@ class Llama(nn.Module):
                 cache: KVCache | None = None, slots: Tensor | None = None,
                 early: dict | None = None) -> Tensor:
         x = self.tok_embeddings(tokens)
-        freqs = pos[..., None].float() * self.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, head_dim]
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        if cache is not None and cache.cos is not None:  # the cache's tables (new_cache)
+            cos, sin = cache.cos[pos][:, None].to(x.dtype), cache.sin[pos][:, None].to(x.dtype)
+        else:
+            emb = self._rope_angles(pos)[:, None]  # [B, 1, T, head_dim]
+            cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for i, layer in enumerate(self.layers):
             if early is not None and i in early:  # the last slot's stream entering layer i
                 early[i] = x[:, -1]
@@ -243,10 +246,18 @@ class Llama(nn.Module):
         mask = idx[None, :] <= idx[:, None]
         return self.output(self._hidden(input_ids, idx.expand(B, T), mask)).float()
 
+    def _rope_angles(self, pos: Tensor) -> Tensor:
+        """[..., head_dim] float32 rotation angles of positions `pos` (rotate-half layout)."""
+        freqs = pos[..., None].float() * self.inv_freq.float()
+        return torch.cat((freqs, freqs), dim=-1)
+
     def new_cache(self, rows: int, max_len: int) -> KVCache:
-        """An empty static cache for `rows` sequences of up to `max_len` tokens."""
+        """An empty static cache for `rows` sequences of up to `max_len` tokens, holding the
+        cos and sin of every position up to max_len (computed here, once, not in each step)."""
         c, w = self.config, self.tok_embeddings.weight
-        return KVCache(c.n_layers, rows, c.n_kv_heads, max_len, c.head_dim, w.dtype, w.device)
+        emb = self._rope_angles(torch.arange(max_len, device=w.device))
+        return KVCache(c.n_layers, rows, c.n_kv_heads, max_len, c.head_dim, w.dtype, w.device,
+                       rope=(emb.cos(), emb.sin()))
 
     @staticmethod
     def _prompt_frame(tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor, Tensor]:

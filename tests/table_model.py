@@ -26,6 +26,11 @@ class _NoCache:
     def reorder(self, index: torch.Tensor) -> None:
         pass
 
+    follow = reorder
+
+    def followed(self) -> "_NoCache":
+        return self
+
 
 class TableModel(torch.nn.Module):
     def __init__(self, table: torch.Tensor, eos: int):

@@ -58,3 +58,35 @@ def test_decode_compiles_fullgraph_and_matches_eager_without_recompiling():
             eager_cache.reorder(index)
             pad = pad[index]
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs <= 2
+
+
+def test_following_parent_pointers_decodes_exactly_as_copying_the_rows():
+    # beam search moves rows every step: by pointers (follow) nothing but `home` moves,
+    # and the logits are those of copying the rows (reorder), step after step
+    m = model()
+    copied, pad = prefilled(m)
+    pointed, _ = prefilled(m)
+    k_before = pointed.k.clone()
+    pads = pad
+    for s, index in zip(range(6, 10), ([2, 0, 0], [1, 1, 2], [0, 2, 1], [2, 2, 2])):
+        index = torch.tensor(index)
+        copied.reorder(index)
+        pointed.follow(index)
+        pads = pads[index]
+        tok = torch.tensor([s, s + 1, s + 2])
+        want = m.decode(copied, tok, torch.tensor(s), pads)
+        got = m.decode(pointed.followed(), tok, torch.tensor(s), pads)
+        assert torch.equal(got, want)
+    assert torch.equal(pointed.k[:, :, :, :6], k_before[:, :, :, :6])  # the prompts' slots never moved
+    assert not torch.equal(pointed.home, torch.arange(3)[:, None].expand(3, 16))
+
+
+def test_a_wrong_pointer_changes_the_logits():
+    # the pointers are read: a row sent to another row's history decodes differently
+    m = model()
+    cache, pad = prefilled(m)
+    tok, slot = torch.tensor([7, 7, 7]), torch.tensor(6)
+    base = m.decode(cache.followed(), tok, slot, pad)
+    cache, pad = prefilled(m)
+    cache.home[0, 3] = 1
+    assert not torch.allclose(m.decode(cache.followed(), tok, slot, pad)[0], base[0])
