@@ -339,6 +339,12 @@ SWEEPS = {
     "xtc": ({"threshold": 0.1, "probability": 0.5}, {"threshold": 0.3, "probability": 1.0}),
     "dynatemp": ({"t": 0.8, "range": 0.5, "exponent": 1.0}, {"t": 1.2, "range": 0.0, "exponent": 2.0}),
     "mirostat1": ({"tau": 3.0, "eta": 0.1, "m": 20}, {"tau": 5.0, "eta": 0.3, "m": 20}),
+    # constraints: the clause's text never reaches the kernel (prepare drops it); the state's
+    # bitmask is what varies, random below
+    "regex": ({"pattern": "[a-z]+"}, {"pattern": "\\d{4}"}),
+    "json": ({"schema": None}, {"schema": '{"type": "integer"}'}),
+    "grammar": ({"path": "a.lark"}, {"path": "b.lark"}),
+    "choice": ({"options": ("yes", "no")}, {"options": ("a", "b", "c")}),
 }
 
 
@@ -375,6 +381,10 @@ def compiled_matches_eager_without_recompiling(name: str, backend) -> None:
             args = tensor_params(module, params, logits.device)
             if stateful:
                 args = {"state": module.init(ctx, logits.shape[-1], **args), **args}
+                if "mask" in args["state"]:  # a constraint's allowed tokens, as the host writes them
+                    words = args["state"]["mask"]
+                    args["state"] = {"mask": torch.randint(-2**31, 2**31 - 1, words.shape, dtype=torch.int32,
+                                                           generator=torch.Generator().manual_seed(seed))}
             if name == "topp":  # compiled, ties at the cut all stay: see compiler/stages/topp.py
                 same_but_ties_at_the_cut(kernel(logits, ctx, **args), module.apply(logits, ctx, **args), logits)
             else:
