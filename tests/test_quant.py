@@ -14,7 +14,7 @@ from decode.runtime import ModelError
 from decode.runtime.quant import Int8Linear
 from test_variants_diversity import PROMPTS
 
-# measured (README, benchmarks/results-int8.md): 0.87 of tokens, 0.80 of prompts whole,
+# measured (README, benchmarks/results-issue21.md): 0.87 of tokens, 0.80 of prompts whole,
 # max |logit error| 0.27 over a logit range of 39
 IDENTICAL, WHOLE, MAX_ERR = 0.75, 0.6, 0.6
 
