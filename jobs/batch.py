@@ -224,22 +224,40 @@ def read_results(path: str, fingerprint: str) -> Results:
 
         >>> read_results("out.jsonl", recipe.fingerprint).done
     """
+    def foreign(n: int, obj: dict) -> str:
+        return (f"{path}:{n} holds a result of recipe {obj.get('recipe')!r} (fingerprint "
+                f"{obj['fingerprint']}), not of this one ({fingerprint}); resuming "
+                f"would mix two recipes. Choose another --out file.")
+
+    done, found = read_done(path, {fingerprint}, foreign)
+    return Results(done.get(fingerprint, set()), found.whole, found.size)
+
+
+def read_done(path: str, fingerprints: set[str], foreign) -> tuple[dict[str, set[str]], Results]:
+    """The ids (as `id_key`) already in `path` per recipe fingerprint, and where its whole lines
+    end (`Results`, for `cut_torn`), without changing a byte. Every line but a torn last one
+    must be a result line of one of `fingerprints` (else BatchError; `foreign(n, obj)` words
+    a result of another recipe), and a torn one must be the start of one."""
+    done: dict[str, set[str]] = {}
+    whole = 0
     try:
         f = _open_regular(path)
     except FileNotFoundError:
-        return Results(set(), 0, 0)
-    done: set[str] = set()
-    whole = 0
+        return done, Results(set(), 0, 0)
     with f:
         for n, raw in _lines(f, path):
+            seen = set().union(*done.values())
             if not raw.endswith(b"\n"):
-                if not _torn_result(raw, fingerprint):
-                    raise BatchError(_not_results(path, n, done, "not a result line"))
-                return Results(done, whole, whole + len(raw))
+                if not any(_torn_result(raw, fp) for fp in fingerprints):
+                    raise BatchError(_not_results(path, n, seen, "not a result line"))
+                return done, Results(set(), whole, whole + len(raw))
             whole += len(raw)
             if raw.strip():
-                done.add(_result_id(path, n, raw, fingerprint, done))
-    return Results(done, whole, whole)
+                obj = _result(path, n, raw, seen)
+                if obj["fingerprint"] not in fingerprints:
+                    raise BatchError(foreign(n, obj))
+                done.setdefault(obj["fingerprint"], set()).add(id_key(obj["id"]))
+    return done, Results(set(), whole, whole)
 
 
 def _open_regular(path: str) -> BinaryIO:
@@ -277,7 +295,8 @@ def _fingerprint_fits(raw: bytes, fingerprint: str) -> bool:
     return have[:len(want)] == want[:len(have)]
 
 
-def _result_id(path: str, n: int, raw: bytes, fingerprint: str, done: set[str]) -> str:
+def _result(path: str, n: int, raw: bytes, done: set[str]) -> dict:
+    """Line n as a result object, or BatchError saying what it is instead."""
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -286,11 +305,7 @@ def _result_id(path: str, n: int, raw: bytes, fingerprint: str, done: set[str]) 
         raise BatchError(_not_results(path, n, done, "not JSON")) from None
     if not isinstance(obj, dict) or not _is_result(obj):
         raise BatchError(_not_results(path, n, done, "not a result object"))
-    if obj["fingerprint"] != fingerprint:
-        raise BatchError(f"{path}:{n} holds a result of recipe {obj.get('recipe')!r} (fingerprint "
-                         f"{obj['fingerprint']}), not of this one ({fingerprint}); resuming "
-                         f"would mix two recipes. Choose another --out file.")
-    return id_key(obj["id"])
+    return obj
 
 
 def _is_output(obj: dict) -> bool:

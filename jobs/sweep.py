@@ -22,7 +22,7 @@ from decode.compiler.plan import compile as lower
 from decode.compiler.plan import structure
 from decode.dsl.sweep import Axis, Sweep
 from decode.jobs import batch
-from decode.jobs.batch import BatchError, Item, LineError, Results, decode_batches, id_key
+from decode.jobs.batch import Item, LineError, Results, decode_batches, id_key
 
 
 def compiled_axes(sw: Sweep) -> list[Axis]:
@@ -42,33 +42,11 @@ def read_done(path: str, sw: Sweep) -> tuple[dict[str, set[str]], Results]:
     """What a rerun of a `--prompts` sweep finds in its `--out`: the ids (as `id_key`) already
     decoded at each point (by the point's fingerprint), and the Results `batch.cut_torn` takes.
     Refuses a file with a line of any other recipe (resuming would mix them). Reads, never writes."""
-    points = {p.fingerprint for p in sw.points}
-    done: dict[str, set[str]] = {}
-    whole = 0
-    try:
-        f = batch._open_regular(path)
-    except FileNotFoundError:
-        return done, Results(set(), 0, 0)
-    with f:
-        for n, raw in batch._lines(f, path):
-            if not raw.endswith(b"\n"):  # what a crash leaves of a line: decoded again
-                if not (raw.startswith(batch._RESULT_START) or batch._RESULT_START.startswith(raw)):
-                    raise BatchError(batch._not_results(path, n, set().union(*done.values()), "not a result line"))
-                return done, Results(set(), whole, whole + len(raw))
-            whole += len(raw)
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                obj = None
-            if not (isinstance(obj, dict) and batch._is_result(obj)):
-                raise BatchError(batch._not_results(path, n, set().union(*done.values()), "not a result line"))
-            if obj["fingerprint"] not in points:
-                raise BatchError(f"{path}:{n} holds a result of recipe {obj.get('recipe')!r}, not of a point of "
-                                 "this sweep; resuming would mix them. Choose another --out file.")
-            done.setdefault(obj["fingerprint"], set()).add(id_key(obj["id"]))
-    return done, Results(set(), whole, whole)
+    def foreign(n: int, obj: dict) -> str:
+        return (f"{path}:{n} holds a result of recipe {obj.get('recipe')!r}, not of a point of "
+                "this sweep; resuming would mix them. Choose another --out file.")
+
+    return batch.read_done(path, {p.fingerprint for p in sw.points}, foreign)
 
 
 def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None], *, seed: int,
