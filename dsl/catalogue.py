@@ -1326,9 +1326,11 @@ for _spec in (
              "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
         impl=_S + "cpsbs", aliases=("conditional_poisson",),
         details="Each step the logit stages process every beam's logits; a child's weight is the "
-                "odds p/(1 - p) of its sequence probability p under the processed distribution (the "
-                "beam's probability times the token's; p capped at 0.99), as the authors' code weighs "
-                "children. K children are drawn without replacement from all K·V by the "
+                "odds q/(1 - q) of q, its sequence probability under the processed distribution (the "
+                "beam's probability times the token's) normalised over all K·V children (q capped "
+                "at 0.99), as the authors' code weighs children (a softmax over the candidates, then "
+                "the odds). Their code draws 2K and keeps the K likeliest of those that do not end "
+                "(fairseq's EOS handling); the paper's design, done here, draws K. K children are drawn without replacement from all K·V by the "
                 "conditional Poisson design: a set S of K with probability proportional to the product "
                 "of its members' weights (the largest member first, each by one uniform, from the "
                 "design's elementary symmetric polynomials; exact, in float64). A finished beam is its "

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import decode
-from table_model import TableModel, chi_square, sequence_probs, step_probs
+from table_model import TableModel, chi_square, inclusion_probs, sequence_probs, step_probs
 from test_variants import EOS, PROMPT, V, assert_same, logprobs, ours, table_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,25 +177,36 @@ def test_arith_sets_repeat_themselves_less_than_independent_samples(arith_runs):
 
 # -- cpsbs -----------------------------------------------------------------------------------
 
-def poisson_sets(probs: dict, k: int) -> dict:
-    """The conditional Poisson design by brute force: P(S) ∝ prod of the odds p/(1-p) of its
-    members' probabilities (p at most 0.99), |S| = k."""
+def poisson_sets(probs: dict, k: int, normalise: bool = True) -> dict:
+    """CPSBS's conditional Poisson design by brute force, with the weights of the authors' code
+    (rycolab/cpsbs: a softmax over the candidates, then the odds): each candidate's sequence
+    probability p normalised over all candidates, q = p / sum(p), weighs q/(1-q) (q at most
+    0.99), and P(S) ∝ the product of its members' weights, |S| = k. `normalise=False`: the
+    odds of p itself (what cpsbs once did), for tests that must tell the two apart."""
     items = [x for x, p in probs.items() if p > 0]
-    odds = {x: min(p, 0.99) / (1 - min(p, 0.99)) for x, p in probs.items()}
+    total = sum(probs.values()) if normalise else 1.0
+    odds = {x: min(p / total, 0.99) / (1 - min(p / total, 0.99)) for x, p in probs.items()}
     sets = {frozenset(c): math.prod(odds[x] for x in c) for c in itertools.combinations(items, min(k, len(items)))}
     z = sum(sets.values())
     return {c: p / z for c, p in sets.items()}
 
 
-def cpsbs_inclusion(model, recipe, k, max_new) -> dict:
-    """P(sequence is among the k returned) after max_new steps, by enumerating every set."""
+def cpsbs_children(model, recipe, max_new):
+    """children(seq, p): the continuations of a beam (a finished one is its own only child)
+    with their sequence probabilities under the processed distribution, after prompt [0, 1]."""
     eos = model.config.eos_ids[0]
 
     def children(seq, p):
         if seq and (seq[-1] == eos or len(seq) == max_new):
-            return {seq: p}  # a finished beam is its own only child
+            return {seq: p}
         probs = step_probs(model, recipe, [0, 1] + list(seq), len(seq), True).tolist()
         return {seq + (v,): p * q for v, q in enumerate(probs) if q > 0}
+    return children
+
+
+def cpsbs_inclusion(model, recipe, k, max_new) -> dict:
+    """P(sequence is among the k returned) after max_new steps, by enumerating every set."""
+    children = cpsbs_children(model, recipe, max_new)
 
     seq_p, layer = {(): 1.0}, {frozenset([()]): 1.0}  # each sequence's probability; each set's
     for _ in range(max_new):
@@ -246,6 +258,61 @@ def test_cpsbs_inclusion_after_one_step_is_the_designs_exact_inclusion_probabili
         for s in c.sequences:
             assert math.exp(s.inclusion) == pytest.approx(exact[tuple(s.ids)], rel=1e-6), s.ids  # float32 log-probs in
     assert "inclusion" in out[0].to_json()["sequences"][0]
+
+
+def test_poisson_draw_gives_each_set_the_designs_probability():
+    """_poisson.draw against the conditional Poisson design by enumeration: P(S) ∝ the product
+    of its members' weights (an impossible item never drawn), and the inclusion
+    probabilities it returns are the design's exactly. Successive sampling (each draw
+    proportional to the weight among the rest, `sbeam`'s design) must be rejected."""
+    from decode.compiler.search._poisson import draw
+
+    logw = torch.tensor([0.9, -1.2, 0.3, -2.5, 0.0, float("-inf"), -0.6], dtype=torch.float64)
+    w = {i: math.exp(x) for i, x in enumerate(logw.tolist()) if x > -math.inf}
+    k, n = 3, 20000
+    sets = {frozenset(c): math.prod(w[i] for i in c) for c in itertools.combinations(w, k)}
+    z = sum(sets.values())
+    exact = {s: p / z for s, p in sets.items()}
+    incl = {i: sum(p for s, p in exact.items() if i in s) for i in w}
+    u = torch.rand(n, k, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    pos, log_incl = draw(logw.expand(n, -1), k, u)
+    drawn = [frozenset(r) for r in pos.tolist()]
+    counts = {s: drawn.count(s) for s in set(drawn)}
+    assert chi_square(counts, exact, n)[1] > ALPHA
+    for row, li in zip(pos[:50].tolist(), log_incl[:50].tolist()):
+        assert [math.exp(x) for x in li] == pytest.approx([incl[i] for i in row], rel=1e-9)
+    total = sum(w.values())
+    successive = inclusion_probs({i: x / total for i, x in w.items()}, k)[0]
+    assert chi_square(counts, successive, n)[1] < ALPHA  # the test can fail
+
+
+def test_cpsbs_weighs_candidates_by_the_odds_of_their_normalised_probability(cpsbs_runs):
+    """After two steps of `cpsbs 2`, a set whose sequences start differently came from beams
+    known to be those two prefixes, so each sequence's `inclusion` is exactly the design's
+    inclusion at step 1 times its inclusion among the beams' children at step 2, with the
+    children's probabilities normalised before the odds (the authors' weights); the odds of
+    the raw sequence probabilities give other numbers."""
+    model, recipe, out, _ = cpsbs_runs
+    children = cpsbs_children(model, recipe, 2)
+    first = children((), 1.0)
+
+    def included(probs, seq, normalise):
+        return sum(p for s, p in poisson_sets(probs, 2, normalise).items() if seq in s)
+
+    checked, raw_differs = 0, False
+    for c in out[:300]:
+        seqs = [tuple(s.ids) for s in c.sequences]
+        if len({s[:1] for s in seqs}) < 2:
+            continue
+        beams = [s[:1] for s in seqs]
+        cands = {x: p for b in beams for x, p in children(b, first[b]).items()}
+        for s, seq in zip(c.sequences, seqs):
+            want = included(first, seq[:1], True) * included(cands, seq, True)  # seq: 2 tokens, or EOS at once
+            assert math.exp(s.inclusion) == pytest.approx(want, rel=1e-5), seqs
+            raw = included(first, seq[:1], False) * included(cands, seq, False)
+            raw_differs |= abs(raw - want) > 1e-3 * want
+        checked += 1
+    assert checked >= 20 and raw_differs, checked
 
 
 def test_cpsbs_horvitz_thompson_estimates_are_unbiased(cpsbs_runs):

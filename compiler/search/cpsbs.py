@@ -3,8 +3,9 @@
 
 Each step the K survivors are drawn without replacement from all K·V children of the beams
 by the conditional Poisson design: a set S of K with probability proportional to the product
-of its members' weights, the odds p/(1-p) of their sequence probabilities p under the
-processed distribution (p at most 0.99), as the authors' code weighs them (_poisson.py). A
+of its members' weights, the odds q/(1-q) of q, a child's sequence probability under the
+processed distribution normalised over all K·V children (q at most 0.99): the weights of the
+authors' code (rycolab/cpsbs: a softmax over the candidates, then the odds). A
 finished beam is its own only child (padding, at no cost), as in `sbeam`. Each row carries
 the log of the product over the steps of its conditional inclusion probabilities, the
 paper's estimate of its inclusion probability (`inclusion` in the results; the estimator
@@ -17,7 +18,7 @@ import torch
 from decode.compiler.search._poisson import draw
 from decode.compiler.search.base import Choice, Search
 
-LOG_099 = -0.01005033585350145  # log 0.99: the authors clip p there (their clip, on log p, never acts; p = 1 would give NaN)
+LOG_099 = -0.01005033585350145  # log 0.99: the authors clip q there (their clip, on log q, never acts; q = 1 would give NaN)
 
 
 class ConditionalPoisson(Search):
@@ -44,8 +45,8 @@ class ConditionalPoisson(Search):
         pad = torch.arange(v, device=lp.device) == self.cfg.pad
         lp = torch.where(~at.alive.view(b, k, 1), torch.where(pad, 0.0, float("-inf")), lp)  # finished: itself
         phi = (at.score.view(b, k, 1) + lp).view(b, k * v)
-        odds = phi - torch.log(-torch.expm1(phi.clamp(max=LOG_099)))  # log p/(1-p), p <= 0.99
-        pos, inclusion = draw(odds, k, at.noise.view(b, k * v)[:, :k])
+        q = torch.log_softmax(phi, 1).clamp(max=LOG_099)  # normalised over the K·V candidates
+        pos, inclusion = draw(q - torch.log(-torch.expm1(q)), k, at.noise.view(b, k * v)[:, :k])  # odds
         parents = (pos // v + torch.arange(b, device=lp.device)[:, None] * k).reshape(-1)
         return Choice((pos % v).reshape(-1), parents, phi.gather(1, pos).reshape(-1),
                       {"inclusion": state["inclusion"][parents] + inclusion.reshape(-1)})
