@@ -60,3 +60,11 @@ def uniform(keys: torch.Tensor, t: torch.Tensor, vocab: int) -> torch.Tensor:
     counter = t * vocab + torch.arange(vocab, device=keys.device)  # distinct per (step, token)
     h = mix32(((keys[:, :1] + counter) & M32) ^ keys[:, 1:])
     return ((h >> 9).to(torch.float32) + 0.5) * 2.0**-23
+
+
+def stream(keys: torch.Tensor, tag: int) -> torch.Tensor:
+    """The rows' keys for draws apart from selection's (xtc's chance, npad's noise): `tag`
+    XORed into the second word only. XORed into both words it cancels wherever adding the
+    counter carries through none of its bits (at counter 0 always), and the two streams'
+    draws are the same numbers."""
+    return torch.stack([keys[:, 0], keys[:, 1] ^ tag], 1)

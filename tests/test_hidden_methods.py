@@ -145,6 +145,29 @@ def test_npad_noise_is_standard_normal_per_row_and_step():
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01  # 102400 draws: sd of the mean 0.003
     assert abs(float((z.abs() < 1.96).double().mean()) - 0.95) < 0.005    # the shape, not only two moments
     assert abs(float(torch.corrcoef(torch.stack([z[0::2].flatten(), z[1::2].flatten()]))[0, 1])) < 0.01
+    # one row's noise at consecutive steps, and one prompt's rows against another prompt's, are
+    # independent too: noise repeated across steps, or shared by the beams or the prompts,
+    # would move every beam alike and add no diversity
+    by = z.view(20, 5, 4, 256)
+    for a, b in ((by[:, :-1], by[:, 1:]), (by[:, :, :2], by[:, :, 2:]), (by[:-1], by[1:])):
+        assert abs(float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])) < 0.01
+
+
+def test_npad_noise_is_not_made_of_the_selection_draws():
+    """Under sampling (`beam K | npad | topp P`) the selection reads uniform(keys, t', V) at
+    step t'; the noise's uniforms must come from another stream, or the Gaussians of steps
+    0..V/2d-1 would be the selection's step-0 draws and a sampled token would hang on the
+    noise (Box-Muller of those very draws: correlation 1)."""
+    from decode.compiler.noise import row_keys, uniform
+    from decode.compiler.search._hidden import gaussian
+
+    keys, d, v = row_keys(list(range(50)), 4, "cpu"), 64, 1024
+    sel = uniform(keys, torch.tensor(0), v).double()
+    for t in range(v // (2 * d)):
+        u = sel[:, 2 * d * t:2 * d * (t + 1)]
+        same = torch.sqrt(-2 * torch.log(u[:, :d])) * torch.cos(2 * math.pi * u[:, d:])
+        z = gaussian(keys, torch.tensor(t), d).double()
+        assert abs(float(torch.corrcoef(torch.stack([z.flatten(), same.flatten()]))[0, 1])) < 0.04, t  # sd 0.009
 
 
 # -- diverse kind=embedding ------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 
 import decode
 from decode.compiler.context import StepContext
-from decode.compiler.noise import row_keys, uniform
+from decode.compiler.noise import row_keys, stream, uniform
 from decode.compiler.stages import apply_stage, load_stage, tensor_params
 from decode.dsl import RecipeError, parse
 from table_model import TableModel
@@ -182,7 +182,7 @@ def test_llamacpp_dry(probs, history, expected, multiplier, base, allowed, last_
 def test_llamacpp_xtc(threshold, expected):
     probs = [0.4, 0.3, 0.2, 0.1]
     keys = row_keys([0], 1, "cpu")
-    assert float(uniform(keys ^ load_stage("xtc").STREAM, torch.tensor(4), 1)) <= 0.99  # the chance fires
+    assert float(uniform(stream(keys, load_stage("xtc").STREAM), torch.tensor(4), 1)) <= 0.99  # the chance fires
     out = apply_stage("xtc", log_of(probs), context([[1, 2, 3, 0]], keys=keys), threshold=threshold,
                       probability=0.99)
     kept = sorted((probs[i] for i in range(4) if out[0, i] > -INF), reverse=True)  # llama.cpp: p not renormalised

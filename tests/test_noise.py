@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from decode.compiler.noise import mix32, row_keys, uniform
+from decode.compiler.noise import mix32, row_keys, stream, uniform
 
 
 def test_mix32_is_the_reference_lowbias32():
@@ -63,3 +63,18 @@ def test_compiled_draws_equal_eager_draws():
     f = torch.compile(lambda k, t: uniform(k, t, 1000), fullgraph=True, dynamic=False)
     for t in (0, 1, 63):
         assert torch.equal(f(keys, torch.tensor(t)), uniform(keys, torch.tensor(t), 1000))
+
+
+def test_a_stream_draws_apart_from_selection():
+    """xtc's chance and npad's noise read `stream(keys, tag)`: their draws meet selection's
+    no more than chance has them, and do not correlate with them. XORing the tag into both
+    words of the key (what both once did) gives selection's very draws at counter 0, and
+    correlated ones wherever adding the counter carries through none of the tag's bits."""
+    keys, tag, v = row_keys(list(range(1000)), 4, "cpu"), 0x58544321, 512
+    for t in range(4):
+        sel = uniform(keys, torch.tensor(t), v).double()
+        ours = uniform(stream(keys, tag), torch.tensor(t), v).double()
+        assert float((ours == sel).double().mean()) < 1e-5  # 23-bit draws: chance meets are ~1e-7
+        assert abs(float(torch.corrcoef(torch.stack([ours.flatten(), sel.flatten()]))[0, 1])) < 0.01  # sd 0.0007
+    both = uniform(keys ^ tag, torch.tensor(0), 1)[:, 0]
+    assert torch.equal(both, uniform(keys, torch.tensor(0), v)[:, 0])  # the test can fail

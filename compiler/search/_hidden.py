@@ -14,9 +14,10 @@ import math
 
 import torch
 
-from decode.compiler.noise import uniform
+from decode.compiler.noise import stream, uniform
 
 ITERS = 10  # Lloyd iterations of k-means: fixed, so the step's graph is static
+STREAM = 0x4E504144  # "NPAD": the Gaussians' stream (noise.stream), apart from selection's draws
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +87,8 @@ def round_robin(group: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian(keys: torch.Tensor, t: torch.Tensor, d: int) -> torch.Tensor:
-    """[R, d] standard normal draws for step t of rows `keys` (Box-Muller from their uniforms)."""
-    u = uniform(keys, t, 2 * d).double()
+    """[R, d] standard normal draws for step t of rows `keys` (Box-Muller from their uniforms,
+    in a stream of their own: selection's draws at step t' read counters t'·V + v, which
+    the Gaussians' t·2d + j would meet, so a sampled token would hang on the noise)."""
+    u = uniform(stream(keys, STREAM), t, 2 * d).double()
     return (torch.sqrt(-2 * torch.log(u[:, :d])) * torch.cos(2 * math.pi * u[:, d:])).float()

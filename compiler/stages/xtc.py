@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from decode.compiler.noise import uniform
+from decode.compiler.noise import stream, uniform
 from decode.compiler.stages._common import NEG_INF
 
 STATIC = frozenset()
-STREAM = 0x58544321  # "XTC!": xtc's draws use the row keys XORed with this, apart from selection's
+STREAM = 0x58544321  # "XTC!": its draws' stream (noise.stream), apart from selection's
 
 
 def apply(logits: torch.Tensor, ctx, threshold, probability) -> torch.Tensor:
     if ctx.keys is None:
         return logits.clone()
-    fires = uniform(ctx.keys ^ STREAM, ctx.new_len, 1)[:, 0] <= probability  # llama.cpp: chance <= p
+    fires = uniform(stream(ctx.keys, STREAM), ctx.new_len, 1)[:, 0] <= probability  # llama.cpp: chance <= p
     p = torch.softmax(logits, dim=-1)
     top = p >= threshold
     least = torch.where(top, p, 2.0).argmin(-1, keepdim=True)  # of the top choices, it stays
