@@ -18,6 +18,8 @@ steps) and mix32 is a bijection, so no draw repeats another of the same row; row
 counters overlap are XORed with different k2. Values live in int64 holding 32 bits; no
 product overflows.
 A draw is the top 23 bits, centred: u in [2**-24, 1 - 2**-24], exact in float32.
+A stage or search that draws numbers besides selection's (xtc's chance, npad's noise) reads
+the keys of `stream(keys, tag)`, so its draws are not the ones that choose the tokens.
 """
 from __future__ import annotations
 
