@@ -1314,8 +1314,10 @@ for _spec in (
                 "uniforms), so a seed repeats them and the run is seeded like a sampling one, while "
                 "selection stays argmax (unless the recipe samples). The search is then `beam` on the "
                 "noisy logits: scores and the returned `score` are theirs. The paper runs N noisy "
-                "greedy or beam searches and keeps the best by the noise-free score; here the K beams "
-                "are the parallel chains. SIGMA = 0 is beam search; SIGMA is a number of the compiled "
+                "greedy or beam searches that never communicate and keeps the best by the noise-free "
+                "score; here the K beams of one beam search stand for them, and as they compete "
+                "(the leading lineage takes the K places) the set stays about as alike as beam "
+                "search's whatever SIGMA. SIGMA = 0 is beam search; SIGMA is a number of the compiled "
                 "step. It needs a model that gives its hidden states."),
     ClauseSpec(
         "cpsbs", "search",
