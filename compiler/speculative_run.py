@@ -67,7 +67,7 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         score = torch.zeros(R, device=device)
         book = _book(R, width, max_new + k + 1, model.config.vocab_size, trace, logprobs, device)
         shown = Shown(on_step, trace, len(ids), eos_t, p_len)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         rounds = []
         while max_new > 0:
             before = alive
@@ -81,7 +81,8 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
                 break
         table = torch.stack(rounds, 2).tolist() if rounds else [[[]] * R] * 3
         if timings is not None:
-            timings.update(prefill_s=t1 - t0, loop_s=time.perf_counter() - t1, steps=int(new.max()),
+            timings.update(prefill_s=t1 - t0, loop_s=time.perf_counter() - t1, loop_cpu_s=time.thread_time() - c1,
+                           steps=int(new.max()),
                            rounds=len(rounds), proposed=sum(map(sum, table[1])), accepted=sum(map(sum, table[2])))
         final = {"score": score, **({ROWS: book["paths"][:, :p_len + max_new]} if logprobs else {})}
         results = search.finalize(final, seq[:, :p_len + max_new],
