@@ -1,7 +1,8 @@
-"""Speculative decoding side by side, in one run: plain greedy, `lookup` on prompts that quote
-long passages (the output goes on quoting them), and `draft` with the demo pair.
+"""Speculative decoding side by side, in one run: plain greedy, `lookup` on a repetitive task
+(prompts that quote a speech four times; the output repeats itself), and `draft` with the
+demo pair.
 
-    python benchmarks/speculative.py [--draft PATH] [--max 64] [--no-compile]
+    python benchmarks/speculative.py [--draft PATH] [--max 128] [--no-compile]
 
 Prints tokens/s of each, the speed-up over plain greedy and the draft acceptance rate
 (accepted / proposed); the tokens are checked equal to plain greedy's.
@@ -15,17 +16,25 @@ import torch
 
 import decode
 
-PASSAGE = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet "
-           "is the sun.\nArise, fair sun, and kill the envious moon,\nWho is already sick and pale "
-           "with grief,\nThat thou her maid art far more fair than she:\n")
-PROMPTS = [PASSAGE + "\nJULIET:\nWhat said he? Say it again:\n" + PASSAGE.split("\n", 1)[1][:80]]
+# The repetitive task: each prompt quotes one speech four times over. The demo model does not
+# copy a passage it was shown (4M parameters, no induction to speak of: given a passage twice
+# and its first line again, it goes its own way), but it repeats itself: on these prompts its
+# greedy output falls into a loop of a speech, which prompt lookup then drafts whole.
+VERSES = ("ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+          "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+          "HAMLET:\nTo be, or not to be, that is the question.\n\n",
+          "ROMEO:\nI am a traitor, my lord, and my father's son.\n\n")
+PROMPTS = [v * 4 for v in VERSES]
 
 
 def timed(m, recipe, prompts, compiled, clock):
-    """One run: (outputs, new tokens per second of `clock`, accepted / proposed or None)."""
-    t = clock()
-    outs = decode.generate(m, recipe, prompts, compile=compiled)
-    dt = clock() - t
+    """One run, the prompts one at a time (batch 1): (outputs, new tokens per second of
+    `clock`, accepted / proposed or None)."""
+    outs, dt = [], 0.0
+    for p in prompts:
+        t = clock()
+        outs += decode.generate(m, recipe, [p], compile=compiled)
+        dt += clock() - t
     n = sum(len(s.ids) for c in outs for s in c.sequences)
     spec = [s.speculative for c in outs for s in c.sequences if s.speculative]
     rate = (sum(sum(x["accepted"]) for x in spec) / max(1, sum(sum(x["proposed"]) for x in spec))
@@ -36,7 +45,7 @@ def timed(m, recipe, prompts, compiled, clock):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--draft", default="demo-draft")
-    p.add_argument("--max", type=int, default=64)
+    p.add_argument("--max", type=int, default=128)
     p.add_argument("--rounds", type=int, default=7, help="timed runs per recipe, interleaved; best is kept")
     p.add_argument("--clock", default="cpu", choices=("wall", "cpu"),
                    help="cpu: this thread's CPU time (one thread; robust on a shared machine)")
@@ -46,7 +55,9 @@ def main() -> None:
     clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     m = decode.load()
     recipes = {"greedy": f"greedy | max {a.max}", "lookup": f"greedy | lookup n=2 k=10 | max {a.max}",
-               "draft": f'greedy | draft "{a.draft}" k=4 | max {a.max}'}
+               "lookup6": f"greedy | lookup n=2 k=6 | max {a.max}",
+               "draft": f'greedy | draft "{a.draft}" k=4 | max {a.max}',
+               "draft2": f'greedy | draft "{a.draft}" k=2 | max {a.max}'}
     for r in recipes.values():  # warm: compile, caches
         decode.generate(m, r, PROMPTS, compile=not a.no_compile)
     best, outs, rates = dict.fromkeys(recipes, 0.0), {}, {}
@@ -55,7 +66,7 @@ def main() -> None:
             outs[name], tps, rates[name] = timed(m, r, PROMPTS, not a.no_compile, clock)
             best[name] = max(best[name], tps)
     base = [c.sequences[0].ids for c in outs["greedy"]]
-    print(f"demo model, batch 1, {a.max} new tokens, 1 thread, {a.clock} clock, best of {a.rounds} "
+    print(f"demo model, {len(PROMPTS)} prompts one at a time (batch 1), up to {a.max} new tokens, 1 thread, {a.clock} clock, best of {a.rounds} "
           f"interleaved runs, {'eager' if a.no_compile else 'compiled'}\n")
     print("| recipe | tokens/s | over greedy | drafts accepted | greedy's tokens |\n|---|---|---|---|---|")
     for name, r in recipes.items():

@@ -156,11 +156,12 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     seed, seeds = seeding(plan, seed, seeds, b)
     keys = row_keys(seeds, k, device) if seeds is not None else None
     if getattr(search, "proposer", None) is not None:  # draft / lookup: speculative_run.py's loop
-        speculative_run.refuse(plan, search, ids, kernels, trace, logprobs)
+        speculative_run.refuse(plan, search, ids, kernels)
         results, rounds = speculative_run.run(model, search, kernels, sp, ids, keys, eos, pad_tok, max_new,
-                                              s_len, compiled, timings)
-        return _stamped(completions(results, plan.recipe, model, texts, ids, StopStrings(plan.stop, model.tokenizer)),
-                        model, compiled, seed, seeds, rounds, k)
+                                              s_len, compiled, timings, on_step, trace, logprobs)
+        return _stamped(completions(results, plan.recipe, model, texts, ids, StopStrings(plan.stop, model.tokenizer),
+                                    logprobs and meaning(search, logprobs)), model, compiled, seed, seeds, rounds, k,
+                        getattr(search.proposer, "model", None))
     step = _get_step(model, search, kernels, compiled, s_len, trace)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
         step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
@@ -230,10 +231,10 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
     return _stamped(outs, model, compiled, seed, seeds)
 
 
-def _stamped(outs, model, compiled, seed, seeds, rounds=None, k=1):
+def _stamped(outs, model, compiled, seed, seeds, rounds=None, k=1, draft=None):
     """The completions with their provenance, and each sequence's speculative rounds."""
     for i, c in enumerate(outs):
-        c.provenance = stamp(model, compiled, seed, seeds[i] if seeds is not None else None)
+        c.provenance = stamp(model, compiled, seed, seeds[i] if seeds is not None else None, draft)
         for s in c.sequences if rounds is not None else ():
             own = rounds[i * k + (s.draw or 0)]
             s.speculative = {"proposed": [p for p, _ in own], "accepted": [a for _, a in own]}

@@ -10,7 +10,10 @@ clause, else one drawn at random and used), `prompt_seed` the seed of this promp
 derived from it and the prompt's id or position; both are null when the recipe draws
 nothing. `model` is the checkpoint as it was asked for (a path or org/name; null: the
 bundled demo model) and `model_hash` the content hash of its files (runtime/identity.py;
-null for a model built in memory). `FIELDS` is the layout, `format` its version.
+null for a model built in memory). A run with a draft model (`draft`) adds `draft_hash`, the
+draft's content hash, so that a replay with another draft is told apart (`OPTIONAL`: fields
+only some runs have; adding one leaves `format` as it is). `FIELDS` is the layout, `format`
+its version.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str, type(None)), "model_hash": (str, type(None)), "decode": (str,), "torch": (str,),
     "device": (str,), "dtype": (str,), "compiled": (bool,),
 }
+OPTIONAL: dict[str, tuple[type, ...]] = {"draft_hash": (str, type(None))}
 
 
 def derive_seed(base: int, key) -> int:
@@ -51,8 +55,10 @@ def seeding(plan, seed: int | None, seeds: list[int] | None, b: int) -> tuple[in
     return (None if seed is None else int(seed)), [int(s) for s in seeds]
 
 
-def stamp(model, compiled: bool, seed: int | None = None, prompt_seed: int | None = None) -> dict:
-    """The provenance object of one result (see the module docstring)."""
+def stamp(model, compiled: bool, seed: int | None = None, prompt_seed: int | None = None,
+          draft=None) -> dict:
+    """The provenance object of one result (see the module docstring); `draft`: the draft
+    model the run's `draft` clause loaded, if any."""
     import decode
 
     p = next(model.parameters())
@@ -60,7 +66,8 @@ def stamp(model, compiled: bool, seed: int | None = None, prompt_seed: int | Non
     return {"format": FORMAT, "seed": seed, "prompt_seed": prompt_seed,
             "model": getattr(model, "origin", None), "model_hash": model_hash(model),
             "decode": decode.__version__, "torch": torch.__version__.split("+")[0],
-            "device": str(p.device), "dtype": dtype, "compiled": bool(compiled)}
+            "device": str(p.device), "dtype": dtype, "compiled": bool(compiled),
+            **({"draft_hash": model_hash(draft)} if draft is not None else {})}
 
 
 def problem(obj) -> str | None:
@@ -69,7 +76,7 @@ def problem(obj) -> str | None:
         return "it is not an object"
     if obj.get("format") != FORMAT:
         return f"its format is {obj.get('format')!r}; this decode reads format {FORMAT}"
-    for key, kinds in FIELDS.items():
+    for key, kinds in (FIELDS | {k: v for k, v in OPTIONAL.items() if k in obj}).items():
         value = obj.get(key, ...)
         if value is ... or isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             return f'"{key}" is missing or not {" or ".join(k.__name__.replace("NoneType", "null") for k in kinds)}'

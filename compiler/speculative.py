@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from decode.compiler.context import StepContext
+from decode.compiler.logprobs import top_n
 from decode.compiler.noise import uniform
 from decode.compiler.search.draw import draw
 
@@ -94,9 +95,10 @@ def accept(x, drafts, logq, count, u, sampling: bool):
 
 
 def iterate(target, cache, own, proposer, frame: Frame, k: int, sampling: bool,
-            seq, length, new, alive, score):
-    """One draft-and-verify round for every row (`own`: the proposer's state, a draft's cache): the new (seq, length, new, alive, score) and
-    each row's (drafts proposed, drafts accepted) [R]; rows that had ended propose nothing."""
+            seq, length, new, alive, score, book: dict):
+    """One draft-and-verify round for every row (`own`: the proposer's state, a draft's cache): the new (seq, length, new, alive, score),
+    each row's (drafts proposed, drafts accepted) [R] and `book` with the round's kept tokens
+    noted (`note`); rows that had ended propose nothing."""
     drafts, logq, count = proposer.propose(frame, own, seq, length, new, sampling)
     j = torch.arange(k + 1, device=seq.device)
     ahead = seq.scatter(1, length[:, None] + j[None, :k], drafts)
@@ -111,10 +113,39 @@ def iterate(target, cache, own, proposer, frame: Frame, k: int, sampling: bool,
     keep = keep & ((ends.long().cumsum(1) - ends.long()) == 0)  # nothing after a row's EOS
     took = keep.sum(1)
     slots = length[:, None] + j[None, :]
-    seq = seq.scatter(1, slots, torch.where(keep, toks, seq.gather(1, slots)))
-    logp = torch.log_softmax(x, dim=-1).gather(2, toks[..., None])[..., 0]
-    score = score + torch.where(keep, logp, 0.0).sum(1)
+    seq = put(seq, slots, toks, keep)
+    proc = torch.log_softmax(x, dim=-1)
+    score = score + torch.where(keep, proc.gather(2, toks[..., None])[..., 0], 0.0).sum(1)
+    book = note(book, logits, proc, toks, keep, slots, new[:, None] + j[None, :])
     proposed = torch.where(alive, count, 0)
     accepted = torch.minimum(n, took)
     alive = alive & ~ends.any(1) & (new + took < frame.max_new)
-    return seq, length + took, new + took, alive, score, proposed, accepted
+    return seq, length + took, new + took, alive, score, proposed, accepted, book
+
+
+def put(buf, at, val, keep):
+    """buf [R, S, ...] with val [R, J, ...] written at indices at [R, J] where keep [R, J]."""
+    tail = (1,) * (buf.dim() - 2)
+    idx = at.reshape(*at.shape, *tail).expand(*at.shape, *buf.shape[2:])
+    return buf.scatter(1, idx, torch.where(keep.reshape(*keep.shape, *tail), val, buf.gather(1, idx)))
+
+
+def note(book: dict, logits, proc, toks, keep, slots, index) -> dict:
+    """What a round records of its kept tokens, from the verify forward's own tensors (no
+    second forward): `paths` [R, S, F], the rows' log-probs by slot (logprobs.py), and for a
+    trace `top`, `ids` [R, N, TOP] and `own` [R, N], each new token's best processed
+    log-probs, their ids and its own, by its index among the row's new tokens."""
+    out = {}
+    chosen = (lambda t: t.gather(2, toks[..., None]))  # [R, K+1, 1]
+    if "paths" in book:
+        n = top_n(book["paths"])
+        raw = torch.log_softmax(logits, dim=-1)
+        rv, ri = torch.topk(raw, n, dim=-1)
+        pv, pi = torch.topk(proc, n, dim=-1)
+        entry = torch.cat([chosen(raw), chosen(proc), ri.float(), rv, pi.float(), pv], -1)
+        out["paths"] = put(book["paths"], slots, entry, keep)
+    if "top" in book:
+        tv, ti = torch.topk(proc, book["top"].shape[-1], dim=-1)
+        out.update(top=put(book["top"], index, tv, keep), ids=put(book["ids"], index, ti, keep),
+                   own=put(book["own"], index, chosen(proc)[..., 0], keep))
+    return out

@@ -3,19 +3,19 @@
 once per structure, and the results with each row's accepted drafts per round."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from decode.compiler import step_cache
+from decode.compiler.logprobs import ROWS, begin as lp_begin
+from decode.compiler.search.record import TOP, listed
 from decode.compiler.speculative import Frame, iterate
 
 
-def refuse(plan, search, ids, kernels, trace: bool = False, logprobs: int = 0) -> None:
+def refuse(plan, search, ids, kernels) -> None:
     """What speculative decoding cannot run, as one message naming it and the fix."""
     name = search.proposer.name
-    if trace or logprobs:
-        asked = "a trace (--trace)" if trace else "per-token log-probs (--logprobs)"
-        raise ValueError(f"'{name}' does not give {asked} yet: its rounds keep several tokens per "
-                         f"forward; run without it, or drop '{name}' (greedy gives the same tokens)")
     for (stage, kernel, _), clause in zip(kernels, plan.recipe.stages):
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
@@ -24,10 +24,14 @@ def refuse(plan, search, ids, kernels, trace: bool = False, logprobs: int = 0) -
 
 
 def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new: int,
-        s_len: int, compiled: bool, timings: dict | None = None):
-    """(the search's results per prompt, each row's [(proposed, accepted)] per round)."""
-    import time
+        s_len: int, compiled: bool, timings: dict | None = None, on_step=None, trace: bool = False,
+        logprobs: int = 0):
+    """(the search's results per prompt, each row's [(proposed, accepted)] per round).
 
+    `on_step(t, tokens, info)` sees the rows' t-th new tokens once every live row has one
+    (after the round that made it), with `trace` the candidates as a step of plain decoding
+    lists them (`record.listed`); `logprobs=N` gives the results their log-probs
+    (speculative.note: both from the verify forward's scores)."""
     proposer, n = search.proposer, search.rows
     k, R, p_len = proposer.k, len(ids) * n, max(map(len, ids))
     device = next(model.parameters()).device
@@ -47,12 +51,13 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         sampling = search.cfg.sampling
         keys = keys if keys is not None else torch.zeros(R, 2, dtype=torch.long, device=device)
         key = ("speculative", proposer.structure(), search.structure(), width,
-               tuple((nm, kn, repr(st)) for nm, kn, st in kernels), compiled)
+               tuple((nm, kn, repr(st)) for nm, kn, st in kernels), compiled, trace, logprobs)
 
         def build(name):
-            def one(cache, own, pad, keys, sp, seq, length, new, alive, score):
+            def one(cache, own, pad, keys, sp, seq, length, new, alive, score, book):
                 frame = Frame(pad, p_len, eos_t, max_new, keys, kernels, sp, model.config.vocab_size)
-                return iterate(model, cache, own, proposer, frame, k, sampling, seq, length, new, alive, score)
+                return iterate(model, cache, own, proposer, frame, k, sampling, seq, length, new, alive,
+                               score, book)
             return step_cache.compile_step(one, name, compiled, device.type == "cuda")
 
         step = step_cache.get(model, key, build)
@@ -60,20 +65,64 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         new = torch.zeros(R, dtype=torch.long, device=device)
         alive = torch.ones(R, dtype=torch.bool, device=device)
         score = torch.zeros(R, device=device)
-        t1 = time.perf_counter()
+        book = _book(R, width, max_new + k + 1, model.config.vocab_size, trace, logprobs, device)
+        shown = Shown(on_step, trace, len(ids), eos_t, p_len)
+        t1, c1 = time.perf_counter(), time.thread_time()
         rounds = []
         while max_new > 0:
             before = alive
-            seq, length, new, alive, score, proposed, accepted = step(cache, own, pad, keys, sp, seq, length,
-                                                                      new, alive, score)
+            seq, length, new, alive, score, proposed, accepted, book = step(
+                cache, own, pad, keys, sp, seq, length, new, alive, score, book)
             rounds.append(torch.stack([before.long(), proposed, accepted]))
-            if not bool(alive.any()):  # one host sync a round: the rows' lengths decide the next
+            # one host sync a round: the rows' lengths decide the next (and what on_step sees)
+            flags = torch.cat([alive.long(), new]).tolist() if on_step else [int(alive.any())]
+            shown.upto(flags, seq, new, book)
+            if not any(flags[:R]):
                 break
+        table = torch.stack(rounds, 2).tolist() if rounds else [[[]] * R] * 3
         if timings is not None:
-            timings.update(prefill_s=t1 - t0, loop_s=time.perf_counter() - t1, steps=len(rounds))
-        results = search.finalize({"score": score}, seq[:, :p_len + max_new],
+            timings.update(prefill_s=t1 - t0, loop_s=time.perf_counter() - t1, loop_cpu_s=time.thread_time() - c1,
+                           steps=int(new.max()),
+                           rounds=len(rounds), proposed=sum(map(sum, table[1])), accepted=sum(map(sum, table[2])))
+        final = {"score": score, **({ROWS: book["paths"][:, :p_len + max_new]} if logprobs else {})}
+        results = search.finalize(final, seq[:, :p_len + max_new],
                                   {"prompt": p_len, "max_new": max_new, "steps": max_new})
-    table = torch.stack(rounds, 2).tolist() if rounds else [[[]] * R] * 3
     per_row = [[(p, a) for live, p, a in zip(table[0][r], table[1][r], table[2][r]) if live]
                for r in range(R)]
     return results, per_row
+
+
+def _book(rows: int, width: int, tokens: int, vocab: int, trace: bool, logprobs: int, device) -> dict:
+    """The buffers a round notes its kept tokens in (speculative.note), empty when none is asked."""
+    book = {"paths": lp_begin(logprobs, rows, width, device)} if logprobs else {}
+    if trace:
+        top = min(TOP, vocab)
+        book.update(top=torch.zeros(rows, tokens, top, device=device),
+                    ids=torch.zeros(rows, tokens, top, dtype=torch.long, device=device),
+                    own=torch.zeros(rows, tokens, device=device))
+    return book
+
+
+class Shown:
+    """Hands `on_step` each new-token index once every live row has its token."""
+
+    def __init__(self, on_step, trace: bool, batch: int, eos, p_len: int):
+        self.on_step, self.trace, self.batch, self.eos, self.p_len, self.done = on_step, trace, batch, eos, p_len, 0
+
+    def upto(self, flags: list[int], seq, new, book) -> None:
+        if self.on_step is None:
+            return
+        R = len(flags) // 2
+        alive, have = flags[:R], flags[R:]
+        ready = min([h for a, h in zip(alive, have) if a] or [max(have)])
+        rows = torch.arange(R, device=seq.device)
+        for t in range(self.done, ready):
+            tokens = seq[:, self.p_len + t]
+            info = {}
+            if self.trace:
+                live = t < new
+                info = listed(book["top"][:, t], book["ids"][:, t], book["own"][:, t], tokens, rows, live,
+                              (tokens[:, None] == self.eos).any(-1) & live, self.batch)
+                info["from"] = rows
+            self.on_step(t, tokens, info)
+        self.done = max(self.done, ready)

@@ -1042,6 +1042,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     console.print("  ".join(f"{k} [bold]{v:.2f}[/bold]" for k, v in res["ratios"].items()))
+    if "acceptance" in m:  # draft / lookup
+        console.print(f"drafts accepted [bold]{m['acceptance']:.0%}[/bold] ({m['accepted']} of {m['proposed']}, "
+                      f"{m['rounds']} rounds for {m['steps']} tokens a row)")
     if m["note"]:
         console.print(f"[dim]{escape(m['note'])}[/dim]")
     return 0

@@ -692,7 +692,9 @@ for _spec in (
                 "sampling's with the same stages. Rejected slots are rolled back by not advancing "
                 "the row's length. Stages that keep state (mirostat, repetition with state, dry, "
                 "constraints) are refused. `--json` gives each sequence `speculative`: the drafts "
-                "proposed and accepted in each round."),
+                "proposed and accepted in each round (so do a trace's final line and `decode "
+                "viz`); `--trace` and `--logprobs` read the verify forward's scores, so both are "
+                "plain decoding's. The provenance gains `draft_hash`, the draft's content hash."),
     ClauseSpec(
         "lookup", "modifier", "prompt lookup decoding: drafts copied from where the last n tokens "
         "appeared before",
@@ -716,7 +718,8 @@ for _spec in (
                 "each draft is certain, so it is kept with probability p(d)). transformers takes "
                 "the first match rather than the last: other drafts, the same tokens. A prompt "
                 "shorter than n is refused. `--json` gives each sequence `speculative`: the drafts "
-                "proposed and accepted in each round."),
+                "proposed and accepted in each round (so do a trace's final line and `decode "
+                "viz`); `--trace` and `--logprobs` are plain decoding's, as with `draft`."),
     ClauseSpec(
         "force", "modifier", "constrained beam search: every phrase must appear in the output",
         positional=(Param("phrases", "phrase", variadic=True,

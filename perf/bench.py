@@ -241,6 +241,7 @@ class Case:
         self.compile_s = max(0.0, cold - warm["prefill_s"] - warm["loop_s"])
         self.steps = warm["steps"]
         self.best = self.best_hf = float("inf")
+        self.drafts = None
         self.hf_once = None
         self.note = ""
         if vs_hf:
@@ -267,21 +268,40 @@ class Case:
         self.hf_once = _hf_ms(hf, kwargs, ids, self.new, self.clock)
         self.hf_once(2)  # warm up
 
+    def plain(self) -> "Case | None":
+        """For a speculative recipe (`draft`, `lookup`: its search has a proposer), the same
+        recipe without the proposer's clause, on the same model and prompts; else None."""
+        proposer = getattr(self.plan.search(_probe_cfg(self.plan)), "proposer", None)
+        if proposer is None:
+            return None
+        text = " | ".join(c.canonical for c in self.plan.recipe.clauses if c.name != proposer.name)
+        return Case(text or "greedy", self.model, batch=self.batch, new=self.new, prompt_len=self.prompt_len,
+                    clock=self.clock)
+
     def run_once(self) -> None:
-        """One timed run of ours (and of the reference, if any); keeps the best per step."""
+        """One timed run of ours (and of the reference, if any); keeps the best per step
+        (a speculative run's steps: its tokens' positions, so that ms/step compares)."""
         t = _ours(self.model, self.plan, self.prompts)
-        self.best = min(self.best, t["loop_cpu_s" if self.clock == "cpu" else "loop_s"] / t["steps"])
+        loop = t["loop_cpu_s" if self.clock == "cpu" else "loop_s"]
+        self.best = min(self.best, loop / t["steps"])
         self.steps = t["steps"]
+        if "rounds" in t:  # speculative: its drafts, this run's
+            self.drafts = {"rounds": t["rounds"], "proposed": t["proposed"], "accepted": t["accepted"]}
         if self.hf_once is not None:
             n = self.new
             self.best_hf = min(self.best_hf, (self.hf_once(n) - self.hf_once(1)) / (n - 1))
 
-    def result(self, floor: float | None = None, bw: float | None = None, shape: str = "") -> dict:
+    def result(self, floor: float | None = None, bw: float | None = None, shape: str = "",
+               plain: "Case | None" = None) -> dict:
         """{"rows": [Row...], "ratios": {...}, "meta": {...}}; `floor` (ms) and `bw` (bytes/s)
-        if measured already (a script timing many cases measures them once)."""
+        if measured already (a script timing many cases measures them once); `plain`, the
+        recipe without its drafts (`Case.plain`), timed beside it."""
         ours = Row("decode", self.best * 1e3, self.batch / self.best, compile_s=self.compile_s,
                    peak_mb=self.peak_mb)
         out = [ours]
+        if plain is not None:
+            out.append(Row(f"without drafts: {plain.plan.recipe.canonical}", plain.best * 1e3,
+                           self.batch / plain.best, compile_s=plain.compile_s))
         if self.hf_once is not None:
             out.append(Row("transformers generate", self.best_hf * 1e3, self.batch / self.best_hf))
         fl = floor if floor is not None else floor_ms(self.model, self.rows, clock=self.clock)
@@ -293,18 +313,25 @@ class Case:
         ratios = {"ours/floor": ours.ms / fl, "ours/roofline": ours.ms / rf}
         if self.hf_once is not None:
             ratios["reference/ours"] = self.best_hf * 1e3 / ours.ms
+        if plain is not None:
+            ratios["without drafts/ours"] = plain.best / self.best
         meta = {"recipe": self.plan.recipe.canonical, "fingerprint": self.plan.recipe.fingerprint,
                 "shape": shape, "batch": self.batch, "rows": self.rows,
                 "new": self.new, "steps": self.steps, "prompt_len": self.prompt_len, "device": str(self.dev),
                 "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
                 "threads": torch.get_num_threads(), "clock": self.clock, "note": self.note}
+        if self.drafts is not None:  # accepted / proposed over the last timed run (the same each run)
+            meta.update(self.drafts, acceptance=self.drafts["accepted"] / max(1, self.drafts["proposed"]))
         return {"rows": out, "ratios": ratios, "meta": meta}
 
 
 def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: int = 1,
           new: int = 64, prompt_len: int = 16, repeats: int = 5, device=None, dtype=None,
           progress=None, clock: str = "wall") -> dict:
-    """Measure one recipe. Returns {"rows": [Row...], "ratios": {...}, "meta": {...}}.
+    """Measure one recipe. Returns {"rows": [Row...], "ratios": {...}, "meta": {...}}. A
+    speculative recipe (`draft`, `lookup`) is timed beside itself without the drafts (a row
+    and the ratio "without drafts/ours": the speed-up), and meta gains rounds, proposed,
+    accepted and acceptance (accepted / proposed drafts).
 
     clock="cpu" times this thread's CPU time instead of wall time: with one torch thread
     it ignores other processes on a shared machine (on CPU only; the GPU works async).
@@ -312,11 +339,14 @@ def bench(recipe, model=None, shape: str = "24m", vs_hf: bool = False, batch: in
     if model is None:
         model = random_model(shape, device, dtype)
     case = Case(recipe, model, vs_hf=vs_hf, batch=batch, new=new, prompt_len=prompt_len, clock=clock)
+    plain = case.plain()  # draft / lookup: timed beside the recipe without them, interleaved
     for i in range(repeats):
         case.run_once()
+        if plain is not None:
+            plain.run_once()
         if progress:
             progress(i + 1, repeats)
-    return case.result(shape=shape)
+    return case.result(shape=shape, plain=plain)
 
 
 def _probe_cfg(plan):

@@ -135,10 +135,16 @@ def _compare(obj: dict, prov: dict, model, here: dict, made) -> Verdict:
     seeds = [prov["prompt_seed"]] if prov["prompt_seed"] is not None else None
     top = obj["logprobs"].get("top", 0) if isinstance(obj.get("logprobs"), dict) else 0
     try:
-        got = run(lower(recipe), model, [obj["prompt_ids"]], seed=prov["seed"], seeds=seeds,
-                  compiled=prov["compiled"], logprobs=top)[0].sequences
+        done = run(lower(recipe), model, [obj["prompt_ids"]], seed=prov["seed"], seeds=seeds,
+                   compiled=prov["compiled"], logprobs=top)[0]
     except (ValueError, RuntimeError, TypeError, ModelError) as err:
         return made(DIFFERENT, f"the rerun stopped: {' '.join(str(err).split())}")
+    got, draft = done.sequences, done.provenance.get("draft_hash")
+    if draft != prov.get("draft_hash"):  # the recipe's draft model: its files changed
+        was = prov.get("draft_hash")
+        return made(ELSEWHERE, "the line records no draft model hash (written before decode recorded it)"
+                    if was is None else f"another draft model: the line was made with {_short(was)}, the "
+                    f"recipe's draft here is {_short(draft)} (its weights, config or tokenizer differ)")
     first, why = _first_difference(obj["sequences"], got, model)
     notes = [w for w in (edited, _versions(prov, here)) if w]
     if first is None and why is None and edited is None:

@@ -153,10 +153,6 @@ def test_bad_input_names_the_problem_and_the_fix(models, tmp_path):
         decode.generate(m, "greedy | lookup n=3 | max 4", [[1, 2]], compile=False)
     with pytest.raises(ValueError, match="keeps state"):
         decode.generate(m, "greedy | lookup | repetition 1.2 | max 4", [[1, 2, 3]], compile=False)
-    with pytest.raises(ValueError, match=r"does not give per-token log-probs \(--logprobs\) yet"):
-        decode.generate(m, "greedy | lookup | max 4", [[1, 2, 3]], compile=False, logprobs=2)
-    with pytest.raises(ValueError, match=r"does not give a trace \(--trace\) yet"):
-        decode.generate(m, "greedy | lookup | max 4", [[1, 2, 3]], compile=False, trace=True)
     for bad, says in (("greedy | draft k=0", "1 <= k <= 16"), ("beam 4 | draft", "not 'beam 4'"),
                       ("lookup | draft", "keep one of them")):
         with pytest.raises(decode.RecipeError, match=says):

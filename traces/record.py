@@ -12,6 +12,10 @@ A trace file holds three kinds of line, told apart by "type":
     final   {"type": "final", "results": [{"prompt", "sequences": [{"ids", "text",
              "score", "finish", "node"}]}]}
 
+A sequence of `draft` or `lookup` (speculative decoding) also has "speculative" in the final
+line: {"proposed": [...], "accepted": [...]}, the drafts each of its rounds proposed and the
+target accepted, as in `decode run --json`; its cand lines are those plain decoding writes
+(the verify forward's scores at each position), so viz draws it as plain greedy or sampling.
 The header's "provenance" (what `decode run --trace` ran: seed, model hash, versions,
 device; compiler/provenance.py) is left out by a writer that was given none.
 `row` is the row (within its prompt) that the candidate extends; `logp` the processed
@@ -106,7 +110,8 @@ class TraceRecorder:
             seqs = []
             for s in comp.sequences:
                 seqs.append({"ids": list(s.ids), "text": s.text, "score": _num(s.score),
-                             "finish": s.finish, "node": self.trees[b].locate(s.ids)})
+                             "finish": s.finish, "node": self.trees[b].locate(s.ids),
+                             **({"speculative": s.speculative} if getattr(s, "speculative", None) else {})})
             results.append({"prompt": b, "sequences": seqs})
         self._write({"type": "final", "results": results})
         self.out.flush()

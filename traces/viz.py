@@ -197,7 +197,7 @@ class _Builder:
                 raise self.error(n, f'"results[{i}].prompt" {b} is not in the header')
             for rank, s in enumerate(res["sequences"], 1):
                 node = self._node(s["node"], b, n, f"results[{i}].sequences[{rank - 1}].node")
-                node.returned.append((rank, s["score"], s["finish"]))
+                node.returned.append((rank, s["score"], s["finish"] + drafts(s.get("speculative"))))
         self.final, self.final_line = final, n
 
     def done(self) -> Trace:
@@ -462,6 +462,22 @@ def _walk(root: Node):
         n = stack.pop()
         yield n
         stack.extend(reversed(n.children))
+
+
+def drafts(spec) -> str:
+    """' · A/P drafts accepted in N rounds' for a speculative sequence's record, else ''
+    (a record of another shape is not shown: keys beyond the trace's shapes are free).
+
+        >>> drafts({"proposed": [4, 4], "accepted": [4, 1]})
+        ' · 5/8 drafts accepted in 2 rounds'
+    """
+    if not isinstance(spec, dict):
+        return ""
+    p, a = spec.get("proposed"), spec.get("accepted")
+    if not (isinstance(p, list) and isinstance(a, list) and len(p) == len(a)
+            and all(type(x) is int for x in p + a)):
+        return ""
+    return f" · {sum(a)}/{sum(p)} drafts accepted in {len(p)} round{'s' * (len(p) != 1)}"
 
 
 def _returned_path(root: Node) -> set[int]:

@@ -32,19 +32,26 @@ def row_candidates(processed, tokens, parents, alive, ended, batch: int) -> dict
 
     processed [R, V]: the scores the rows' tokens were chosen from; tokens/parents [R] of
     the new rows (parents None: in place); alive [R]: the new row is live; ended [R]."""
-    r = tokens.shape[0]
-    rows = torch.arange(r, device=tokens.device)
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
     src = rows if parents is None else parents
     logp = torch.log_softmax(processed.float(), dim=-1)
     top, idx = torch.topk(logp, min(TOP, logp.shape[-1]))                     # [R, T]
+    return listed(top, idx, logp[src, tokens], tokens, src, alive, ended, batch)
+
+
+def listed(top, idx, own, tokens, src, alive, ended, batch: int) -> dict:
+    """`row_candidates` from each row's TOP best log-probs and their ids [R, T] and each new
+    row's own token's log-prob `own` [R] (taken from rows `src`): what a speculative round,
+    which keeps only these of a position's scores, lists for a token."""
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
     match = (idx[src] == tokens[:, None]) & alive[:, None]                     # [new, T]
-    listed = match.any(1)
+    seen = match.any(1)
     kept = torch.zeros_like(idx).index_add(0, src, match.long()) > 0
     fin = torch.zeros_like(idx).index_add(0, src, (match & ended[:, None]).long()) > 0
-    own = torch.where(listed, float("-inf"), logp[src, tokens])
+    own = torch.where(seen, float("-inf"), own)
     token = torch.cat([idx, tokens[:, None]], 1)
     score = torch.cat([top, own[:, None]], 1)
     parent = torch.cat([rows[:, None].expand_as(idx), src[:, None]], 1)
-    keep = torch.cat([kept, (alive & ~listed)[:, None]], 1)
-    done = torch.cat([fin, (alive & ended & ~listed)[:, None]], 1)
+    keep = torch.cat([kept, (alive & ~seen)[:, None]], 1)
+    done = torch.cat([fin, (alive & ended & ~seen)[:, None]], 1)
     return candidates(*(x.reshape(batch, -1) for x in (token, score, parent, keep, done)))
