@@ -147,12 +147,24 @@ def test_npad_stages_act_on_the_noisy_logits_and_the_score_stays_the_models():
     got, want = noisy(model, recipe, 5), npad_rows(model, 4, 5, 1.5, 5, minnew=2)
     assert_same(got, want, recipe)
     assert want != npad_rows(model, 4, 5, 1.5, 5)  # the stage mattered here
+    # --logprobs: `raw` (the model's, noise-free) sums to the score; `processed` is the noisy choice's
+    out = decode.generate(model, recipe, [PROMPT], seeds=[5], compile=False, logprobs=2)[0]
+    for s in out.sequences:
+        assert s.score == pytest.approx(sum(t.raw for t in s.logprobs), abs=1e-5)
+        assert s.score != pytest.approx(sum(t.processed for t in s.logprobs), abs=1e-2)
 
 
 def test_npad_return_keeps_the_best_of_the_k():
     model = HiddenTable(2)
     got = noisy(model, "beam 4 return=2 | npad sigma=2 | max 5", 9)
     assert_same(got, npad_rows(model, 4, 5, 2.0, 9)[:2], "return=2")
+
+
+def test_npad_warns_that_lenpen_and_early_change_nothing():
+    (w,) = decode.parse("beam 4 lenpen=0.6 | npad sigma=1").warnings
+    assert "lenpen and early change nothing" in w.message
+    assert decode.parse("beam 4 early=true | npad sigma=1").warnings
+    assert not decode.parse("beam 4 | npad sigma=1").warnings
 
 
 def test_npad_sigma_0_is_k_copies_of_greedy_and_the_noise_is_seeded():
