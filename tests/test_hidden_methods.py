@@ -241,6 +241,7 @@ def test_embedding_reference_can_tell_it_from_hamming():
 SWEEPS = [  # the table model's prefill gives a strided slice of states, as a llama's does
     ("beam 4 | diverse groups=2 penalty={} kind=embedding | max 5", (0.5, 2.0)),
     ("beam 3 | npad sigma={} | max 5", (0.5, 2.0)),
+    pytest.param("beam 3 | npad sigma={} | topk 4 | max 5", (0.5, 2.0), marks=pytest.mark.slow),  # draws
     pytest.param("beam 3 | cluster 3 | topk {} | max 5", (5, 6), marks=pytest.mark.slow),
 ]
 
