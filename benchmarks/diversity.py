@@ -13,6 +13,8 @@ one batch. Per recipe, over each prompt's returned sequences, averaged over the 
     python benchmarks/diversity.py            # print the table
     python benchmarks/diversity.py --write    # and write it into README.md between the markers
     python benchmarks/diversity.py --write --resume out.txt   # keep the rows a stopped run printed
+    python benchmarks/diversity.py --write --only "beam 4 | npad sigma=1.0"   # re-measure one row,
+                                                  # keep README.md's others (--only may repeat)
 
 Needs sacrebleu (`pip install -e .[bench]`).
 """
@@ -85,14 +87,25 @@ def row(recipe: str, against: str, numbers: tuple[float, float, float, float]) -
     return f"| `{recipe.replace('|', chr(92) + '|')}` | {vs.replace('|', chr(92) + '|')} | {d2:.3f} | {bleu:.1f} | {lp:.2f} | {ms:.2f} |"
 
 
+def first_cell(recipe: str) -> str:
+    """A row's first cell, `recipe` as the table spells it: what keeps a row measured before."""
+    return row(recipe, "", (0.0, 0.0, 0.0, 0.0)).split(" | ")[0]
+
+
 def table(model, done: dict[str, str] | None = None) -> list[str]:
     """The table's lines; `done` (a row's first cell -> the row) keeps rows measured before."""
     lines = list(HEADER)
     for recipe, against in [(b, "") for b in BASELINES] + METHODS:
-        first = row(recipe, against, (0.0, 0.0, 0.0, 0.0)).split(" | ")[0]
-        lines.append((done or {}).get(first) or row(recipe, against, measure(model, recipe)))
+        lines.append((done or {}).get(first_cell(recipe)) or row(recipe, against, measure(model, recipe)))
         print(lines[-1], flush=True)
     return lines
+
+
+def written(readme: Path) -> dict[str, str]:
+    """The rows of the table in `readme` (a row's first cell -> the row)."""
+    text = readme.read_text()
+    body = text[text.index(START) + len(START):text.index(END)]
+    return {x.split(" | ")[0]: x for x in body.splitlines() if ROW.match(x)}
 
 
 def write(readme: Path, lines: list[str]) -> None:
@@ -105,10 +118,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the table into README.md")
     ap.add_argument("--resume", metavar="FILE", help="keep the rows of an earlier run's output (a stopped run)")
+    ap.add_argument("--only", metavar="RECIPE", action="append",
+                    help="re-measure only this row (repeatable); the others are kept from README.md's table")
     args = ap.parse_args()
     done = {}
+    if args.only:
+        known = BASELINES + [m for m, _ in METHODS]
+        unknown = [r for r in args.only if r not in known]
+        if unknown:
+            ap.error(f"--only {unknown[0]!r} is not a row of the table; the rows are: " + "; ".join(known))
+        fresh = {first_cell(r) for r in args.only}
+        done = {k: v for k, v in written(ROOT / "README.md").items() if k not in fresh}
     if args.resume:
-        done = {x.split(" | ")[0]: x for x in Path(args.resume).read_text().splitlines() if ROW.match(x)}
+        done.update({x.split(" | ")[0]: x for x in Path(args.resume).read_text().splitlines() if ROW.match(x)})
     lines = table(decode.load(), done)
     if args.write:
         write(ROOT / "README.md", lines)

@@ -144,7 +144,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     at = At(t=t, process=process, noise=noise, seq=seq, prompt=lim["prompt"], max_new=lim["max_new"],
             hp=hp, trace=trace, selects=selection(kernel for _, kernel, _ in chain), logprobs=lp, pad=row_pad,
             ahead=look and look.run, take=look and look.take, exits=early, hidden=hidden,
-            head=model.output.weight if search.hidden else None)
+            head=model.output.weight if search.hidden else None, keys=keys)
     alive = state["alive"] if "alive" in state else None
     tokens, parents, state, info = search.advance(scores, at, state)
     health = note(health, t, broken(logits, MODEL, MODEL), marks)

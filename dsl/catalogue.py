@@ -1272,9 +1272,19 @@ def _check_cluster(c: Any, clauses: tuple) -> Problem | None:
 
 
 def _explain_npad(p: Params) -> str:
-    return (f"each beam's last hidden state gets Gaussian noise of scale {spell_value(p['sigma'])}/t at "
-            "step t before the output head (seeded), so the beams explore around the likeliest paths; "
-            "scores are the noisy logits'")
+    return (f"the beam's K rows are K decoders that never meet: each takes its most likely token (a draw "
+            f"when the recipe samples) after its last hidden state gains Gaussian noise of scale "
+            f"{spell_value(p['sigma'])}/t at step t (its own draws, seeded), and the K sequences come back "
+            "ranked by the model's noise-free log-probability"
+            + (" (sigma 0: K copies of greedy decoding)" if p["sigma"] == 0 else ""))
+
+
+def _warn_npad(c: Any, clauses: tuple) -> str | None:
+    search = next((x for x in clauses if x.kind == "search"), None)
+    if search is None or search.name != "beam" or (search["lenpen"] == 1.0 and search["early"] is False):
+        return None
+    return ("npad's decoders are greedy and ranked by their log-probability, so beam's lenpen and "
+            "early change nothing; drop them")
 
 
 for _spec in (
@@ -1303,25 +1313,33 @@ for _spec in (
                 "that gives its hidden states."),
     ClauseSpec(
         "npad", "modifier",
-        "noisy parallel approximate decoding: Gaussian noise on each beam's hidden state, annealed",
+        "noisy parallel approximate decoding: K independent greedy decoders, each with Gaussian noise "
+        "on its hidden state, ranked by the noise-free score",
         keywords=(Param("sigma", "float", lo=0.0, hi=SCALE, hi_why=BIG_WHY,
                         lo_why="a noise scale is a standard deviation, never negative",
-                        doc="noise scale S at the first step (S/t at step t; 0: beam search)"),),
+                        doc="noise scale S at the first step (S/t at step t; 0: K copies of greedy)"),),
         cite="Cho 2016, Noisy Parallel Approximate Decoding for Conditional Recurrent Language Model "
              "(arXiv:1605.03835)",
-        impl=_S + "npad", beam_variant=True, explain=_explain_npad, draws=True,
-        details="A modifier of `beam K`. Before the output head computes the logits of step t (t = 1 "
-                "for the first new token), each row's last hidden state (after the final norm) gains "
-                "sigma_t·z, z a vector of independent standard normal draws and sigma_t = SIGMA / t, "
-                "the paper's annealing; the draws come from the row's random key (Box-Muller on its "
-                "uniforms), so a seed repeats them and the run is seeded like a sampling one, while "
-                "selection stays argmax (unless the recipe samples). The search is then `beam` on the "
-                "noisy logits: scores and the returned `score` are theirs. The paper runs N noisy "
-                "greedy or beam searches that never communicate and keeps the best by the noise-free "
-                "score; here the K beams of one beam search stand for them, and as they compete "
-                "(the leading lineage takes the K places) the set stays about as alike as beam "
-                "search's whatever SIGMA. SIGMA = 0 is beam search; SIGMA is a number of the compiled "
-                "step. It needs a model that gives its hidden states."),
+        impl=_S + "npad", beam_variant=True, explain=_explain_npad, warn=_warn_npad, draws=True,
+        details="A modifier of `beam K`: the K rows of a prompt become K decoders that run side by "
+                "side and never meet, as the paper's parallel decoders (it wraps greedy decoding or "
+                "beam search; here each decoder is greedy). At step t (t = 1 for the first new "
+                "token) a row's last hidden state h (after the final norm) gains sigma_t·z, z a "
+                "vector of independent standard normal draws and sigma_t = SIGMA / t, the paper's "
+                "annealing; each row draws from its own random key (Box-Muller on a stream apart "
+                "from selection's), so a seed repeats the noise and the run is seeded like a "
+                "sampling one. The recipe's logit stages process the noisy logits W(h + sigma_t·z) "
+                "and the row takes the argmax (a draw when the recipe samples). The noise reaches a "
+                "later step only through the tokens it chose: the forward itself stays noise-free "
+                "(a transformer has no recurrent state to carry it). A row's `score` is the sum of "
+                "log_softmax(W·h) at its tokens: the model's own log-probability of the sequence, "
+                "noise-free and before the logit stages, by which the paper picks its best; the K "
+                "sequences (RETURN of them, best first) come back ranked by it, and with `--logprobs` "
+                "`raw` sums to it while `processed` is the noisy distribution the token was chosen "
+                "from. lenpen and early do not apply. The noisy logits are computed as W·h + "
+                "sigma_t·W·z: one more product with the output head per step. SIGMA = 0 is K "
+                "copies of greedy decoding; SIGMA is a number of the compiled step. It needs a "
+                "model that gives its hidden states."),
     ClauseSpec(
         "cpsbs", "search",
         "conditional Poisson stochastic beam search: each step K of the beams' children drawn as a set",

@@ -100,19 +100,30 @@ def test_cluster_1_is_beam_search_and_the_reference_can_tell():
 
 # -- npad ---------------------------------------------------------------------------------
 
-def npad_beam(model, k, max_new, sigma, seed):
-    """Beam search (early=false, lenpen 1) where beam j (row j, best first) scores its children
-    by the head of H[last] + sigma/(t+1)·z, z the row's normal draws at step t."""
+def npad_rows(model, k, max_new, sigma, seed, minnew=0):
+    """Cho's NPAD written out: k decoders that never meet; decoder j (the prompt's row j) at
+    step t takes the argmax of the head of H[last] + sigma/(t+1)·z, z its own normal draws at
+    step t (EOS banned while t < minnew), and scores the token by the noise-free log-probs
+    log_softmax(head(H[last])), the recipe's stages left out; the k results, best first (a
+    tie keeps row order)."""
     from decode.compiler.noise import row_keys
     from decode.compiler.search._hidden import gaussian
 
-    keys = row_keys([seed], k, "cpu")
-
-    def lp_of(t, j, hist):
-        h = model.hid[(PROMPT + hist)[-1]].double() + sigma / (t + 1) * gaussian(keys, torch.tensor(t), D)[j].double()
-        return torch.log_softmax(model.output.weight.double() @ h + model.output.bias.double(), -1).tolist()
-
-    return plain_beam(model, k, max_new, lambda t, c: sorted(c, key=lambda x: -x[0]), lp_of)
+    keys, w, b = row_keys([seed], k, "cpu"), model.output.weight.double(), model.output.bias.double()
+    out = []
+    for j in range(k):
+        hist, score = [], 0.0
+        for t in range(max_new):
+            h = model.hid[(PROMPT + hist)[-1]].double()
+            noisy = (w @ (h + sigma / (t + 1) * gaussian(keys, torch.tensor(t), D)[j].double()) + b).tolist()
+            if t < minnew:
+                noisy[EOS] = -math.inf
+            tok = int(np.argmax(noisy))
+            hist, score = hist + [tok], score + torch.log_softmax(w @ h + b, -1)[tok].item()
+            if tok == EOS:
+                break
+        out.append((score, hist))
+    return sorted(out, key=lambda x: -x[0])
 
 
 def noisy(model, recipe, seed, compile=False):
@@ -122,18 +133,47 @@ def noisy(model, recipe, seed, compile=False):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k,sigma", [(2, 0.5), (3, 1.5), (4, 3.0)])
-def test_npad_matches_the_plain_reference(k, sigma, seed):
+def test_npad_is_k_independent_noisy_greedy_decoders_ranked_by_the_clean_score(k, sigma, seed):
     model = HiddenTable(seed)
     recipe = f"beam {k} | npad sigma={sigma} | max 5"
-    assert_same(noisy(model, recipe, 40 + seed), npad_beam(model, k, 5, sigma, 40 + seed), recipe)
+    assert_same(noisy(model, recipe, 40 + seed), npad_rows(model, k, 5, sigma, 40 + seed), recipe)
 
 
-def test_npad_is_seeded_and_sigma_0_is_beam_search():
+def test_npad_stages_act_on_the_noisy_logits_and_the_score_stays_the_models():
+    """`minnew 2` bans EOS from the noisy choice at the first two steps; the score is still
+    the model's log-prob of the tokens (not renormalised over what the stage left)."""
+    model = HiddenTable(1)
+    recipe = "beam 4 | npad sigma=1.5 | minnew 2 | max 5"
+    got, want = noisy(model, recipe, 5), npad_rows(model, 4, 5, 1.5, 5, minnew=2)
+    assert_same(got, want, recipe)
+    assert want != npad_rows(model, 4, 5, 1.5, 5)  # the stage mattered here
+    # --logprobs: `raw` (the model's, noise-free) sums to the score; `processed` is the noisy choice's
+    out = decode.generate(model, recipe, [PROMPT], seeds=[5], compile=False, logprobs=2)[0]
+    for s in out.sequences:
+        assert s.score == pytest.approx(sum(t.raw for t in s.logprobs), abs=1e-5)
+        assert s.score != pytest.approx(sum(t.processed for t in s.logprobs), abs=1e-2)
+
+
+def test_npad_return_keeps_the_best_of_the_k():
+    model = HiddenTable(2)
+    got = noisy(model, "beam 4 return=2 | npad sigma=2 | max 5", 9)
+    assert_same(got, npad_rows(model, 4, 5, 2.0, 9)[:2], "return=2")
+
+
+def test_npad_warns_that_lenpen_and_early_change_nothing():
+    (w,) = decode.parse("beam 4 lenpen=0.6 | npad sigma=1").warnings
+    assert "lenpen and early change nothing" in w.message
+    assert decode.parse("beam 4 early=true | npad sigma=1").warnings
+    assert not decode.parse("beam 4 | npad sigma=1").warnings
+
+
+def test_npad_sigma_0_is_k_copies_of_greedy_and_the_noise_is_seeded():
     model = HiddenTable(0)
-    assert noisy(model, "beam 3 | npad sigma=0 | max 5", 7) == ours(model, "beam 3 | max 5")
+    greedy = decode.generate(model, "greedy | max 5", [PROMPT] * 3, compile=False)  # 3 rows: the same matmuls
+    assert noisy(model, "beam 3 | npad sigma=0 | max 5", 7) == [(c.sequences[0].score, c.sequences[0].ids) for c in greedy]
     runs = [noisy(model, "beam 3 | npad sigma=3 | max 5", s) for s in (7, 7, 8, 9, 10)]
     assert runs[0] == runs[1] and any(r != runs[0] for r in runs[2:])
-    assert any(r != ours(model, "beam 3 | max 5") for r in runs)
+    assert any(len({tuple(ids) for _, ids in r}) > 1 for r in runs)  # the decoders part ways
 
 
 def test_npad_noise_is_standard_normal_per_row_and_step():
@@ -200,7 +240,8 @@ def test_embedding_reference_can_tell_it_from_hamming():
 
 SWEEPS = [  # the table model's prefill gives a strided slice of states, as a llama's does
     ("beam 4 | diverse groups=2 penalty={} kind=embedding | max 5", (0.5, 2.0)),
-    pytest.param("beam 3 | npad sigma={} | max 5", (0.5, 2.0), marks=pytest.mark.slow),
+    ("beam 3 | npad sigma={} | max 5", (0.5, 2.0)),
+    pytest.param("beam 3 | npad sigma={} | topk 4 | max 5", (0.5, 2.0), marks=pytest.mark.slow),  # draws
     pytest.param("beam 3 | cluster 3 | topk {} | max 5", (5, 6), marks=pytest.mark.slow),
 ]
 

@@ -225,3 +225,27 @@ def test_a_search_that_raises_names_the_line_that_raised(tmp_path, table):
     with pytest.raises(decode.PluginError) as err:
         decode.generate(table, "wild | max 8", [[0]], compile=False)
     assert str(err.value) == f"plugin search 'wild' ({path}:17) raised KeyError: 'n'; fix the plugin"
+
+
+def test_a_search_can_change_the_hidden_states_before_the_head():
+    """`before_head` reaches the llama's forward (no built-in search uses it now: npad adds its
+    noise through the head): pushing each row's last state along token X's output embedding
+    makes greedy decoding take X at every step, the first (after the prompt) included. X is the
+    token of the longest embedding, so no other token's gains as much: w_v·w_x < |w_x|²."""
+    model = decode.load()
+    x = int(model.output.weight.norm(dim=-1).argmax())
+
+    @decode.search("pushed", doc="greedy with every state pushed toward one token")
+    class Pushed(decode.Search):
+        logprobs, hidden = False, "pushed"
+
+        def before_head(self, keys, t, hp):
+            return lambda h: h + 1000 * model.output.weight[x]
+
+        def step(self, scores, at, state):
+            tok = at.process(scores, None).argmax(-1)
+            return decode.Choice(tok, None, at.score + torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0])
+
+    out = decode.generate(model, "pushed | max 3", ["To be"], compile=False)[0].sequences[0]
+    assert out.ids == [x] * 3
+    assert decode.generate(model, "greedy | max 3", ["To be"], compile=False)[0].sequences[0].ids != [x] * 3

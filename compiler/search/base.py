@@ -83,6 +83,7 @@ class At:
     exits: torch.Tensor | None = None   # [E, R, V] early-exit logits of the layers `Search.exits` names
     hidden: torch.Tensor | None = None  # with Search.hidden: [R, dim] rows' last states (final norm)
     head: torch.Tensor | None = None    # and [V, dim] the tokens' output embeddings, same forward
+    keys: torch.Tensor | None = None    # [R, 2] the rows' keys (seeded runs): draw via noise.stream(keys, tag)
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
         """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
