@@ -8,7 +8,7 @@ import math
 import torch
 
 from decode.compiler.stages import mirostat
-from decode.compiler.stages._common import kth_largest
+from decode.compiler.stages._common import kth_largest_from
 
 STATIC = frozenset({"m"})
 select = mirostat.select  # the draw itself, as llama.cpp's mirostat samplers bring
@@ -30,7 +30,7 @@ def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
     e = s - 1
     k = (e * torch.exp2(state["mu"]) / (1 - torch.pow(float(vocab), -e))).pow(1 / s)
     k = torch.nan_to_num(k, nan=1.0, posinf=vocab).clamp(1, vocab).floor()  # 0/0 (one pair or none): 1
-    keep = logp >= kth_largest(logp, k.long()[:, None])
+    keep = logp >= kth_largest_from(logp, top, k.long()[:, None])
     return logp.masked_fill(~keep, -math.inf)
 
 
