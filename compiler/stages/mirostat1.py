@@ -8,7 +8,7 @@ import math
 import torch
 
 from decode.compiler.stages import mirostat
-from decode.compiler.stages._common import kth_largest_from
+from decode.compiler.stages._common import kth_largest_from, top_values
 
 STATIC = frozenset({"m"})
 select = mirostat.select  # the draw itself, as llama.cpp's mirostat samplers bring
@@ -21,7 +21,7 @@ def init(ctx, vocab: int, tau, eta, m) -> dict:
 def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
     vocab = logits.shape[-1]
     logp = torch.log_softmax(logits, dim=-1)
-    top = torch.topk(logp, min(m, vocab)).values                  # [R, M], most likely first
+    top = top_values(logp, min(m, vocab))                         # [R, M], most likely first
     i = torch.arange(1, top.shape[1], device=logits.device, dtype=logp.dtype)
     t = torch.log((i + 1) / i)                                      # log((i+1)/i), i = 1..M-1
     both = torch.isfinite(top[:, 1:])                               # pairs of possible tokens
