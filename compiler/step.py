@@ -160,6 +160,9 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
            if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
     if lp is not None:  # each row's log-probs follow it, as its tokens do
         paths = lp.rows(tokens, parents)
+        if trace:  # for decode.steps: this step's entry of each row, and of each candidate listed
+            info = {**info, "logprobs": paths[:, slot],
+                    "offered": lp.entry(info["parent"].clamp(0, seq.shape[0] - 1), info["token"])}
     if parents is not None:
         seq = seq[parents]
         moved = both(parents, guide, shift=True)  # unconditional rows move with theirs

@@ -283,3 +283,24 @@ def test_a_sweep_carries_the_log_probs_fresh_and_resumed(models, tmp_path, capsy
     assert main(["run", sweep, "--model", str(ours.source), "--prompts", str(every), "--out", str(resumed),
                  "--no-compile"]) == 1
     assert "written with --logprobs 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["greedy | max 10", "sample 3 | max 10 | seed 0", "beam 3 | max 10",
+                                    "beam 4 | diverse groups=2 penalty=0.5 | max 10"])
+def test_steps_give_the_log_probs_generate_gives(models, recipe):
+    """Each returned sequence is a row or a finished hypothesis at its last step, with the same
+    TokenLogprobs as generate's; some end in EOS, so hypotheses are compared too."""
+    _, ours = models
+    finishes = set()
+    for prompt in PROMPTS:
+        steps = list(decode.steps(ours, recipe, prompt, logprobs=N))
+        want = decode.generate(ours, recipe, [prompt], compile=False, logprobs=N)[0]
+        assert [s.logprobs for s in steps[-1].result.sequences] == [s.logprobs for s in want.sequences]
+        for seq in want.sequences:
+            at = steps[len(seq.ids) - 1]
+            shown = [r for r in at.rows if r.ids == seq.ids] + [h for h in at.finished if h.ids == seq.ids]
+            assert shown and all(x.logprobs == seq.logprobs for x in shown), (prompt, seq.ids)
+            finishes.add(seq.finish)
+        assert all(len(r.logprobs) == len(r.ids) for st in steps for r in st.rows)
+    assert finishes == {"eos", "max"}
+    assert all(r.logprobs is None for r in next(iter(decode.steps(ours, recipe, PROMPTS[0]))).rows)
