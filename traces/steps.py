@@ -22,7 +22,7 @@ from decode.compiler.engine import Completion, run
 from decode.compiler.logprobs import TokenLogprobs, tokens as token_logprobs
 from decode.compiler.plan import Plan
 from decode.traces.record import eos_and_pad, token_text
-from decode.traces.tree import Seen, Tree, per_prompt, ranks_sequences
+from decode.traces.tree import Seen, Tree, choice, per_prompt, ranks_sequences
 
 
 @dataclass
@@ -203,7 +203,7 @@ class _Builder:
         entries = info.pop("logprobs", None)  # [R][F]: each row's entry for this step's token
         offered = info.pop("offered", [[]])[0]  # [C][F]: each candidate's (its row and token decide it)
         (cands, _, sources), = per_prompt(tokens, info, 1)
-        by_choice = {(c["row"], int(c["token"])): e for c, e in zip(cands, offered)}
+        by_choice = {choice(c): e for c, e in zip(cands, offered)}
 
         def logged(s: Seen, entry) -> list[TokenLogprobs] | None:  # its row's tokens', then this one's
             if entries is None or entry is None:
