@@ -69,8 +69,8 @@ def kth_largest_from(x: torch.Tensor, top: torch.Tensor, k: torch.Tensor) -> tor
     when every row's k is within it, else `kth_largest` over the whole row (the same value).
 
     Eager, a plain branch; compiled on CPU, torch.cond runs the radix select only when some
-    row needs it (it costs more than the rest of the stage); on a GPU both are cheap and a
-    host-side branch would break the CUDA graph, so both run.
+    row needs it (it costs more than the rest of the stage); on a GPU a host-side branch
+    would break the CUDA graph, so both run there.
     """
     m = top.shape[1]
     within = (k <= m).all()
