@@ -6,7 +6,9 @@ Not a test: read the ratios.
 
     python benchmarks/stages.py --threads 1 --clock cpu
     python benchmarks/stages.py --stages minnew,force_eos --shape 110m
-    python benchmarks/stages.py --stages dry,xtc --repeats 30
+    python benchmarks/stages.py --only dry,mirostat1 --threads 1 --clock cpu --repeats 30
+
+`--only` (or `--stages`) times a subset, against the same base in the same run.
 
 A new stage is one more entry in STAGES: its name -> the clause as a recipe writes it.
 """
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--new", type=int, default=64, help="new tokens per timed run")
     ap.add_argument("--repeats", type=int, default=15, help="timed runs per case, interleaved; best is kept")
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated names from STAGES")
+    ap.add_argument("--stages", "--only", default=",".join(STAGES),
+                    help="comma-separated names from STAGES (default: all)")
     ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                     help="cpu: this thread's CPU time (use with --threads 1 on a shared machine)")
     ap.add_argument("--out", default=None, help="also write the table to this file")

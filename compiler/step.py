@@ -16,7 +16,7 @@ from decode.compiler.logprobs import StepLogprobs
 from decode.compiler.guidance import both, split
 from decode.compiler.noise import uniform
 from decode.compiler.search.base import At
-from decode.compiler.search.record import row_candidates
+from decode.compiler.search.record import offered, row_candidates
 from decode.compiler.stages import selection, stateful
 
 # What the step notes about a row whose scores cannot be decoded: code MODEL, the model's
@@ -160,6 +160,8 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
            if stateful(kernel) else sst[i] for i, ((_, kernel, static), dyn) in enumerate(zip(chain, sp))]
     if lp is not None:  # each row's log-probs follow it, as its tokens do
         paths = lp.rows(tokens, parents)
+        if trace:  # for decode.steps: this step's entry of each row, and of each candidate listed
+            info = {**info, "logprobs": paths[:, slot], "offered": offered(info, lp.entry, seq.shape[0])}
     if parents is not None:
         seq = seq[parents]
         moved = both(parents, guide, shift=True)  # unconditional rows move with theirs

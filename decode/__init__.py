@@ -57,18 +57,19 @@ def transform(recipe, logits, input_ids, model=None, *, tokenizer=None, eos=None
     return _transform(recipe, logits, input_ids, model, tokenizer=tokenizer, eos=eos, unconditional=unconditional)
 
 
-def steps(model, recipe, prompt, seed=None):
+def steps(model, recipe, prompt, seed=None, logprobs=0):
     """Run `recipe` on one prompt eagerly, yielding what the search did at each step: the
     rows and their texts, the candidates with processed log-probs and penalties, what was
     kept and why, the finished hypotheses. The last step's `.result` is the Completion
-    `generate` returns.
+    `generate` returns. With `logprobs=N` each row's `.logprobs` lists its tokens' log-probs
+    and N alternatives, the numbers `generate(..., logprobs=N)` gives.
 
         >>> for st in decode.steps(m, "beam 4 | max 8", "ROMEO:"):
         ...     print(st)
     """
     from decode.traces.steps import steps as _steps
 
-    return _steps(model, recipe, prompt, seed=seed)
+    return _steps(model, recipe, prompt, seed=seed, logprobs=logprobs)
 
 
 def __getattr__(name):

@@ -558,7 +558,7 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
         from decode.jobs.sweep import read_done
 
         batch.check_target(args.prompts, args.out)
-        done, found = read_done(args.out, sw)
+        done, found = read_done(args.out, sw, args.logprobs)
         batch.cut_torn(args.out, found)
         if done:
             print(f"decode: {args.out} already holds {sum(map(len, done.values()))} of the "
@@ -571,6 +571,8 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
         print(f"decode: {a.label} changes the compiled step: each of its {len(a.values)} values "
               "compiles once", file=sys.stderr)
     model = decode.load(args.model, device=args.device, dtype=args.dtype)
+    if _logprobs_problem(args, model):
+        return _usage_error(_logprobs_problem(args, model))
     _warn_midtext(sw.points[0], model)
     lines: list[str] = []
     seed = args.seed if args.seed is not None else (sw.points[0].seed if sw.points[0].seed is not None else 0)
@@ -587,7 +589,7 @@ def _run_sweep(args: argparse.Namespace, sw) -> int:
 
         stack.enter_context(_compile_status())
         errors, steps = run_sweep(sw, model, items, write, seed=seed, batch_size=args.batch_size,
-                                  compiled=not args.no_compile, done=done)
+                                  compiled=not args.no_compile, done=done, logprobs=args.logprobs)
     for e in errors:
         print(f"decode: failed {e.describe(args.prompts or '--prompt')}", file=sys.stderr)
     if not args.json:
@@ -753,7 +755,7 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
         try:
             note = owned.enter_context(distributed.owning(args.out, args.prompts, world))
             todo, skipped, target = distributed.share(args.out, recipe.fingerprint, items, world,
-                                                      args.batch_size)
+                                                      args.batch_size, args.logprobs)
         except distributed.PeerFailed:
             return 1
         if note and loud:

@@ -217,10 +217,12 @@ class Results:
     size: int                   # bytes in all: more than `whole` when a crash tore the last line
 
 
-def read_results(path: str, fingerprint: str) -> Results:
+def read_results(path: str, fingerprint: str, logprobs: int | None = None) -> Results:
     """The results already in `path` (a missing file has none), without changing a byte.
     Refuses a file that is not a result file of this recipe: every line but a torn last one
-    must be a result line of `fingerprint`, and a torn one must be the start of one.
+    must be a result line of `fingerprint`, and a torn one must be the start of one. With
+    `logprobs` (a run's --logprobs N) every line must carry N alternatives (0: none), so a
+    resumed file reads as a fresh one.
 
         >>> read_results("out.jsonl", recipe.fingerprint).done
     """
@@ -229,15 +231,17 @@ def read_results(path: str, fingerprint: str) -> Results:
                 f"{obj['fingerprint']}), not of this one ({fingerprint}); resuming "
                 f"would mix two recipes. Choose another --out file.")
 
-    done, found = read_done(path, {fingerprint}, foreign)
+    done, found = read_done(path, {fingerprint}, foreign, logprobs)
     return Results(done.get(fingerprint, set()), found.whole, found.size)
 
 
-def read_done(path: str, fingerprints: set[str], foreign) -> tuple[dict[str, set[str]], Results]:
+def read_done(path: str, fingerprints: set[str], foreign,
+              logprobs: int | None = None) -> tuple[dict[str, set[str]], Results]:
     """The ids (as `id_key`) already in `path` per recipe fingerprint, and where its whole lines
     end (`Results`, for `cut_torn`), without changing a byte. Every line but a torn last one
     must be a result line of one of `fingerprints` (else BatchError; `foreign(n, obj)` words
-    a result of another recipe), and a torn one must be the start of one."""
+    a result of another recipe), and a torn one must be the start of one. With `logprobs`,
+    every whole line must have been written with that --logprobs N (see `read_results`)."""
     done: dict[str, set[str]] = {}
     whole = 0
     try:
@@ -256,8 +260,26 @@ def read_done(path: str, fingerprints: set[str], foreign) -> tuple[dict[str, set
                 obj = _result(path, n, raw, seen)
                 if obj["fingerprint"] not in fingerprints:
                     raise BatchError(foreign(n, obj))
+                if logprobs is not None and written_with(obj) != logprobs:
+                    raise BatchError(_other_logprobs(path, n, written_with(obj), logprobs))
                 done.setdefault(obj["fingerprint"], set()).add(id_key(obj["id"]))
     return done, Results(set(), whole, whole)
+
+
+def written_with(obj: dict) -> int:
+    """The --logprobs N a result line was written with (0: it has no log-probs)."""
+    meaning = obj.get("logprobs")
+    return meaning.get("top", 0) if isinstance(meaning, dict) else 0
+
+
+def _other_logprobs(path: str, n: int, have: int, want: int) -> str:
+    def said(k: int) -> str:
+        return f"--logprobs {k}" if k else "no --logprobs"
+
+    return (f"{path}:{n} was written with {said(have)}, and this run has {said(want)}: resuming "
+            f"would mix lines {'with and without log-probs' if 0 in (have, want) else 'of two widths'}. "
+            f"Run it {'with --logprobs ' + str(have) if have else 'without --logprobs'} to resume, "
+            f"or choose another --out file.")
 
 
 def _open_regular(path: str) -> BinaryIO:

@@ -208,11 +208,12 @@ def part_files(out: str) -> list[str]:
     return sorted(p for p in glob.glob(glob.escape(out) + ".part-*-of-*") if _PART.search(p))
 
 
-def finished(out: str, fingerprint: str) -> set[str]:
+def finished(out: str, fingerprint: str, logprobs: int | None = None) -> set[str]:
     """Ids (as `id_key`) in `out` and in its part files. Every file is checked to be a
-    result file of this recipe before any torn last line is cut off."""
+    result file of this recipe (written with `logprobs`, when given) before any torn last
+    line is cut off."""
     paths = [out, *part_files(out)]
-    found = [read_results(path, fingerprint) for path in paths]
+    found = [read_results(path, fingerprint, logprobs) for path in paths]
     for path, f in zip(paths, found):
         cut_torn(path, f)
     return set().union(*(f.done for f in found))
@@ -291,18 +292,19 @@ def owning(out: str | None, prompts: str, world: World) -> Iterator[str | None]:
 
 
 def share(out: str | None, fingerprint: str, items: list[Item], world: World,
-          batch_size: int) -> tuple[list[Item], int, str | None]:
+          batch_size: int, logprobs: int | None = None) -> tuple[list[Item], int, str | None]:
     """(this rank's prompts to decode, how many are done already, the file it appends to).
 
     Rank 0 reads what is done and tells the others; the batches left are dealt round robin.
-    A world of one appends to `out` itself.
+    A world of one appends to `out` itself. With `logprobs` (the run's --logprobs N) what is
+    done must have been written with the same N (`batch.read_results`).
     """
     if out is None:
         return list(items), 0, None
     if world.size == 1:
-        done = finished(out, fingerprint)
+        done = finished(out, fingerprint, logprobs)
     else:
-        done = _from_rank0(lambda: finished(out, fingerprint), world)
+        done = _from_rank0(lambda: finished(out, fingerprint, logprobs), world)
     todo = [it for it in items if id_key(it.id) not in done]
     mine = deal(todo, world, batch_size)
     return mine, len(items) - len(todo), out if world.size == 1 else part_path(out, world)

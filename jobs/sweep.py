@@ -38,23 +38,25 @@ def compiled_axes(sw: Sweep) -> list[Axis]:
     return list(reversed(out))
 
 
-def read_done(path: str, sw: Sweep) -> tuple[dict[str, set[str]], Results]:
+def read_done(path: str, sw: Sweep, logprobs: int | None = None) -> tuple[dict[str, set[str]], Results]:
     """What a rerun of a `--prompts` sweep finds in its `--out`: the ids (as `id_key`) already
     decoded at each point (by the point's fingerprint), and the Results `batch.cut_torn` takes.
-    Refuses a file with a line of any other recipe (resuming would mix them). Reads, never writes."""
+    Refuses a file with a line of any other recipe, or written with another --logprobs N than
+    `logprobs` (resuming would mix them). Reads, never writes."""
     def foreign(n: int, obj: dict) -> str:
         return (f"{path}:{n} holds a result of recipe {obj.get('recipe')!r}, not of a point of "
                 "this sweep; resuming would mix them. Choose another --out file.")
 
-    return batch.read_done(path, {p.fingerprint for p in sw.points}, foreign)
+    return batch.read_done(path, {p.fingerprint for p in sw.points}, foreign, logprobs)
 
 
 def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None], *, seed: int,
               batch_size: int = 8, compiled: bool = True,
               on_point: Callable[[int], None] | None = None,
-              done: dict[str, set[str]] | None = None) -> tuple[list[LineError], int]:
+              done: dict[str, set[str]] | None = None, logprobs: int = 0) -> tuple[list[LineError], int]:
     """Decode `items` at every point of `sw` (but those `done` holds for that point's
-    fingerprint: a resumed run); (the prompts that failed, the steps compiled)."""
+    fingerprint: a resumed run); (the prompts that failed, the steps compiled). `logprobs=N`
+    gives every token its log-probs and N alternatives, as in a batch (batch.decode_batches)."""
     errors: list[LineError] = []
     before = step_cache.built()
     clock = [time.perf_counter()]
@@ -74,7 +76,7 @@ def run_sweep(sw: Sweep, model, items: list[Item], write: Callable[[str], None],
             clock[0] = time.perf_counter()
 
         found = decode_batches(lower(point), model, todo, tagged, seed=seed, batch_size=batch_size,
-                               compiled=compiled)
+                               compiled=compiled, logprobs=logprobs)
         errors += [e for e in found if e not in errors]  # a bad prompt is bad at every point
         if on_point is not None:
             on_point(i)

@@ -19,6 +19,7 @@ import decode
 from decode.compiler.context import StepContext
 from decode.compiler.noise import row_keys, stream, uniform
 from decode.compiler.stages import apply_stage, load_stage, tensor_params
+from decode.compiler.stages._common import kth_largest, kth_largest_from, top_values
 from decode.dsl import RecipeError, parse
 from table_model import TableModel
 
@@ -470,3 +471,32 @@ def test_compiled_equals_eager(bigram, recipe):
     assert [[s.ids for s in c.sequences] for c in compiled] == [[s.ids for s in c.sequences] for c in eager]
     for a, b in zip(compiled, eager):
         assert [s.score for s in a.sequences] == pytest.approx([s.score for s in b.sequences], abs=1e-4)
+
+
+# mirostat1's fast paths (_common.py): the same values as the plain computations, eagerly and
+# compiled (one inductor graph over both branches of its torch.cond)
+def test_top_values_equal_torch_topk_with_ties_and_minus_infinity():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        v, m = int(torch.randint(3000, 20000, (1,), generator=g)), int(torch.randint(2, 30, (1,), generator=g))
+        x = torch.randn(3, v, generator=g)
+        x = x.round() if trial % 2 else torch.where(x > 1.5, x, -INF)  # ties; mostly -inf
+        x[2] = -INF
+        x[2, v - 1] = 0.0
+        assert torch.equal(top_values(x, m), torch.topk(x, m).values), (v, m)
+
+
+def test_kth_largest_from_the_top_equals_the_radix_select_compiled_and_eager():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 4096, generator=g).round(decimals=1)  # ties at every k
+    x[3, 100:] = -INF
+
+    def kth(x, k):
+        top = top_values(x, 16)
+        return kth_largest_from(x, top, k)
+
+    compiled = torch.compile(kth, backend="inductor", fullgraph=True, dynamic=False)
+    for ks in ([1, 5, 16, 3], [1, 17, 2, 4000], [4096, 300, 90, 100], [16, 16, 16, 16]):
+        k = torch.tensor(ks)[:, None]
+        want = torch.cat([kth_largest(x[i:i + 1], k[i]) for i in range(4)])
+        assert torch.equal(kth(x, k), want) and torch.equal(compiled(x, k), want), ks

@@ -205,3 +205,102 @@ def test_batch_files_carry_the_log_probs(models, tmp_path, capsys):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == [0, 1, 2] and all(x["logprobs"]["top"] == 1 for x in lines)
     assert all(len(s["logprobs"]) == len(s["ids"]) for x in lines for s in x["sequences"])
+
+
+def same_lines(a, b) -> None:
+    """The same result lines: the same keys and ids throughout, floats to TOL (a prompt's
+    numbers move by rounding with the prompts decoded beside it in one batch)."""
+    if isinstance(a, float):
+        assert b == pytest.approx(a, abs=TOL)
+    elif isinstance(a, (dict, list)):
+        assert type(a) is type(b) and len(a) == len(b) and (not isinstance(a, dict) or list(a) == list(b))
+        for x, y in zip(a.values(), b.values()) if isinstance(a, dict) else zip(a, b):
+            same_lines(x, y)
+    else:
+        assert a == b
+
+
+def _batch(ours, prompts, out, *extra):
+    return main(["run", "sample 2 | max 3", "--model", str(ours.source), "--prompts", str(prompts),
+                 "--out", str(out), "--no-compile", "--seed", "1", *extra])
+
+
+def test_a_resumed_batch_carries_the_log_probs_a_fresh_one_does(models, tmp_path, capsys):
+    _, ours = models
+    first, every = tmp_path / "first.jsonl", tmp_path / "every.jsonl"
+    first.write_text(json.dumps({"id": 0, "prompt_ids": PROMPTS[0]}) + "\n")
+    every.write_text("".join(json.dumps({"id": i, "prompt_ids": p}) + "\n" for i, p in enumerate(PROMPTS)))
+    fresh, resumed = tmp_path / "fresh.jsonl", tmp_path / "resumed.jsonl"
+    assert _batch(ours, every, fresh, "--logprobs", "2") == 0
+    assert _batch(ours, first, resumed, "--logprobs", "2") == 0
+    assert _batch(ours, every, resumed, "--logprobs", "2") == 0  # resumes: ids 1 and 2
+    assert "1 already done" in capsys.readouterr().err
+    same_lines([json.loads(x) for x in resumed.read_text().splitlines()],
+               [json.loads(x) for x in fresh.read_text().splitlines()])
+    assert all(len(s["logprobs"]) == len(s["ids"]) for x in map(json.loads, fresh.read_text().splitlines())
+               for s in x["sequences"])
+
+
+@pytest.mark.parametrize("before,now,words", [
+    (["--logprobs", "2"], [], "written with --logprobs 2, and this run has no --logprobs"),
+    ([], ["--logprobs", "2"], "Run it without --logprobs to resume"),
+    (["--logprobs", "1"], ["--logprobs", "2"], "Run it with --logprobs 1 to resume"),
+])
+def test_a_resume_with_other_logprobs_is_refused_and_the_file_kept(models, tmp_path, capsys, before, now, words):
+    _, ours = models
+    first, every, out = tmp_path / "first.jsonl", tmp_path / "every.jsonl", tmp_path / "out.jsonl"
+    first.write_text(json.dumps({"id": 0, "prompt_ids": PROMPTS[0]}) + "\n")
+    every.write_text("".join(json.dumps({"id": i, "prompt_ids": p}) + "\n" for i, p in enumerate(PROMPTS)))
+    assert _batch(ours, first, out, *before) == 0
+    kept = out.read_bytes()
+    capsys.readouterr()
+    assert _batch(ours, every, out, *now) == 1
+    err = capsys.readouterr().err
+    assert words in err and f"{out}:1" in err and "Traceback" not in err
+    assert out.read_bytes() == kept
+
+
+def test_a_sweep_carries_the_log_probs_fresh_and_resumed(models, tmp_path, capsys):
+    _, ours = models
+    first, every = tmp_path / "first.jsonl", tmp_path / "every.jsonl"
+    first.write_text(json.dumps({"id": 0, "prompt_ids": PROMPTS[0]}) + "\n")
+    every.write_text("".join(json.dumps({"id": i, "prompt_ids": p}) + "\n" for i, p in enumerate(PROMPTS[:2])))
+    fresh, resumed = tmp_path / "fresh.jsonl", tmp_path / "resumed.jsonl"
+    sweep = "sample | topp {0.8, 0.9} | max 3"
+    for prompts, out in [(every, fresh), (first, resumed), (every, resumed)]:
+        assert main(["run", sweep, "--model", str(ours.source), "--prompts", str(prompts), "--out", str(out),
+                     "--no-compile", "--logprobs", "2"]) == 0
+
+    def lines(path):  # in order of point and id; the decoding time each line records differs
+        found = [json.loads(x) for x in path.read_text().splitlines()]
+        return sorted(({**x, "point": {**x["point"], "seconds": 0}} for x in found),
+                      key=lambda x: (x["point"]["index"], x["id"]))
+
+    assert len(lines(fresh)) == 4
+    same_lines(lines(resumed), lines(fresh))
+    assert all(x["logprobs"]["top"] == 2 and len(s["logprobs"]) == len(s["ids"])
+               for x in map(json.loads, fresh.read_text().splitlines()) for s in x["sequences"])
+    assert main(["run", sweep, "--model", str(ours.source), "--prompts", str(every), "--out", str(resumed),
+                 "--no-compile"]) == 1
+    assert "written with --logprobs 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["greedy | max 10", "sample 3 | max 10 | seed 0", "beam 3 | max 10",
+                                    "beam 4 | diverse groups=2 penalty=0.5 | max 10"])
+def test_steps_give_the_log_probs_generate_gives(models, recipe):
+    """Each returned sequence is a row or a finished hypothesis at its last step, with the same
+    TokenLogprobs as generate's; some end in EOS, so hypotheses are compared too."""
+    _, ours = models
+    finishes = set()
+    for prompt in PROMPTS:
+        steps = list(decode.steps(ours, recipe, prompt, logprobs=N))
+        want = decode.generate(ours, recipe, [prompt], compile=False, logprobs=N)[0]
+        assert [s.logprobs for s in steps[-1].result.sequences] == [s.logprobs for s in want.sequences]
+        for seq in want.sequences:
+            at = steps[len(seq.ids) - 1]
+            shown = [r for r in at.rows if r.ids == seq.ids] + [h for h in at.finished if h.ids == seq.ids]
+            assert shown and all(x.logprobs == seq.logprobs for x in shown), (prompt, seq.ids)
+            finishes.add(seq.finish)
+        assert all(len(r.logprobs) == len(r.ids) for st in steps for r in st.rows)
+    assert finishes == {"eos", "max"}
+    assert all(r.logprobs is None for r in next(iter(decode.steps(ours, recipe, PROMPTS[0]))).rows)

@@ -17,11 +17,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from decode.compiler.arguments import check_model, one_prompt, recipe_plan, seed_value
+from decode.compiler.arguments import check_model, logprobs_value, one_prompt, recipe_plan, seed_value
 from decode.compiler.engine import Completion, run
+from decode.compiler.logprobs import TokenLogprobs, tokens as token_logprobs
 from decode.compiler.plan import Plan
 from decode.traces.record import eos_and_pad, token_text
-from decode.traces.tree import Seen, Tree, per_prompt, ranks_sequences
+from decode.traces.tree import Seen, Tree, choice, per_prompt, ranks_sequences
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Row:
     parent: int
     score: float | None     # the search's score of the row (a sum of log-probs for greedy/sample)
     active: bool = True     # False: the row has ended (or its group is done) and writes padding
+    logprobs: list[TokenLogprobs] | None = None  # per token of `ids`, with `logprobs=N`; else None
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Hypothesis:
     text: str
     score: float | None     # sum of processed log-probs (before any length penalty)
     step: int
+    logprobs: list[TokenLogprobs] | None = None  # per token of `ids`, with `logprobs=N`; else None
 
 
 @dataclass
@@ -114,15 +117,18 @@ class _Stopped(Exception):
     """The consumer closed the generator: end the worker's run."""
 
 
-def steps(model, recipe, prompt: str | list[int], seed: int | None = None) -> Iterator[Step]:
+def steps(model, recipe, prompt: str | list[int], seed: int | None = None, logprobs: int = 0) -> Iterator[Step]:
     """Decode one prompt eagerly, yielding a `Step` per step; see the module docstring.
+    `logprobs=N`: each row carries its tokens' log-probs (`Row.logprobs`), as `generate`'s
+    sequences do.
 
     The arguments are checked on the call, not on the first step."""
     check_model(model)
-    return _steps(recipe_plan(recipe), model, one_prompt(prompt), seed_value(seed))
+    return _steps(recipe_plan(recipe), model, one_prompt(prompt), seed_value(seed),
+                  logprobs_value(logprobs, model.config.vocab_size))
 
 
-def _steps(plan: Plan, model, prompt: str | list[int], seed: int | None) -> Iterator[Step]:
+def _steps(plan: Plan, model, prompt: str | list[int], seed: int | None, logprobs: int) -> Iterator[Step]:
     handoff: queue.Queue = queue.Queue(maxsize=1)
     closed = threading.Event()
 
@@ -133,7 +139,8 @@ def _steps(plan: Plan, model, prompt: str | list[int], seed: int | None) -> Iter
 
     def work():
         try:
-            out = run(plan, model, [prompt], seed=seed, compiled=False, on_step=on_step, trace=True)
+            out = run(plan, model, [prompt], seed=seed, compiled=False, on_step=on_step, trace=True,
+                      logprobs=logprobs)
             handoff.put(("done", out[0]))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             handoff.put(("error", err))
@@ -189,24 +196,38 @@ class _Builder:
     def step(self, t: int, tokens: list[int], info: dict) -> Step:
         if self.tree is None:
             self.tree = Tree(len(tokens), self.eos, self.pad, not self.summed)
-            self.rows = [Row(i, [], "", i, 0.0 if self.summed else None) for i in range(len(tokens))]
+            logged = "logprobs" in info
+            self.rows = [Row(i, [], "", i, 0.0 if self.summed else None, logprobs=[] if logged else None)
+                         for i in range(len(tokens))]
         prev = self.rows
+        entries = info.pop("logprobs", None)  # [R][F]: each row's entry for this step's token
+        offered = info.pop("offered", [[]])[0]  # [C][F]: each candidate's (its row and token decide it)
         (cands, _, sources), = per_prompt(tokens, info, 1)
+        by_choice = {choice(c): e for c, e in zip(cands, offered)}
+
+        def logged(s: Seen, entry) -> list[TokenLogprobs] | None:  # its row's tokens', then this one's
+            if entries is None or entry is None:
+                return None
+            return prev[s.row].logprobs + token_logprobs([entry], [s.token], self.tok)
+
         seen = self.tree.step(cands, tokens, sources)
         made = {s.node: self._grown(s, prev) for s in seen if s.node is not None}
         shown = {id(s): Candidate(s.row, s.token, token_text(self.tok, s.token), s.logp, s.penalty,
                                   s.group, s.kept, s.finished) for s in seen if s.logp is not None}
-        rows = []
+        rows, lps = [], {}
         for r, (src, node) in enumerate(zip(sources, self.tree.rows)):
             if node not in made:
                 before = prev[src]
-                rows.append(Row(r, before.ids, before.text, src, before.score, False))
+                rows.append(Row(r, before.ids, before.text, src, before.score, False, before.logprobs))
                 continue
             s, ids, score = made[node]
             if id(s) in shown and not s.finished:
                 shown[id(s)].becomes = r
-            rows.append(Row(r, ids, self.text(ids), src, score, not s.finished))
-        self.finished += [Hypothesis(ids, self.text(ids), score, t) for s, ids, score in made.values() if s.finished]
+            lps[node] = logged(s, entries and entries[r])
+            rows.append(Row(r, ids, self.text(ids), src, score, not s.finished, lps[node]))
+        self.finished += [Hypothesis(ids, self.text(ids), score, t,
+                                     lps[node] if node in lps else logged(s, by_choice.get((s.row, s.token))))
+                          for node, (s, ids, score) in made.items() if s.finished]
         self.rows = rows
         return Step(t, self.recipe, rows, list(shown.values()), list(self.finished))
 

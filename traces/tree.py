@@ -63,6 +63,11 @@ def per_prompt(tokens: list[int], info: dict, prompts: int) -> Iterator[tuple[li
         yield cands, tokens[b * k:(b + 1) * k], [int(s) - b * k for s in sources[b * k:(b + 1) * k]]
 
 
+def choice(cand: dict) -> tuple[int, int]:
+    """A listed candidate's (row, token), what its log-probs depend on (decode.steps)."""
+    return cand["row"], int(cand["token"])
+
+
 @dataclass
 class Seen:
     """A candidate of a row still going, placed in the tree."""

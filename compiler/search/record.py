@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 TOP = 5  # alternatives listed per row
+TOKEN, PARENT = "token", "parent"  # the keys that name a candidate: its token, the row it extends
 
 
 def candidates(token, logp, parent, kept, finished, group=None, penalty=None) -> dict:
@@ -21,8 +22,14 @@ def candidates(token, logp, parent, kept, finished, group=None, penalty=None) ->
         group = torch.zeros_like(token)
     if penalty is None:
         penalty = torch.zeros_like(logp)
-    return {"token": token, "logp": logp, "parent": parent, "kept": kept,
+    return {TOKEN: token, "logp": logp, PARENT: parent, "kept": kept,
             "finished": finished, "group": group, "penalty": penalty}
+
+
+def offered(info: dict, entry, rows: int) -> torch.Tensor:
+    """[B, C, F]: `entry(row, token)` of each candidate of a step's `info` (its log-probs,
+    compiler/logprobs.py), for decode.steps' finished hypotheses; rows clamped to 0..rows-1."""
+    return entry(info[PARENT].clamp(0, rows - 1), info[TOKEN])
 
 
 def row_candidates(processed, tokens, parents, alive, ended, batch: int) -> dict:

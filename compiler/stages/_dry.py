@@ -55,13 +55,12 @@ def penalty(logits: torch.Tensor, state: dict, multiplier, base, allowed, breake
     cap = torch.minimum(torch.minimum(run, slots - start + 1), limit(hist, length, start, breakers))
     nxt = F.pad(hist[:, 1:], (0, 1), value=-1)
     ok = (slots >= start) & (slots < length - 1) & (hist >= 0) & (cap >= allowed)
+    singles = [seq[0] for seq in breakers if len(seq) == 1]  # never penalised: their slots write nothing
+    if singles:  # (a mask over the vocabulary instead cost more than the rest of the stage)
+        ok = ok & ~(nxt[..., None] == torch.tensor(singles, device=hist.device)).any(-1)
     top = torch.where(base > 1.000001, torch.floor(FLOAT_MAX_LOG / torch.log(base)), float("inf"))
     # the size per slot (the power grows with the repeat: its largest over a token's slots is
     # the size of its longest repeat), so the power runs over the history, not the vocabulary
     size = multiplier.double() * torch.pow(base.double(), torch.minimum(cap - allowed, top).double())
-    pen = torch.zeros_like(logits).scatter_reduce(1, nxt.clamp(min=0), torch.where(ok, size, 0.0).to(logits.dtype),
-                                                  "amax")
-    singles = [seq[0] for seq in breakers if len(seq) == 1]  # never penalised
-    spared = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    spared = spared.index_fill(0, torch.tensor(singles, dtype=torch.long, device=logits.device), True)
-    return torch.where(spared, 0.0, pen)
+    return torch.zeros_like(logits).scatter_reduce(1, nxt.clamp(min=0), torch.where(ok, size, 0.0).to(logits.dtype),
+                                                   "amax")

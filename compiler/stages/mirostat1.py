@@ -8,7 +8,7 @@ import math
 import torch
 
 from decode.compiler.stages import mirostat
-from decode.compiler.stages._common import kth_largest
+from decode.compiler.stages._common import kth_largest_from, top_values
 
 STATIC = frozenset({"m"})
 select = mirostat.select  # the draw itself, as llama.cpp's mirostat samplers bring
@@ -21,7 +21,7 @@ def init(ctx, vocab: int, tau, eta, m) -> dict:
 def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
     vocab = logits.shape[-1]
     logp = torch.log_softmax(logits, dim=-1)
-    top = torch.topk(logp, min(m, vocab)).values                  # [R, M], most likely first
+    top = top_values(logp, min(m, vocab))                         # [R, M], most likely first
     i = torch.arange(1, top.shape[1], device=logits.device, dtype=logp.dtype)
     t = torch.log((i + 1) / i)                                      # log((i+1)/i), i = 1..M-1
     both = torch.isfinite(top[:, 1:])                               # pairs of possible tokens
@@ -30,7 +30,7 @@ def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
     e = s - 1
     k = (e * torch.exp2(state["mu"]) / (1 - torch.pow(float(vocab), -e))).pow(1 / s)
     k = torch.nan_to_num(k, nan=1.0, posinf=vocab).clamp(1, vocab).floor()  # 0/0 (one pair or none): 1
-    keep = logp >= kth_largest(logp, k.long()[:, None])
+    keep = logp >= kth_largest_from(logp, top, k.long()[:, None])
     return logp.masked_fill(~keep, -math.inf)
 
 
