@@ -41,6 +41,8 @@ def ours_ms(case: Case, clock: str) -> tuple[float, list[int]]:
 def one_thread_count(args) -> dict:
     """Everything measured at one thread count (this process's)."""
     torch.set_num_threads(args.threads)
+    if args.clock == "auto":
+        args.clock = "cpu" if args.threads == 1 else "wall"
     models = {dt: random_model(args.shape, dtype=dt) for _, dt in PAIRS}
     cases = {dt: Case("greedy", m, new=args.new, clock=args.clock) for dt, m in models.items()}
     prompt = cases["fp32"].prompts[0]
@@ -69,14 +71,15 @@ def one_thread_count(args) -> dict:
     bw = bandwidth(torch.device("cpu"))
     roof = {dt: roofline_ms(models[dt], 1, len(prompt) + args.new, bw) for _, dt in PAIRS}
     same = {q: sum(a == b for a, b in zip(ids[f"llama.cpp {q}"], ids[f"decode {dt}"])) for q, dt in PAIRS}
-    return {"threads": args.threads, "ms": {k: v * 1e3 for k, v in best.items()}, "logits_max_abs": check,
+    return {"threads": args.threads, "clock": args.clock, "ms": {k: v * 1e3 for k, v in best.items()}, "logits_max_abs": check,
             "roofline_ms": roof, "bandwidth_gbs": bw / 1e9, "greedy_same_tokens": same, "new": args.new,
             "logits_span": float(ref.max() - ref.min()), "compile_s": {dt: c.compile_s for dt, c in cases.items()}}
 
 
 def table(results: list[dict], args) -> list[str]:
     r0 = results[0]
-    lines = [f"shape {args.shape}, greedy, 1 prompt of {16} tokens, {args.new} new tokens, {args.clock} clock, "
+    clocks = ", ".join(f"{r['clock']} clock at {r['threads']}" for r in results)
+    lines = [f"shape {args.shape}, greedy, 1 prompt of 16 tokens, {args.new} new tokens, {clocks}, "
              f"best of {args.rounds} rounds (llama.cpp and decode alternating in each), {time.strftime('%Y-%m-%d')}; "
              f"llama.cpp and decode on the same fp32 weights (q8_0 and int8: each quantized its own way), "
              "float32 KV cache in both", "",
@@ -109,8 +112,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2", help="thread counts, each in its own process")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                    help="cpu: the calling thread's CPU time (only meaningful with one thread)")
+    ap.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
+                    help="cpu: the calling thread's CPU time, where both libraries compute at one "
+                         "thread (robust on a shared machine); auto: cpu at 1 thread, wall above")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one thread count, as JSON
     args = ap.parse_args(argv)
