@@ -60,7 +60,7 @@ COMPARE = [
 # the standard recipes llama.cpp's sampler chain runs as written (benchmarks/_llamacpp.py),
 # and why the others have no llama.cpp figure
 LLAMACPP = {"greedy": "greedy", "nucleus": "nucleus"}
-NO_LLAMACPP = "llama.cpp has no beam search (its library API dropped it)"
+NO_LLAMACPP = "llama.cpp's library has no beam search"
 QTYPE = {"fp32": "f32", "int8": "q8_0"}  # llama.cpp's weights for ours
 
 
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
                      f"{f'{lc:.2f}' if lc else no_lc} | {floor.ms:.2f} | {roof.ms:.2f} | {ours.ms / floor.ms:.2f} | "
                      f"{ours.ms / roof.ms:.2f} | {f'{ref.ms / ours.ms:.2f}' if ref else '–'} | "
                      f"{f'{lc / ours.ms:.2f}' if lc else no_lc} | {ours.compile_s:.1f} |")
-    lines += ["", f"copy bandwidth {bw / 1e9:.1f} GB/s (read + write, best of one measure a round)", "", side_note]
+    lines += ["", f"copy bandwidth {bw / 1e9:.1f} GB/s (read + write, best of one measure each repeat)", "", side_note]
     tmp.cleanup()
     # (what, over what, target): the same-run pairs, and each dtype over the first
     pairs = [((a, b, dt), (o, b, dt), tgt) for a, o, tgt in COMPARE for b in batches for dt in dtypes]
