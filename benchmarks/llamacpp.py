@@ -27,6 +27,7 @@ from _gguf import write_gguf
 from _llamacpp import LlamaCpp, available
 from decode.compiler.engine import run
 from decode.perf.bench import Case, bandwidth, random_model, roofline_ms
+from standard import emit
 
 PAIRS = (("f32", "fp32"), ("q8_0", "int8"))  # (llama.cpp weights, decode weights)
 
@@ -136,11 +137,7 @@ def main(argv=None) -> int:
             print(f"the run at {t} thread(s) failed (exit {out.returncode})", file=sys.stderr)
             return out.returncode
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    text = "\n".join(table(results, args)) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(table(results, args), args.out)
 
 
 if __name__ == "__main__":
