@@ -29,12 +29,16 @@ def test_standard_script_interleaves_recipes_and_writes_the_table(tmp_path, caps
     from decode.runtime import loaders
 
     monkeypatch.setattr(standard, "random_model", lambda shape, dtype=None: loaders.load(None, dtype=dtype))
+    # where llama-cpp-python is missing the table says so (benchmarks/llamacpp.py runs it where it is not)
+    monkeypatch.setattr(standard, "available", lambda: "llama-cpp-python not installed (pip install ...)")
     out = tmp_path / "t.md"
     assert standard.main(["--recipes", "greedy,beam 2", "--new", "3", "--repeats", "2", "--no-hf",
                           "--out", str(out)]) == 0
     text = out.read_text()
     assert "| greedy | 1 | fp32 | 1 |" in text and "| beam 2 | 1 | fp32 | 2 |" in text
     assert text.count("round") == 0 and "best of 2 runs interleaved" in text
+    assert "llama.cpp column: llama-cpp-python not installed" in text
+    assert "| llama.cpp ms/step |" in text and "| llama.cpp/ours |" in text
     assert "round 2/2: greedy fp32" in capsys.readouterr().out
 
 
