@@ -38,9 +38,10 @@ def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 class Frame:
     """Everything fixed for one run: the rows' padding, the prompt end, EOS ids, `max`, keys."""
 
-    def __init__(self, pad, p_len: int, eos, max_new: int, keys, chain, sp, vocab: int):
+    def __init__(self, pad, p_len, eos, max_new, keys, chain, sp, vocab: int):
+        """p_len and max_new are 0-d tensors, so that one compiled round serves every run."""
         self.pad, self.p_len, self.eos, self.keys, self.chain, self.sp = pad, p_len, eos, keys, chain, sp
-        self.max_new = torch.tensor(max_new, device=pad.device)
+        self.max_new = max_new
         self.vocab = vocab
 
     def context(self, seq, length, new) -> StepContext:

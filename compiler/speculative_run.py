@@ -53,9 +53,10 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         key = ("speculative", proposer.structure(), search.structure(), width,
                tuple((nm, kn, repr(st)) for nm, kn, st in kernels), compiled, trace, logprobs)
 
+        # the prompts' length and `max` are tensors: a step kept for this structure serves any
         def build(name):
-            def one(cache, own, pad, keys, sp, seq, length, new, alive, score, book):
-                frame = Frame(pad, p_len, eos_t, max_new, keys, kernels, sp, model.config.vocab_size)
+            def one(cache, own, pad, keys, sp, seq, length, new, alive, score, book, lim):
+                frame = Frame(pad, lim[0], eos_t, lim[1], keys, kernels, sp, model.config.vocab_size)
                 return iterate(model, cache, own, proposer, frame, k, sampling, seq, length, new, alive,
                                score, book)
             return step_cache.compile_step(one, name, compiled, device.type == "cuda")
@@ -67,12 +68,13 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         score = torch.zeros(R, device=device)
         book = _book(R, width, max_new + k + 1, model.config.vocab_size, trace, logprobs, device)
         shown = Shown(on_step, trace, len(ids), eos_t, p_len)
+        lim = torch.tensor([p_len, max_new], dtype=torch.long, device=device)
         t1, c1 = time.perf_counter(), time.thread_time()
         rounds = []
         while max_new > 0:
             before = alive
             seq, length, new, alive, score, proposed, accepted, book = step(
-                cache, own, pad, keys, sp, seq, length, new, alive, score, book)
+                cache, own, pad, keys, sp, seq, length, new, alive, score, book, lim)
             rounds.append(torch.stack([before.long(), proposed, accepted]))
             # one host sync a round: the rows' lengths decide the next (and what on_step sees)
             flags = torch.cat([alive.long(), new]).tolist() if on_step else [int(alive.any())]
