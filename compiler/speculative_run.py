@@ -20,6 +20,9 @@ def refuse(plan, search, ids, kernels) -> None:
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
                              f"'{clause.canonical}' keeps state across tokens; drop one of them")
+        if hasattr(kernel, "unconditional"):  # cfg: the verify forward has no unconditional rows
+            raise ValueError(f"'{name}' verifies drafts on the rows alone, and '{clause.canonical}' "
+                             "guides each row by unconditional rows beside it; drop one of them")
     search.proposer.check(ids)
 
 

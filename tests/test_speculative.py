@@ -164,6 +164,9 @@ def test_bad_input_names_the_problem_and_the_fix(models, tmp_path):
         decode.generate(m, "greedy | lookup n=3 | max 4", [[1, 2]], compile=False)
     with pytest.raises(ValueError, match="keeps state"):
         decode.generate(m, "greedy | lookup | repetition 1.2 | max 4", [[1, 2, 3]], compile=False)
+    for r in ("greedy | lookup n=1 | cfg scale=1.5 | max 4", "sample 2 | draft \"%s\" | cfg scale=2 | max 4" % models[1]):
+        with pytest.raises(ValueError, match="unconditional rows.*drop one of them"):
+            decode.generate(m, r, [[1, 2, 3]], compile=False)
     for bad, says in (("greedy | draft k=0", "1 <= k <= 16"), ("beam 4 | draft", "not 'beam 4'"),
                       ("lookup | draft", "keep one of them")):
         with pytest.raises(decode.RecipeError, match=says):
