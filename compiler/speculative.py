@@ -135,7 +135,8 @@ def note(book: dict, logits, proc, toks, keep, slots, index) -> dict:
     """What a round records of its kept tokens, from the verify forward's own tensors (no
     second forward): `paths` [R, S, F], the rows' log-probs by slot (logprobs.py), and for a
     trace `top`, `ids` [R, N, TOP] and `own` [R, N], each new token's best processed
-    log-probs, their ids and its own, by its index among the row's new tokens."""
+    log-probs, their ids and its own, by its index among the row's new tokens; with stop
+    strings `mine` [R, S], each kept token's processed log-prob by slot."""
     out = {}
     chosen = (lambda t: t.gather(2, toks[..., None]))  # [R, K+1, 1]
     if "paths" in book:
@@ -145,6 +146,8 @@ def note(book: dict, logits, proc, toks, keep, slots, index) -> dict:
         pv, pi = torch.topk(proc, n, dim=-1)
         entry = torch.cat([chosen(raw), chosen(proc), ri.float(), rv, pi.float(), pv], -1)
         out["paths"] = put(book["paths"], slots, entry, keep)
+    if "mine" in book:
+        out["mine"] = put(book["mine"], slots, chosen(proc)[..., 0], keep)
     if "top" in book:
         tv, ti = torch.topk(proc, book["top"].shape[-1], dim=-1)
         out.update(top=put(book["top"], index, tv, keep), ids=put(book["ids"], index, ti, keep),
