@@ -219,6 +219,10 @@ def _check_speculative(c: Any, clauses: tuple) -> Problem | None:
     other = {"draft": "lookup", "lookup": "draft"}[c.name]
     if any(x.name == other for x in clauses):
         return Problem(f"'{c.name}' and '{other}' both propose drafts; keep one of them")
+    mod = next((x for x in clauses if x.kind == "modifier" and x is not c), None)  # dola: each
+    if mod is not None:  # of them took the search and silently dropped the other
+        return Problem(f"'{c.canonical}' verifies drafts against the final layer's logits, and "
+                       f"'{mod.canonical}' changes how a token is chosen; use one of them")
     return None
 
 
