@@ -155,18 +155,18 @@ def run(plan: Plan, model, prompts, seed: int | None = None, compiled: bool = Tr
 
     seed, seeds = seeding(plan, seed, seeds, b)
     keys = row_keys(seeds, k, device) if seeds is not None else None
+    stops = StopStrings(plan.stop, model.tokenizer)
     if getattr(search, "proposer", None) is not None:  # draft / lookup: speculative_run.py's loop
         speculative_run.refuse(plan, search, ids, kernels)
         results, rounds = speculative_run.run(model, search, kernels, sp, ids, keys, eos, pad_tok, max_new,
-                                              s_len, compiled, timings, on_step, trace, logprobs)
-        return _stamped(completions(results, plan.recipe, model, texts, ids, StopStrings(plan.stop, model.tokenizer),
+                                              s_len, compiled, timings, on_step, trace, logprobs, stops)
+        return _stamped(completions(results, plan.recipe, model, texts, ids, stops,
                                     logprobs and meaning(search, logprobs)), model, compiled, seed, seeds, rounds, k,
                         getattr(search.proposer, "model", None))
     step = _get_step(model, search, kernels, compiled, s_len, trace)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
         step = checked_step(step, lambda: _get_step(model, search, kernels, False, s_len, trace),
                             [search, *(kernel for _, kernel, _ in kernels)])
-    stops = StopStrings(plan.stop, model.tokenizer)
     hosts = constraint.hosts(plan, model, b * k, eos)  # each constraint's matchers, per row
     with torch.inference_mode():
         # rows: each prompt repeated for its k beams / samples, left-padded to a common length

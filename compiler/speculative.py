@@ -38,9 +38,10 @@ def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 class Frame:
     """Everything fixed for one run: the rows' padding, the prompt end, EOS ids, `max`, keys."""
 
-    def __init__(self, pad, p_len: int, eos, max_new: int, keys, chain, sp, vocab: int):
+    def __init__(self, pad, p_len, eos, max_new, keys, chain, sp, vocab: int):
+        """p_len and max_new are 0-d tensors, so that one compiled round serves every run."""
         self.pad, self.p_len, self.eos, self.keys, self.chain, self.sp = pad, p_len, eos, keys, chain, sp
-        self.max_new = torch.tensor(max_new, device=pad.device)
+        self.max_new = max_new
         self.vocab = vocab
 
     def context(self, seq, length, new) -> StepContext:
@@ -134,7 +135,8 @@ def note(book: dict, logits, proc, toks, keep, slots, index) -> dict:
     """What a round records of its kept tokens, from the verify forward's own tensors (no
     second forward): `paths` [R, S, F], the rows' log-probs by slot (logprobs.py), and for a
     trace `top`, `ids` [R, N, TOP] and `own` [R, N], each new token's best processed
-    log-probs, their ids and its own, by its index among the row's new tokens."""
+    log-probs, their ids and its own, by its index among the row's new tokens; with stop
+    strings `mine` [R, S], each kept token's processed log-prob by slot."""
     out = {}
     chosen = (lambda t: t.gather(2, toks[..., None]))  # [R, K+1, 1]
     if "paths" in book:
@@ -144,6 +146,8 @@ def note(book: dict, logits, proc, toks, keep, slots, index) -> dict:
         pv, pi = torch.topk(proc, n, dim=-1)
         entry = torch.cat([chosen(raw), chosen(proc), ri.float(), rv, pi.float(), pv], -1)
         out["paths"] = put(book["paths"], slots, entry, keep)
+    if "mine" in book:
+        out["mine"] = put(book["mine"], slots, chosen(proc)[..., 0], keep)
     if "top" in book:
         tv, ti = torch.topk(proc, book["top"].shape[-1], dim=-1)
         out.update(top=put(book["top"], index, tv, keep), ids=put(book["ids"], index, ti, keep),

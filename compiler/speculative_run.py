@@ -20,19 +20,24 @@ def refuse(plan, search, ids, kernels) -> None:
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
                              f"'{clause.canonical}' keeps state across tokens; drop one of them")
+        if hasattr(kernel, "unconditional"):  # cfg: the verify forward has no unconditional rows
+            raise ValueError(f"'{name}' verifies drafts on the rows alone, and '{clause.canonical}' "
+                             "guides each row by unconditional rows beside it; drop one of them")
     search.proposer.check(ids)
 
 
 def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new: int,
         s_len: int, compiled: bool, timings: dict | None = None, on_step=None, trace: bool = False,
-        logprobs: int = 0):
+        logprobs: int = 0, stops=None):
     """(the search's results per prompt, each row's [(proposed, accepted)] per round).
 
     `on_step(t, tokens, info)` sees the rows' t-th new tokens once every live row has one
     (after the round that made it), with `trace` the candidates as a step of plain decoding
     lists them (`record.listed`); `logprobs=N` gives the results their log-probs
-    (speculative.note: both from the verify forward's scores)."""
+    (speculative.note: both from the verify forward's scores). A row whose text holds one of
+    `stops`' strings ends after the round that wrote it, its score the tokens' up to the string's."""
     proposer, n = search.proposer, search.rows
+    cut = bool(stops is not None and stops.strings)
     k, R, p_len = proposer.k, len(ids) * n, max(map(len, ids))
     device = next(model.parameters()).device
     width = s_len + k + 1  # a round writes up to K slots past the last token `max` allows
@@ -51,11 +56,12 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         sampling = search.cfg.sampling
         keys = keys if keys is not None else torch.zeros(R, 2, dtype=torch.long, device=device)
         key = ("speculative", proposer.structure(), search.structure(), width,
-               tuple((nm, kn, repr(st)) for nm, kn, st in kernels), compiled, trace, logprobs)
+               tuple((nm, kn, repr(st)) for nm, kn, st in kernels), compiled, trace, logprobs, cut)
 
+        # the prompts' length and `max` are tensors: a step kept for this structure serves any
         def build(name):
-            def one(cache, own, pad, keys, sp, seq, length, new, alive, score, book):
-                frame = Frame(pad, p_len, eos_t, max_new, keys, kernels, sp, model.config.vocab_size)
+            def one(cache, own, pad, keys, sp, seq, length, new, alive, score, book, lim):
+                frame = Frame(pad, lim[0], eos_t, lim[1], keys, kernels, sp, model.config.vocab_size)
                 return iterate(model, cache, own, proposer, frame, k, sampling, seq, length, new, alive,
                                score, book)
             return step_cache.compile_step(one, name, compiled, device.type == "cuda")
@@ -65,15 +71,18 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         new = torch.zeros(R, dtype=torch.long, device=device)
         alive = torch.ones(R, dtype=torch.bool, device=device)
         score = torch.zeros(R, device=device)
-        book = _book(R, width, max_new + k + 1, model.config.vocab_size, trace, logprobs, device)
+        book = _book(R, width, max_new + k + 1, model.config.vocab_size, trace, logprobs, device, cut)
         shown = Shown(on_step, trace, len(ids), eos_t, p_len)
+        lim = torch.tensor([p_len, max_new], dtype=torch.long, device=device)
         t1, c1 = time.perf_counter(), time.thread_time()
         rounds = []
         while max_new > 0:
             before = alive
             seq, length, new, alive, score, proposed, accepted, book = step(
-                cache, own, pad, keys, sp, seq, length, new, alive, score, book)
+                cache, own, pad, keys, sp, seq, length, new, alive, score, book, lim)
             rounds.append(torch.stack([before.long(), proposed, accepted]))
+            if cut:  # as the plain loop: a row whose text holds a stop string goes no further
+                alive = alive & ~torch.tensor(_stopped(stops, seq, new, p_len), device=device)
             # one host sync a round: the rows' lengths decide the next (and what on_step sees)
             flags = torch.cat([alive.long(), new]).tolist() if on_step else [int(alive.any())]
             shown.upto(flags, seq, new, book)
@@ -84,6 +93,9 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
             timings.update(prefill_s=t1 - t0, loop_s=time.perf_counter() - t1, loop_cpu_s=time.thread_time() - c1,
                            steps=int(new.max()),
                            rounds=len(rounds), proposed=sum(map(sum, table[1])), accepted=sum(map(sum, table[2])))
+        if cut:  # the score of the tokens up to the stop string's end, not the round's last
+            ends = [stops.cut(r) for r in _new_ids(seq, new, p_len)]
+            score = torch.stack([book["mine"][r, p_len:p_len + c].sum() if c else score[r] for r, c in enumerate(ends)])
         final = {"score": score, **({ROWS: book["paths"][:, :p_len + max_new]} if logprobs else {})}
         results = search.finalize(final, seq[:, :p_len + max_new],
                                   {"prompt": p_len, "max_new": max_new, "steps": max_new})
@@ -92,9 +104,22 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
     return results, per_row
 
 
-def _book(rows: int, width: int, tokens: int, vocab: int, trace: bool, logprobs: int, device) -> dict:
-    """The buffers a round notes its kept tokens in (speculative.note), empty when none is asked."""
+def _new_ids(seq, new, p_len: int) -> list[list[int]]:
+    return [row[p_len:p_len + n] for row, n in zip(seq.tolist(), new.tolist())]
+
+
+def _stopped(stops, seq, new, p_len: int) -> list[bool]:
+    """Which rows' new text holds a stop string (one host sync a round, as the loop's own)."""
+    return [stops.hit(ids) for ids in _new_ids(seq, new, p_len)]
+
+
+def _book(rows: int, width: int, tokens: int, vocab: int, trace: bool, logprobs: int, device,
+          cut: bool = False) -> dict:
+    """The buffers a round notes its kept tokens in (speculative.note), empty when none is asked;
+    with stop strings, `mine` [R, S]: each kept token's processed log-prob, by slot."""
     book = {"paths": lp_begin(logprobs, rows, width, device)} if logprobs else {}
+    if cut:
+        book["mine"] = torch.zeros(rows, width, device=device)
     if trace:
         top = min(TOP, vocab)
         book.update(top=torch.zeros(rows, tokens, top, device=device),

@@ -170,6 +170,18 @@ def _warn_cold(c: Any, clauses: tuple) -> str | None:
             "which token is chosen; drop temp 0 or use temp > 0")
 
 
+def _check_draws(c: Any, clauses: tuple) -> Problem | None:
+    """A search that is its own random design (`cpsbs`, `arith`) has nothing to draw from once a
+    clause makes selection argmax; refused, as the step would have no uniforms to read."""
+    cold = next((x for x in clauses if x.spec.is_argmax(x.param_dict)), None)
+    if cold is None:
+        return None
+    likeliest = f"'beam {c.param_dict['k']}' for the likeliest sequences" if "k" in c.param_dict \
+        else "'greedy' for the likeliest sequence"
+    return Problem(f"'{c.canonical}' draws its sequences at random, and '{cold.canonical}' makes every "
+                   f"choice argmax: drop '{cold.canonical}' (or use {likeliest})")
+
+
 def _explain_diverse(p: Params) -> str:
     g, lam, kind = p["groups"], spell_value(p["penalty"]), p["kind"]
     same = {"hamming": "for every time an earlier group chose that token at this same step",
@@ -207,6 +219,10 @@ def _check_speculative(c: Any, clauses: tuple) -> Problem | None:
     other = {"draft": "lookup", "lookup": "draft"}[c.name]
     if any(x.name == other for x in clauses):
         return Problem(f"'{c.name}' and '{other}' both propose drafts; keep one of them")
+    mod = next((x for x in clauses if x.kind == "modifier" and x is not c), None)  # dola: each
+    if mod is not None:  # of them took the search and silently dropped the other
+        return Problem(f"'{c.canonical}' verifies drafts against the final layer's logits, and "
+                       f"'{mod.canonical}' changes how a token is chosen; use one of them")
     return None
 
 
@@ -1347,7 +1363,7 @@ for _spec in (
         sampling=True, reference=None,
         cite="Meister, Amini, Vieira & Cotterell 2021, Conditional Poisson Stochastic Beam Search "
              "(EMNLP 2021, arXiv:2109.11034); the design: Hájek 1964",
-        impl=_S + "cpsbs", aliases=("conditional_poisson",),
+        impl=_S + "cpsbs", aliases=("conditional_poisson",), check=_check_draws,
         details="Each step the logit stages process every beam's logits; a child's weight is the "
                 "odds q/(1 - q) of q, its sequence probability under the processed distribution (the "
                 "beam's probability times the token's) normalised over all K·V children (q capped "
@@ -1399,7 +1415,7 @@ for _spec in (
         sampling=True, reference=None,
         cite="Vilnis, Zemlyanskiy, Murray, Passos & Sanghai 2023, Arithmetic Sampling: Parallel "
              "Diverse Decoding for Large Language Models (ICML 2023, arXiv:2210.15458)",
-        impl=_S + "arith", explain=_explain_arith, aliases=("arithmetic",),
+        impl=_S + "arith", explain=_explain_arith, aliases=("arithmetic",), check=_check_draws,
         details="Row i of a prompt's N rows starts from the code (i + U)/N mod 1, U one uniform per "
                 "prompt. Each step the logit stages process each row's logits (as `sample` does: raw "
                 "logits in), and the row takes the token whose interval [F(token-), F(token)) of the "

@@ -77,6 +77,18 @@ MISTAKES = [
     ("stray equals", "beam 4 =3",
      "'=' must follow a key inside a clause, as in 'beam 4 lenpen=0.6'", (7, 8), None),
     ("number where a clause belongs", "4 beam", "expected a clause name, found number 4", (0, 1), None),
+    ("cpsbs under temp 0", "cpsbs 3 | temp 0",
+     "'cpsbs 3' draws its sequences at random, and 'temp 0.0' makes every choice argmax: "
+     "drop 'temp 0.0' (or use 'beam 3' for the likeliest sequences)", (0, 7), None),
+    ("arith under an argmax dynatemp", "arith 2 | dynatemp 0 range=0",
+     "'arith 2' draws its sequences at random, and 'dynatemp 0.0 range=0.0' makes every choice argmax: "
+     "drop 'dynatemp 0.0 range=0.0' (or use 'greedy' for the likeliest sequence)", (0, 7), None),
+    ("lookup with dola", "greedy | lookup | dola layers=low",
+     "'lookup' verifies drafts against the final layer's logits, and 'dola layers=low' changes how "
+     "a token is chosen; use one of them", (9, 15), None),
+    ("dola before draft", "dola 0 2 | draft k=2",
+     "'draft k=2' verifies drafts against the final layer's logits, and 'dola 0 2' changes how "
+     "a token is chosen; use one of them", (11, 20), None),
     ("empty recipe", "  # only a comment\n",
      "empty recipe: write at least one clause, e.g. 'greedy' or 'beam 4'", (0, 19), "greedy"),
 ]

@@ -40,6 +40,17 @@ def test_greedy_with_draft_or_lookup_gives_plain_greedys_tokens_eager(models, i)
             assert all(0 <= a <= p for a, p in zip(s.speculative["accepted"], s.speculative["proposed"]))
 
 
+
+def test_a_second_run_with_another_max_or_prompt_length_is_not_the_first_runs_step(models):
+    """The round is kept per structure: `max` and the prompts' length must not be baked into it
+    (a run with max 4 then one with max 24 stopped the second at 4 new tokens)."""
+    m = decode.load(str(models[0][1]))
+    for r in ("lookup n=1 k=3", f'draft "{models[1]}" k=2'):
+        for prompts, mx in (([PROMPTS[1]], 4), ([PROMPTS[1]], 20), ([PROMPTS[0]], 20), ([PROMPTS[1]], 20)):
+            want = decode.generate(m, f"greedy | max {mx}", prompts, compile=False)[0].sequences[0]
+            got = decode.generate(m, f"greedy | {r} | max {mx}", prompts, compile=False)[0].sequences[0]
+            assert (got.ids, got.finish) == (want.ids, want.finish), (r, mx)
+
 @pytest.mark.slow  # three structures to compile: minutes on a loaded 2-core CPU
 def test_compiled_equals_eager_and_plain_greedy(models):
     targets, draft = models
@@ -153,6 +164,9 @@ def test_bad_input_names_the_problem_and_the_fix(models, tmp_path):
         decode.generate(m, "greedy | lookup n=3 | max 4", [[1, 2]], compile=False)
     with pytest.raises(ValueError, match="keeps state"):
         decode.generate(m, "greedy | lookup | repetition 1.2 | max 4", [[1, 2, 3]], compile=False)
+    for r in ("greedy | lookup n=1 | cfg scale=1.5 | max 4", "sample 2 | draft \"%s\" | cfg scale=2 | max 4" % models[1]):
+        with pytest.raises(ValueError, match="unconditional rows.*drop one of them"):
+            decode.generate(m, r, [[1, 2, 3]], compile=False)
     for bad, says in (("greedy | draft k=0", "1 <= k <= 16"), ("beam 4 | draft", "not 'beam 4'"),
                       ("lookup | draft", "keep one of them")):
         with pytest.raises(decode.RecipeError, match=says):

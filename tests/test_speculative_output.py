@@ -125,3 +125,19 @@ def test_bench_times_a_speculative_recipe_beside_plain_decoding(capsys, monkeypa
     assert out["ratios"]["without drafts/ours"] == pytest.approx(rows["without drafts: greedy"]["ms"] / rows["decode"]["ms"])
     assert meta["steps"] == 6 and 1 <= meta["rounds"] <= 6
     assert meta["proposed"] > 0 and meta["acceptance"] == meta["accepted"] / meta["proposed"] and 0 <= meta["accepted"] <= meta["proposed"]
+
+
+def test_a_stop_string_ends_a_speculative_row_where_it_ends_plain_greedys():
+    """The score is the kept tokens' (a round that ran past the stop string counted the tokens
+    after it, which the text then cut), and the row stops there."""
+    m = decode.load()
+    prompts = ["ROMEO:", "JULIET: O"]
+    want = decode.generate(m, 'greedy | stop "\\n" "," | max 12', prompts, compile=False, logprobs=1)
+    assert {c.sequences[0].finish for c in want} == {"stop"}
+    for r in ("lookup n=1 k=4", "draft k=3"):
+        got = decode.generate(m, f'greedy | {r} | stop "\\n" "," | max 12', prompts, compile=False, logprobs=1)
+        for g, w in zip(got, want):
+            g, w = g.sequences[0], w.sequences[0]
+            assert (g.ids, g.finish) == (w.ids, w.finish), r
+            assert abs(g.score - w.score) < 1e-4, r
+            assert abs(g.score - sum(t.processed for t in g.logprobs)) < 1e-4, r
