@@ -87,18 +87,18 @@ def _freeze(v):
 
 
 def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool):
-    """The step for this structure and shapes, built once per model (step_cache.py): its
+    """The step of this structure and shapes, built once per model (step_cache.py): its
     selection, then the forward every recipe shares (forward.py), or both in one graph."""
     alone = forward.shared(search) and SHARED_FORWARD
     key = (s_len, search.structure(), tuple((n, kernel, _freeze(st)) for n, kernel, st in chain),
            compiled, trace, alone)  # everything the graph depends on but tensor values
-    part, what = (select_step, forward.SELECTION) if alone else (decode_step, step_cache.STEP)
+    part, what, opts = ((select_step, forward.SELECTION, forward.SELECTION_OPTIONS) if alone
+                        else (decode_step, step_cache.STEP, None))
 
     def build(name: str):
         def step(*args):
             return part(model, search, chain, trace, *args)
-
-        return step_cache.compile_step(step, name, compiled, next(model.parameters()).is_cuda, what)
+        return step_cache.compile_step(step, name, compiled, next(model.parameters()).is_cuda, what, opts)
 
     step = step_cache.get(model, key, build)
     return forward.joined(step, model, search, s_len, compiled) if alone else step

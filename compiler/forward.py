@@ -19,6 +19,17 @@ from decode.compiler.search.base import Search
 
 FORWARD = "the model's forward (once per model and shape)"
 SELECTION = "this recipe's selection step (once per recipe structure)"
+# Inductor settings per graph (benchmarks/shared_forward_ab.py and compile_times.py measure
+# them). On the CPU the forward's wrapper, which launches its kernels and matrix products,
+# is compiled as C++ (`cpp_wrapper`) instead of run as Python: the step is then no slower
+# than the one graph it replaced (a second compiled call costs ~20 us), and the forward's
+# compile, paid once per model and shape, is shorter (one g++ build for all its kernels).
+# The selection keeps inductor's defaults: `cpp_wrapper` cannot compile its nested regions
+# (topp, draws), and the options tried (no vectorised loop tails, no pattern matcher,
+# aggressive fusion) saved no compile time; scalar kernels (`cpp.simdlen` 1) saved ~2.5 CPU s
+# but made nucleus's step 1.5x slower.
+FORWARD_OPTIONS: dict = {"cpp_wrapper": True}
+SELECTION_OPTIONS: dict = {}
 
 
 def shared(search) -> bool:
@@ -40,7 +51,8 @@ def get(model, rows: int, s_len: int, followed: bool, exits: tuple[int, ...], hi
         def forward(cache, tokens, prompt, t, pad):
             return model.decode(cache.followed() if followed else cache, tokens, prompt + t, pad, **asked)
 
-        return step_cache.compile_step(forward, name.replace("step", "forward"), compiled, cuda, FORWARD)
+        return step_cache.compile_step(forward, name.replace("step", "forward"), compiled, cuda, FORWARD,
+                                       None if cuda else FORWARD_OPTIONS)
 
     return step_cache.get(model, key, build)
 

@@ -52,10 +52,12 @@ def size() -> int:
     return sum(len(m.__dict__.get(_ATTR, ())) for m in list(_models))
 
 
-def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool, what: str = STEP) -> Callable:
+def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool, what: str = STEP,
+                 options: dict | None = None) -> Callable:
     """`fn` with a code object of its own named `name` (dynamo keeps its compiled graphs on
     the code object, and every step is the same closure), compiled unless not `compiled`;
-    `what` says what compiles, to whoever watches (kernel_cache.watch_compiles).
+    `what` says what compiles, to whoever watches (kernel_cache.watch_compiles); `options`:
+    inductor settings for this graph alone.
 
     The step runs without dynamo's per-call guard checks (they cost ~0.4 ms a step): the
     cache key names everything the graph depends on except tensor values."""
@@ -69,7 +71,7 @@ def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool, what: str 
     fn = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
     if not compiled:
         return fn
-    opts = {}
+    opts = dict(options or {})
     skip = getattr(torch.compiler, "skip_all_guards_unsafe", None)
     if skip is not None:
         opts["guard_filter_fn"] = skip
