@@ -1,9 +1,9 @@
 """The engine: prefill -> step* -> finalize, for a batch of prompts.
 
 It binds a plan to a model (the search, the stages' numbers as tensors, the rows of each
-prompt), runs `step.prefill` and then `step.decode_step` (compiled once per recipe
-*structure* and kept by the model, step_cache.py) until every row is done or `max` is
-reached, checking every few steps, and turns the search's results into Completions.
+prompt), runs `step.prefill`, then steps (the selection compiled once per recipe structure,
+the model's forward once per model and shape, forward.py; kept by the model, step_cache.py)
+until every row is done or `max` is reached, and turns the results into Completions.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from decode.compiler import constraint, guidance, speculative_run, step_cache
+from decode.compiler import constraint, forward, guidance, speculative_run, step_cache
 from decode.compiler.arguments import check_model, logprobs_value, prompt_list, recipe_plan, seed_value
 from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
@@ -22,7 +22,7 @@ from decode.compiler.results import Completion, Sequence, check_health, completi
 from decode.compiler.search.base import SearchConfig
 from decode.compiler.search.pool import BeamPool
 from decode.compiler.stages import bind, stateful
-from decode.compiler.step import context, decode_step, has_hidden, prefill
+from decode.compiler.step import context, decode_step, has_hidden, prefill, select_step
 from decode.compiler.stops import StopStrings
 from decode.dsl import lookup
 from decode.runtime.errors import ModelError, check_fits, require_tokenizer
@@ -30,6 +30,7 @@ from decode.runtime.memory import check_decode
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
+SHARED_FORWARD = True  # False: the forward in each step's graph (benchmarks/compile_ab.py compares)
 
 
 # ----------------------------------------------------------------------------- binding
@@ -86,18 +87,21 @@ def _freeze(v):
 
 
 def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool):
-    """The step for this structure and these shapes, built once per model (step_cache.py).
-    The key names everything the graph depends on except tensor values."""
+    """The step of this structure and shapes, built once per model (step_cache.py): its
+    selection, then the forward every recipe shares (forward.py), or both in one graph."""
+    alone = forward.shared(search) and SHARED_FORWARD
     key = (s_len, search.structure(), tuple((n, kernel, _freeze(st)) for n, kernel, st in chain),
-           compiled, trace)
+           compiled, trace, alone)  # everything the graph depends on but tensor values
+    part, what, opts = ((select_step, forward.SELECTION, forward.SELECTION_OPTIONS) if alone
+                        else (decode_step, step_cache.STEP, None))
 
     def build(name: str):
         def step(*args):
-            return decode_step(model, search, chain, trace, *args)
+            return part(model, search, chain, trace, *args)
+        return step_cache.compile_step(step, name, compiled, next(model.parameters()).is_cuda, what, opts)
 
-        return step_cache.compile_step(step, name, compiled, next(model.parameters()).is_cuda)
-
-    return step_cache.get(model, key, build)
+    step = step_cache.get(model, key, build)
+    return forward.joined(step, model, search, s_len, compiled) if alone else step
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -19,15 +19,16 @@ import struct
 import warnings
 from typing import Callable, Iterator
 
-_watchers: list[Callable[[bool], None]] = []  # see watch_compiles
+_watchers: list[Callable[[bool, str], None]] = []  # see watch_compiles
 
 
 @contextlib.contextmanager
-def watch_compiles(watch: Callable[[bool], None]) -> Iterator[None]:
-    """While inside, `watch(True)` runs as a compiled step's first call (the compile) starts and
-    `watch(False)` as it ends, so a face can show that the step is compiling.
+def watch_compiles(watch: Callable[[bool, str], None]) -> Iterator[None]:
+    """While inside, `watch(True, what)` runs as a compiled function's first call (the compile)
+    starts and `watch(False, what)` as it ends, `what` naming what compiles ("the model's
+    forward (...)", "this recipe's selection step (...)"), so a face can say so.
 
-        >>> with watch_compiles(lambda starting: print("compiling" if starting else "done")):
+        >>> with watch_compiles(lambda starting, what: print(("compiling " if starting else "done: ") + what)):
         ...     decode.generate(model, "greedy", ["ROMEO:"])
     """
     _watchers.append(watch)
@@ -130,13 +131,14 @@ def _is_compile_failure(err: BaseException) -> bool:
     return isinstance(err, BackendCompilerFailed) or isinstance(err, (ImportError, OSError))
 
 
-def first_call(compiled: Callable, eager: Callable, recompile: Callable[[], Callable]) -> Callable:
+def first_call(compiled: Callable, eager: Callable, recompile: Callable[[], Callable],
+               what: str = "the step") -> Callable:
     """Wrap a compiled step so that a damaged cache costs one recompile, not every run.
 
     Returns a function that behaves as `compiled`; its first call repairs the cache and
     retries (with `recompile()`) if compiling failed on a damaged cache file, and falls back
     to `eager` for the life of the wrapper if the retry fails on the cache again. Errors that
-    do not involve the cache propagate unchanged.
+    do not involve the cache propagate unchanged. Watchers see the first call as `what`.
     """
     state = {"fn": compiled, "checked": False}
 
@@ -144,12 +146,12 @@ def first_call(compiled: Callable, eager: Callable, recompile: Callable[[], Call
         if state["checked"]:
             return state["fn"](*args)
         for watch in _watchers:
-            watch(True)
+            watch(True, what)
         try:
             return first(args)
         finally:
             for watch in _watchers:
-                watch(False)
+                watch(False, what)
 
     def first(args):
         root = cache_dir()

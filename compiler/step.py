@@ -104,9 +104,27 @@ def context(seq, pad, prompt, t, eos, guide=None, max_new=None, keys=None) -> St
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
                 paths=None):
-    """One step: (logits, seq, state, stage states, tokens, trace info, health, paths); `paths`
-    [R, S, F]: the rows' per-token log-probs (logprobs.py), None when not asked for. With cfg
-    the logits and `pad` also hold the unconditional rows, after the rows (guidance.py)."""
+    """One step in one graph, the selection then the model's forward on the chosen tokens:
+    (logits, seq, state, stage states, tokens, trace info, health, paths). A search whose
+    forward is the model's own (forward.py: `shared`) runs `select_step` instead, and the
+    engine the forward compiled once per model and shape."""
+    seq, state, sst, tokens, info, health, paths, fed, moved = select_step(
+        model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health, paths)
+    if not search.ahead:  # a search that looks ahead has the next logits already (`fed`)
+        rows = cache if moved is None else cache.followed()
+        fed = model.decode(rows, fed, lim["prompt"] + t, pad, **_asked(search.exits(model.config), search, keys,
+                                                                         t + 1, hp))
+    return fed, seq, state, sst, tokens, info, health, paths
+
+
+def select_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
+                paths=None):
+    """The step up to the chosen tokens: (seq, state, stage states, tokens, trace info, health,
+    paths, fed, moved); `paths` [R, S, F]: the rows' per-token log-probs (logprobs.py), None
+    when not asked for. With cfg the logits and `pad` also hold the unconditional rows, after
+    the rows (guidance.py). `fed`: the tokens the model runs next (the unconditional rows'
+    after the rows'), or for a search that looks ahead the next logits; `moved`: the rows'
+    parents (the cache then reads through parent pointers), None when rows stay in place."""
     exits = search.exits(model.config)
     logits, hidden = logits if search.hidden else (logits, None)  # the rows' last hidden states
     early = logits[1:] if exits else None  # the layers' early exits ride under the final logits
@@ -162,6 +180,7 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         paths = lp.rows(tokens, parents)
         if trace:  # for decode.steps: this step's entry of each row, and of each candidate listed
             info = {**info, "logprobs": paths[:, slot], "offered": offered(info, lp.entry, seq.shape[0])}
+    moved = None
     if parents is not None:
         seq = seq[parents]
         moved = both(parents, guide, shift=True)  # unconditional rows move with theirs
@@ -171,12 +190,10 @@ def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
             cache.follow(moved)
         else:
             cache.reorder(moved)
+            moved = None
     seq = seq.scatter(1, slot.expand(seq.shape[0], 1), tokens[:, None])
-    rows = cache.followed() if parents is not None and look is None else cache
-    logits = (model.decode(rows, both(tokens, guide), slot, pad, **_asked(exits, search, keys, t + 1, hp))
-              if look is None
-              else look.next_logits(parents))
-    return logits, seq, state, sst, tokens, info, health, paths
+    fed = both(tokens, guide) if look is None else look.next_logits(parents)
+    return seq, state, sst, tokens, info, health, paths, fed, moved
 
 
 def accept(kernel, st, out, tokens, parents, static, dyn):

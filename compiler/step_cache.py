@@ -16,6 +16,7 @@ from typing import Callable
 
 MAX_STEPS = 64   # per model: recipe structures x sequence buckets one process decodes with
 _ATTR = "_decode_steps"
+STEP = "the step for this recipe structure (once per machine and shape)"
 
 _models: weakref.WeakSet = weakref.WeakSet()
 _names = itertools.count()
@@ -51,9 +52,12 @@ def size() -> int:
     return sum(len(m.__dict__.get(_ATTR, ())) for m in list(_models))
 
 
-def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool) -> Callable:
+def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool, what: str = STEP,
+                 options: dict | None = None) -> Callable:
     """`fn` with a code object of its own named `name` (dynamo keeps its compiled graphs on
-    the code object, and every step is the same closure), compiled unless not `compiled`.
+    the code object, and every step is the same closure), compiled unless not `compiled`;
+    `what` says what compiles, to whoever watches (kernel_cache.watch_compiles); `options`:
+    inductor settings for this graph alone.
 
     The step runs without dynamo's per-call guard checks (they cost ~0.4 ms a step): the
     cache key names everything the graph depends on except tensor values."""
@@ -67,7 +71,7 @@ def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool) -> Callabl
     fn = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
     if not compiled:
         return fn
-    opts = {}
+    opts = dict(options or {})
     skip = getattr(torch.compiler, "skip_all_guards_unsafe", None)
     if skip is not None:
         opts["guard_filter_fn"] = skip
@@ -79,4 +83,4 @@ def compile_step(fn: Callable, name: str, compiled: bool, cuda: bool) -> Callabl
     def make(fn=fn, opts=opts):
         return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
 
-    return first_call(make(), fn, make)
+    return first_call(make(), fn, make, what)

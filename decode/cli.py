@@ -508,7 +508,8 @@ def _warn_midtext(recipe: Recipe, model) -> None:
 
 @contextlib.contextmanager
 def _compile_status():
-    """A spinner with the elapsed seconds on stderr while a step compiles (its first call)."""
+    """A spinner with the elapsed seconds on stderr while a graph compiles (its first call),
+    saying which: the model's forward (once per model and shape) or the recipe's selection."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -516,10 +517,9 @@ def _compile_status():
 
     shown = []
 
-    def watch(starting: bool) -> None:
+    def watch(starting: bool, what: str) -> None:
         if starting:
-            p = Progress(SpinnerColumn(), TextColumn("compiling the step for this recipe structure "
-                                                     "(once per machine and shape)"),
+            p = Progress(SpinnerColumn(), TextColumn(f"compiling {what}", markup=False),
                          TimeElapsedColumn(), console=Console(stderr=True), transient=True)
             p.add_task("compile", total=None)
             p.start()

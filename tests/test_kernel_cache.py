@@ -133,13 +133,14 @@ def test_watchers_see_the_first_call_start_and_end_once_even_through_a_repair(tm
     bad.parent.mkdir()
     bad.write_text("def call(:\n")
     seen = []
-    step = first_call(_failing([str(bad)], []), lambda x: "eager", lambda: (lambda x: seen.append("run") or x))
-    with watch_compiles(seen.append), pytest.warns(CompileCacheWarning):
+    step = first_call(_failing([str(bad)], []), lambda x: "eager", lambda: (lambda x: seen.append("run") or x),
+                      what="the thing")
+    with watch_compiles(lambda starting, what: seen.append((starting, what))), pytest.warns(CompileCacheWarning):
         assert step(1) == 1
         assert step(2) == 2           # compiled already: nothing to watch
-    assert seen == [True, "run", False, "run"]
+    assert seen == [(True, "the thing"), "run", (False, "the thing"), "run"]
     broken = first_call(lambda x: 1 / 0, lambda x: x, lambda: None)
-    with watch_compiles(seen.append), pytest.raises(ZeroDivisionError):
+    with watch_compiles(lambda starting, what: seen.append(starting)), pytest.raises(ZeroDivisionError):
         broken(1)
     assert seen[-2:] == [True, False]  # a failing compile still ends the status
 
@@ -148,13 +149,14 @@ def test_run_shows_a_compile_status_on_stderr_only_while_compiling(monkeypatch, 
     import decode.cli as cli
 
     events = []
-    monkeypatch.setattr("rich.progress.Progress.start", lambda self: events.append("start"))
+    monkeypatch.setattr("rich.progress.Progress.start", lambda self: events.append(
+        ("start", " ".join(str(c.text_format) for c in self.columns if hasattr(c, "text_format")))))
     monkeypatch.setattr("rich.progress.Progress.stop", lambda self: events.append("stop"))
     with cli._compile_status():
         from decode.compiler.kernel_cache import _watchers
         for watch in list(_watchers):
-            watch(True)
-            watch(False)
-    assert events == ["start", "stop"]
+            watch(True, "the model's forward (once per model and shape)")
+            watch(False, "the model's forward (once per model and shape)")
+    assert events == [("start", "compiling the model's forward (once per model and shape)"), "stop"]
     from decode.compiler.kernel_cache import _watchers
     assert not _watchers
