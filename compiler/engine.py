@@ -30,7 +30,7 @@ from decode.runtime.memory import check_decode
 
 CHECK_EVERY = 8        # host syncs on "all finished" once every this many steps
 SEQ_BUCKET = 32        # cache length rounds up to this, so prompt lengths share graphs
-SHARED_FORWARD = True  # False: the forward in each step's graph (benchmarks/compile_ab.py compares)
+SHARED_FORWARD = True  # False: the forward in each step's graph (benchmarks/shared_forward_ab.py compares)
 
 
 # ----------------------------------------------------------------------------- binding
@@ -87,8 +87,7 @@ def _freeze(v):
 
 
 def _get_step(model, search, chain, compiled: bool, s_len: int, trace: bool):
-    """The step of this structure and shapes, built once per model (step_cache.py): its
-    selection, then the forward every recipe shares (forward.py), or both in one graph."""
+    """This structure's step, once per model (step_cache.py): selection + shared forward.py, or one graph."""
     alone = forward.shared(search) and SHARED_FORWARD
     key = (s_len, search.structure(), tuple((n, kernel, _freeze(st)) for n, kernel, st in chain),
            compiled, trace, alone)  # everything the graph depends on but tensor values
