@@ -46,6 +46,8 @@ from decode.compiler.plan import compile as lower
 from decode.perf.bench import random_model
 what, recipe, shape = sys.argv[1], sys.argv[2], sys.argv[3]
 forward.SELECTION_OPTIONS.update(json.loads(sys.argv[4]))
+forward.FORWARD_OPTIONS.clear()
+forward.FORWARD_OPTIONS.update(json.loads(sys.argv[5]))
 m = random_model(shape)
 plan = replace(lower(recipe), max_new=8)
 
@@ -78,8 +80,8 @@ print(json.dumps(parts))
 '''
 
 
-def child(what: str, recipe: str, shape: str, env: dict, options: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, what, recipe, shape, options], env=env,
+def child(what: str, recipe: str, shape: str, env: dict, options: tuple[str, str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, what, recipe, shape, *options], env=env,
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
@@ -99,18 +101,26 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="24m")
     ap.add_argument("--recipes", default="greedy,nucleus,beam 4,diverse 4/2")
     ap.add_argument("--selection-options", default="{}", help="inductor options for the selection, as JSON")
+    ap.add_argument("--forward-options", default=None, help="inductor options for the forward, as JSON "
+                    "(default: compiler/forward.py's FORWARD_OPTIONS)")
     ap.add_argument("--no-machine", action="store_true", help="skip the fresh machine's first compile")
     ap.add_argument("--compile-threads", type=int, default=1,
                     help="inductor's compile threads (above 1 its pool's g++ runs are not in the CPU figures)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.forward_options is None:
+        from decode.compiler.forward import FORWARD_OPTIONS
+
+        args.forward_options = json.dumps(FORWARD_OPTIONS)
+    options = (args.selection_options, args.forward_options)
     lines = [f"shape {args.shape}, 1 torch thread, {args.compile_threads} compile thread(s), {os.cpu_count()} CPUs (shared, "
-             f"loaded), {time.strftime('%Y-%m-%d')}; selection options {args.selection_options}", ""]
+             f"loaded), {time.strftime('%Y-%m-%d')}; inductor options: selection {args.selection_options}, forward "
+             f"{args.forward_options}", ""]
     base = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(args.compile_threads)}
     if not args.no_machine:
         with tempfile.TemporaryDirectory() as fresh:  # a machine that never compiled anything
             env = {**base, "TMPDIR": fresh, "TORCHINDUCTOR_CACHE_DIR": os.path.join(fresh, "cache")}
-            first = total(child("run", STANDARD["greedy"], args.shape, env, args.selection_options))
+            first = total(child("run", STANDARD["greedy"], args.shape, env, options))
         lines += [f"First compile on a fresh machine (greedy; includes the one-time ISA probes and "
                   f"header precompile): {cell(*first)} CPU s (wall s)", ""]
     lines += ["CPU seconds of the first run's compiles (wall seconds in brackets):", "",
@@ -123,13 +133,13 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as cache:
             env = {**base, "TORCHINDUCTOR_CACHE_DIR": cache}
             subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True)
-            cold = child("run", recipe, args.shape, env, args.selection_options)
+            cold = child("run", recipe, args.shape, env, options)
         with tempfile.TemporaryDirectory() as cache:
             env = {**base, "TORCHINDUCTOR_CACHE_DIR": cache}
             subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True)
-            child("forward", recipe, args.shape, env, args.selection_options)
-            new = child("run", recipe, args.shape, env, args.selection_options)
-            warm = child("run", recipe, args.shape, env, args.selection_options)
+            child("forward", recipe, args.shape, env, options)
+            new = child("run", recipe, args.shape, env, options)
+            warm = child("run", recipe, args.shape, env, options)
         f, s = new["forward"], new["selection"]
         lines.append(f"| {name} | {cell(*total(cold))} | {cell(*total(new))} | {cell(f['cpu'], f['s'])} | "
                      f"{cell(s['cpu'], s['s'])} | {s['gxx']:.1f} | {s['trace']:.1f} | {s['builds']} | "

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                for _ in range(args.batch)]
     lines = [f"shape {args.shape}, {args.threads} torch thread(s), {args.clock} clock, batch {args.batch}, "
              f"{args.new} new tokens, {args.rounds} interleaved rounds, {time.strftime('%Y-%m-%d')}; selection "
-             f"options {args.selection_options}, forward options {args.forward_options}", "",
+             f"options {forward.SELECTION_OPTIONS}, forward options {forward.FORWARD_OPTIONS}", "",
              "| recipe | one graph ms/step (best) | two graphs ms/step (best) | two / one (median of rounds) |",
              "|---|---|---|---|"]
     for name in args.recipes.split(","):
