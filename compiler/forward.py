@@ -35,7 +35,7 @@ SELECTION_OPTIONS: dict = {}
 def shared(search) -> bool:
     """Whether `search` runs the model's own forward once it chose: not when it looks ahead
     (its candidates' forward is part of its step) or changes the hidden states before the
-    head as the recipe says (npad's noise); those compile the forward into their step."""
+    head as the recipe says (a plugin's `before_head`); those compile the forward into their step."""
     return not search.ahead and type(search).before_head is Search.before_head
 
 

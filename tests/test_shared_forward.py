@@ -96,4 +96,9 @@ def test_searches_whose_forward_is_their_own_keep_it_in_their_step():
     assert forward.shared(search("beam 4 | diverse groups=2 penalty=0.5"))
     assert forward.shared(search("beam 4 | diverse groups=2 penalty=0.5 kind=embedding"))  # hidden, unchanged
     assert not forward.shared(search("contrastive k=4 alpha=0.6"))  # looks ahead
-    assert not forward.shared(search("beam 4 | npad sigma=0.5"))    # noise before the head
+    assert forward.shared(search("beam 4 | npad sigma=0.5"))  # its noise is W·z beside the forward's logits
+
+    class Noisy(type(search("beam 4"))):  # a plugin search that changes the state before the head
+        def before_head(self, keys, t, hp):
+            return lambda h: h + 1.0
+    assert not forward.shared(Noisy(search("beam 4").cfg))
