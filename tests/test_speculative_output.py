@@ -127,6 +127,12 @@ def test_bench_times_a_speculative_recipe_beside_plain_decoding(capsys, monkeypa
     assert meta["proposed"] > 0 and meta["acceptance"] == meta["accepted"] / meta["proposed"] and 0 <= meta["accepted"] <= meta["proposed"]
 
 
+def test_bench_of_a_draft_recipe_on_a_random_shape_says_to_use_the_demo_shape(capsys):
+    assert main(["bench", "greedy | draft k=2", "--new", "2", "--repeats", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "4096 tokens" in err and "give --shape demo" in err and "Traceback" not in err
+
+
 def test_a_stop_string_ends_a_speculative_row_where_it_ends_plain_greedys():
     """The score is the kept tokens' (a round that ran past the stop string counted the tokens
     after it, which the text then cut), and the row stops there."""
