@@ -1057,9 +1057,10 @@ for _spec in (
         hf=HF(lambda p, ids, kw: {"stop_strings": list(p["strings"])}, {"stop_strings": None},
               note=lambda p: "stop_strings needs generate(..., tokenizer=tokenizer)"),
         details="A sequence's text is cut right after the first stop string it produces (the "
-                "token that completes it is kept, finish \"stop\"). Greedy decoding and sampling "
-                "end the row at that token, so its score and log-probs are those of the kept "
-                "tokens. A beam search searches on (the stop string ends no hypothesis) and cuts "
+                "token that completes it is kept, finish \"stop\"). Greedy decoding, sampling and "
+                "the sampled sets (`sbeam`, `cpsbs`: a stopped row is a finished hypothesis, as "
+                "at EOS) end the row at that token, so its score and log-probs are those of the "
+                "kept tokens. A beam search searches on (the stop string ends no hypothesis) and cuts "
                 "each returned hypothesis: its score is the whole hypothesis', and of hypotheses "
                 "cut to the same tokens only the best is returned (fewer than RETURN may come "
                 "back)."),

@@ -107,14 +107,6 @@ def test_sbeam_rows_carry_their_sequence_scores(demo):
     assert sorted(round(r.score, 4) for r in steps[-1].rows if r.score is not None) == want
 
 
-def test_sbeam_keeps_searching_past_a_stop_string_and_only_its_texts_are_cut(demo):
-    plain = decode.generate(demo, "sbeam 3 | max 16 | seed 1", ["ROMEO:"], compile=False)[0]
-    stopped = decode.generate(demo, 'sbeam 3 | stop "e" | max 16 | seed 1', ["ROMEO:"], compile=False)[0]
-    assert any(s.finish == "stop" for s in stopped.sequences)
-    for a, b in zip(plain.sequences, stopped.sequences):
-        assert b.ids == a.ids[: len(b.ids)] and b.score == a.score
-
-
 def test_rows_that_never_lived_are_not_traced(demo):
     """sbeam 40 over a vocabulary where fewer than 40 first tokens survive topk: the rows
     left at -inf are no branch of the tree."""

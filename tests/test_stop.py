@@ -1,5 +1,6 @@
-"""Stop strings: a greedy or sampled row ends at the token that completes one (its score is
-the kept tokens'); a beam search searches on and its cut hypotheses come back distinct."""
+"""Stop strings: a greedy or sampled row, or a sampled set's (sbeam, cpsbs), ends at the token
+that completes one (its score is the kept tokens'); a beam search searches on and its cut
+hypotheses come back distinct."""
 import math
 
 import pytest
@@ -13,7 +14,9 @@ def demo():
 
 
 @pytest.mark.parametrize("recipe,strings", [('greedy | stop "am" | max 12', ["am"]),
-                                            ('sample 3 | stop "," " the" | max 12', [",", " the"])])
+                                            ('sample 3 | stop "," " the" | max 12', [",", " the"]),
+                                            ('sbeam 4 | stop "\\n" "," | max 12', ["\n", ","]),
+                                            ('cpsbs 4 | stop "\\n" "," | max 12', ["\n", ","])])
 def test_a_row_ends_at_its_stop_string_and_scores_only_what_it_kept(demo, recipe, strings):
     out = decode.generate(demo, recipe, ["ROMEO:", "JULIET:"], seed=4, compile=False, logprobs=1)
     stopped = [s for c in out for s in c.sequences if s.finish == "stop"]
@@ -22,6 +25,9 @@ def test_a_row_ends_at_its_stop_string_and_scores_only_what_it_kept(demo, recipe
         assert any(x in s.text for x in strings)
         assert not any(x in demo.tokenizer.decode(s.ids[:-1]) for x in strings)
         assert math.isclose(s.score, sum(t.processed for t in s.logprobs), rel_tol=1e-5, abs_tol=1e-4)
+    if recipe.startswith(("sbeam", "cpsbs")):  # a set drawn without replacement: no two alike
+        for c in out:
+            assert len({tuple(s.ids) for s in c.sequences}) == len(c.sequences)
 
 
 def test_beams_cut_at_a_stop_string_come_back_distinct(demo):

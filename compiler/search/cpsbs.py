@@ -36,9 +36,6 @@ class ConditionalPoisson(Search):
     def inclusion(self, state):
         return state["own"]["inclusion"]
 
-    def stop_rows(self, state, rows):
-        return state  # keeps searching; the engine cuts its texts at the stop string
-
     def step(self, scores, at, state):
         b, k, v = self.cfg.batch, self.rows, scores.shape[-1]
         lp = torch.log_softmax(at.process(scores, None), dim=-1).view(b, k, v)

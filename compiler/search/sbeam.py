@@ -44,9 +44,6 @@ class StochasticBeam(Search):
     def init(self, device, seq_len):
         return {"key": self.first_scores(device)}
 
-    def stop_rows(self, state, rows):
-        return state  # keeps searching; the engine cuts its texts at the stop string
-
     def step(self, scores, at, state):
         b, k = self.cfg.batch, self.rows
         v = scores.shape[-1]
