@@ -1018,9 +1018,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         res = bench(recipe, model=model, shape=shape, vs_hf=args.vs_hf, batch=args.batch,
                     new=args.new, repeats=args.repeats, clock=args.clock)
     except (ModelError, ValueError) as err:
-        hint = ("; decode bench draws a random --shape model, which the bundled draft does not "
-                "fit: give --shape demo (or --model PATH with its own draft)"
-                if recipe.get("draft") is not None and args.model is None and args.shape != "demo" else "")
+        hint = (f" (decode bench ran a random --shape {args.shape} model, with random weights and its "
+                "own vocabulary; for a recipe that needs the bundled model's, give --shape demo)"
+                if isinstance(err, ModelError) and args.model is None and args.shape != "demo" else "")
         print(f"decode: {err}{hint}", file=sys.stderr)
         return 1
     if args.json:
