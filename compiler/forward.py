@@ -54,7 +54,7 @@ def get(model, rows: int, s_len: int, followed: bool, exits: tuple[int, ...], hi
         return step_cache.compile_step(forward, name.replace("step", "forward"), compiled, cuda, FORWARD,
                                        None if cuda else FORWARD_OPTIONS)
 
-    return step_cache.get(model, key, build)
+    return step_cache.get(model, key, build, counted=False)
 
 
 def joined(select, model, search, s_len: int, compiled: bool):

@@ -23,9 +23,10 @@ _names = itertools.count()
 _built = [0]  # steps built by this process, ever (`built`)
 
 
-def get(model, key, build: Callable[[str], Callable]) -> Callable:
+def get(model, key, build: Callable[[str], Callable], counted: bool = True) -> Callable:
     """The step for `key` of `model`, built with `build(name)` the first time (`name`: a name
-    unique in the process, for the step's code object, where dynamo keeps its graphs)."""
+    unique in the process, for the step's code object, where dynamo keeps its graphs);
+    `counted`: a recipe's step, which `built` counts (the model's shared forward is not)."""
     steps = model.__dict__.get(_ATTR)
     if steps is None:
         steps = OrderedDict()
@@ -33,7 +34,7 @@ def get(model, key, build: Callable[[str], Callable]) -> Callable:
         _models.add(model)
     fn = steps.get(key)
     if fn is None:
-        _built[0] += 1
+        _built[0] += counted
         fn = steps[key] = build(f"decode_step_{next(_names)}")
         if len(steps) > MAX_STEPS:
             steps.popitem(last=False)
@@ -43,7 +44,8 @@ def get(model, key, build: Callable[[str], Callable]) -> Callable:
 
 
 def built() -> int:
-    """How many steps this process has built so far (a count that only grows)."""
+    """How many recipe steps this process has built so far (a count that only grows; the
+    model's forward, shared by every recipe, is not one)."""
     return _built[0]
 
 

@@ -96,7 +96,7 @@ def swept(tmp_path_factory):
 
 def test_a_12_point_sweep_on_the_demo_model_compiles_once_and_writes_a_line_per_point(swept):
     out, graphs, err = swept
-    assert graphs == 1                                              # 12 points, one compile
+    assert 1 <= graphs <= 2  # 12 points, one selection compiled (and the model's forward, unless an earlier test did)
     assert "sweep of 12 points over topp.p (3) x temp.t (4)" in err and "1 new compiled step" in err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["point"]["index"] for x in lines] == list(range(12))
