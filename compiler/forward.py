@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from decode.compiler import step_cache
 from decode.compiler.search.base import Search
+from decode.compiler.step import _asked
 
 FORWARD = "the model's forward (once per model and shape)"
 SELECTION = "this recipe's selection step (once per recipe structure)"
@@ -44,7 +45,7 @@ def get(model, rows: int, s_len: int, followed: bool, exits: tuple[int, ...], hi
     prompt + t (with `exits`: [1 + E, rows, V]; with `hidden`: (logits, hidden states)),
     built once per model and key; `followed`: the rows read the cache through its pointers."""
     key = ("forward", rows, s_len, followed, exits, hidden, compiled)
-    asked = {**({"exits": exits} if exits else {}), **({"hidden": True} if hidden else {})}
+    asked = {**_asked(exits), **({"hidden": True} if hidden else {})}  # no before_head: `shared`
     cuda = next(model.parameters()).is_cuda
 
     def build(name: str):
