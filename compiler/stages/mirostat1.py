@@ -19,10 +19,9 @@ def init(ctx, vocab: int, tau, eta, m) -> dict:
 
 
 def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
-    vocab = logits.shape[-1]
-    logp = torch.log_softmax(logits, dim=-1)
-    top = top_values(logp, min(m, vocab))                         # [R, M], most likely first
-    i = torch.arange(1, top.shape[1], device=logits.device, dtype=logp.dtype)
+    vocab = logits.shape[-1]  # the estimate reads only differences and order: logits serve as log-probs
+    top = top_values(logits, min(m, vocab))                       # [R, M], most likely first
+    i = torch.arange(1, top.shape[1], device=logits.device, dtype=logits.dtype)
     t = torch.log((i + 1) / i)                                      # log((i+1)/i), i = 1..M-1
     both = torch.isfinite(top[:, 1:])                               # pairs of possible tokens
     b = torch.where(both, top[:, :-1] - top[:, 1:], 0.0)            # log(p_i / p_(i+1))
@@ -30,8 +29,8 @@ def apply(logits: torch.Tensor, ctx, state, tau, eta, m) -> torch.Tensor:
     e = s - 1
     k = (e * torch.exp2(state["mu"]) / (1 - torch.pow(float(vocab), -e))).pow(1 / s)
     k = torch.nan_to_num(k, nan=1.0, posinf=vocab).clamp(1, vocab).floor()  # 0/0 (one pair or none): 1
-    keep = logp >= kth_largest_from(logp, top, k.long()[:, None])
-    return logp.masked_fill(~keep, -math.inf)
+    keep = logits >= kth_largest_from(logits, top, k.long()[:, None])
+    return logits.masked_fill(~keep, -math.inf)
 
 
 def accept(state, tokens, scores, tau, eta, m) -> dict:
