@@ -91,15 +91,19 @@ class Ahead:
         return self.logits if parents is None else self.logits[parents]
 
 
-def context(seq, pad, prompt, t, eos, guide=None, max_new=None, keys=None) -> StepContext:
+def context(seq, pad, prompt, t, eos, guide=None, max_new=None, keys=None, begin=None) -> StepContext:
     """What a stage reads at step t: the rows' token slots and which of them are filled, the
     logits of their unconditional rows (cfg), the run's `max` and the rows' random keys (a
-    stage that draws, as xtc does, reads its own stream of them)."""
+    stage that draws, as xtc does, reads its own stream of them). `begin` [R]: the step at
+    which each row's prompt joined (continuous batching, refill.py); its own count of new
+    tokens is then t - begin ([R, 1]), its generated slots those from prompt + begin on."""
     slots = torch.arange(seq.shape[1], device=seq.device)
     length = prompt + t
+    first, new_len = (prompt, t) if begin is None else ((prompt + begin)[:, None], (t - begin)[:, None])
+    generated = (slots >= first) & (slots < length)
     return StepContext(tokens=seq, valid=(slots[None, :] >= pad[:, None]) & (slots[None, :] < length),
-                       generated=((slots >= prompt) & (slots < length))[None, :].expand_as(seq),
-                       length=length, new_len=t, eos=eos, guide=guide, max_new=max_new, keys=keys)
+                       generated=generated.expand_as(seq), length=length, new_len=new_len, eos=eos,
+                       guide=guide, max_new=max_new, keys=keys)
 
 
 def decode_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, lim, hp, sp, state, sst, health,
@@ -135,7 +139,8 @@ def select_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
     scores = torch.log_softmax(logits, dim=-1) if search.logprobs else logits
     eos = torch.tensor(search.cfg.eos, dtype=torch.long, device=seq.device)
     row_pad = pad[:seq.shape[0]]  # the rows' own (cfg's unconditional rows follow them in `pad`)
-    ctx = context(seq, row_pad, lim["prompt"], t, eos, guide, lim["max_new"], keys) if chain else None
+    begin = lim.get("begin")  # continuous batching: each row's own step counter is t - begin
+    ctx = context(seq, row_pad, lim["prompt"], t, eos, guide, lim["max_new"], keys, begin) if chain else None
     seen, marks = {}, []  # per stage index: [(rows, its output)]; (rows, broken code)
 
     def process(x, rows=None):
@@ -153,7 +158,8 @@ def select_step(model, search, chain, trace, cache, t, logits, keys, seq, pad, l
         seen.setdefault(-1, []).append((rows, x))
         return x
 
-    noise = None if keys is None or not search.cfg.sampling else uniform(keys, t, logits.shape[-1])
+    own_t = t if begin is None else (t - begin)[:, None]  # a row's draws: as when decoded alone
+    noise = None if keys is None or not search.cfg.sampling else uniform(keys, own_t, logits.shape[-1])
     slot = lim["prompt"] + t
     lp = None if paths is None else StepLogprobs(paths, torch.log_softmax(logits.float(), dim=-1),
                                                  lambda: gathered(seen.get(-1), scores), search.renormalizes,

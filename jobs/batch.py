@@ -455,6 +455,9 @@ def decode_batches(plan, model, items: list[Item], write: Callable[[str], None],
             errors.append(LineError(it.line, it.id, problem))
     bad = {e.line for e in errors}
     items = [it for it in items if it.line not in bad]
+    if len(items) > batch_size and _refills(plan, model, batch_size, logprobs):
+        items = _refilled(plan, model, items, write, errors, seed=seed, batch_size=batch_size,
+                          compiled=compiled, on_batch=on_batch, logprobs=logprobs)
     for group in batches(items, batch_size):
         try:
             outs = run(plan, model, [it.prompt for it in group], compiled=compiled, seed=seed,
@@ -474,6 +477,39 @@ def decode_batches(plan, model, items: list[Item], write: Callable[[str], None],
         if on_batch is not None:
             on_batch(len(group), sum(len(s.ids) for _, c in done for s in c.sequences))
     return errors
+
+
+def _refills(plan, model, batch_size: int, logprobs: int) -> bool:
+    from decode.compiler import refill
+
+    return refill.fits(plan, model, batch_size, logprobs)
+
+
+def _refilled(plan, model, items: list[Item], write, errors: list[LineError], *, seed, batch_size, compiled,
+              on_batch, logprobs) -> list[Item]:
+    """Decode `items` with continuous batching (compiler/refill.py): a finished prompt's rows
+    take the next waiting prompt. Each line is written as its prompt finishes (it carries its
+    id, so lines come in the order prompts finish). Returns the items left undone if the run
+    stopped on an error that is not one prompt's own (they then go batch by batch, which
+    finds the prompt at fault)."""
+    from decode.compiler import refill
+    from decode.runtime import ModelError
+
+    left = {it.line: it for it in items}
+    try:
+        for i, out in refill.run(plan, model, [it.prompt for it in items], prompt_seeds(seed, items),
+                                 batch_size, compiled=compiled, seed=seed, logprobs=logprobs):
+            it = items[i]
+            del left[it.line]
+            if isinstance(out, Exception):
+                errors.append(LineError(it.line, it.id, _one_line(out)))
+            else:
+                write(result_line(it, out))
+            if on_batch is not None:
+                on_batch(1, 0 if isinstance(out, Exception) else sum(len(s.ids) for s in out.sequences))
+    except (ModelError, ValueError, RuntimeError):
+        pass
+    return list(left.values())
 
 
 def _one_line(err: Exception) -> str:

@@ -93,6 +93,27 @@ class KVCache(nn.Module):
                 buf.index_copy_(2, dst.reshape(1), buf.gather(2, at))
 
 
+    def put(self, rows: Tensor, src: "KVCache", start: int) -> None:
+        """Rows `rows` [r] take `src`'s r rows (all their slots) at slots start .. start +
+        src.max_len - 1 (continuous batching: prompts prefilled alone join the running rows)."""
+        end = start + src.max_len
+        for i in range(self.layers):
+            for kind in "kv":
+                buf = getattr(self, f"{kind}{i}")
+                part = buf.index_select(0, rows)
+                part[:, :, start:end] = getattr(src, f"{kind}{i}")
+                buf.index_copy_(0, rows, part)
+
+    def shift(self, d: int) -> None:
+        """Every row's slots move `d` to the left (slot s + d becomes slot s; the last d are
+        zeroed): with each row's padding also d lower, its positions stay the same."""
+        for i in range(self.layers):
+            for kind in "kv":
+                buf = getattr(self, f"{kind}{i}")
+                buf[:, :, :-d] = buf[:, :, d:].clone()
+                buf[:, :, -d:] = 0
+
+
 class Followed:
     """A KVCache seen through its parent pointers: `update` writes row r's new keys and values
     in physical row r (a slot is written once, so no other row's history holds it) and

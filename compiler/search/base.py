@@ -86,9 +86,8 @@ class At:
     keys: torch.Tensor | None = None    # [R, 2] the rows' keys (seeded runs): draw via noise.stream(keys, tag)
 
     def select(self, scores: torch.Tensor, n: int = 1, u: torch.Tensor | None = None) -> torch.Tensor:
-        """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without
-        replacement from its softmax when the recipe samples (uniforms `u`, default the
-        step's noise viewed as [X, N])."""
+        """[X, n]: the n best entries of each row of `scores` [X, N], or n draws without replacement
+        from its softmax when the recipe samples (uniforms `u`, default the step's noise as [X, N])."""
         if u is None and self.noise is not None:
             u = self.noise.reshape(scores.shape)
             if n == 1 and self.selects is not None:  # the chain's last link is that stage's draw
@@ -119,6 +118,7 @@ class Search:
     renormalizes = True    # a token's processed log-prob is log_softmax of the stages' output (logprobs.py)
     ahead: int = 0         # candidates per row run one step ahead (`At.ahead`; contrastive)
     hidden: str = ""       # what reads the rows' hidden states (`At.hidden`, `before_head`; "": nothing)
+    refills: bool = False  # a prompt may join mid-run (refill.py): no state, nothing read of the batch
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -222,7 +222,7 @@ class Search:
         incl = self.inclusion(state)
         incl = None if incl is None else incl.tolist()
         out = []
-        for b in range(self.cfg.batch):
+        for b in range(len(ids) // n):  # the prompts of `seq` (refill.py finalizes one at a time)
             live = [r for r in range(b * n, (b + 1) * n) if scores[r] != float("-inf")]  # -inf: never lived (sbeam)
             rows = [result(ids[r], scores[r], self.cfg.eos, paths[r]) for r in live]
             if self.draws or incl is not None:

@@ -12,6 +12,7 @@ from decode.compiler.search.base import Choice, Search
 
 class Greedy(Search):
     logprobs = False  # the reference processes raw logits when it does not beam-search
+    refills = True    # independent rows, no state: a row may take a new prompt mid-run
 
     def __init__(self, cfg):
         super().__init__(cfg)
