@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from decode.compiler import guidance
-from decode.compiler.engine import CHECK_EVERY, SEQ_BUCKET, _bind_stages, _encode, _get_step, _stamped, eos_ids, pad_id
+from decode.compiler.engine import SEQ_BUCKET, _bind_stages, _encode, _get_step, _stamped, eos_ids, pad_id
 from decode.compiler.logprobs import ROWS, begin as lp_begin, meaning
 from decode.compiler.noise import row_keys
 from decode.compiler.plugins import checked_step
@@ -35,6 +35,8 @@ from decode.compiler.stages import stateful
 from decode.compiler.stops import StopStrings
 from decode.runtime.cache import KVCache
 from decode.runtime.errors import ModelError, check_fits
+
+EVERY = 1  # steps between host checks (who finished, who joins): a finished row idles until one
 
 
 def _search(plan, model, size: int, logprobs: int):
@@ -77,7 +79,7 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
     chain, sp = [(n, mod, st) for n, mod, st, _ in bound], [dyn for *_, dyn in bound]
     hp = {kk: torch.tensor(v, device=device, dtype=torch.float32) for kk, v in search.hyper().items()}
     P = max(len(x) for *_, x in waiting)  # every prompt fits before slot P
-    s_len = -(-(P + 2 * max_new + CHECK_EVERY) // SEQ_BUCKET) * SEQ_BUCKET  # room to join, before a shift
+    s_len = -(-(P + 2 * max_new + EVERY) // SEQ_BUCKET) * SEQ_BUCKET  # room to join, before a shift
     step = _get_step(model, search, chain, compiled, s_len, False)
     if compiled:  # plugin code runs one eager step first, so that its errors read plainly
         step = checked_step(step, lambda: _get_step(model, search, chain, False, s_len, False),
@@ -99,7 +101,7 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
         paths = lp_begin(logprobs, rows, s_len, device)
         t, held = 0, [None] * size  # held[g]: (index, text, ids, step it joined) of row group g's prompt
         while True:
-            if t % CHECK_EVERY == 0:  # one host sync: who finished, who joins
+            if t % EVERY == 0:  # one host sync: who finished, who joins
                 check_health(health.tolist(), plan, model, k)
                 alive = state["alive"].view(size, k).any(1).tolist()
                 for g, h in enumerate(held):
@@ -111,7 +113,7 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
                 if not waiting and len(free) == size:
                     return
                 d = min([t] + [int(pad[g * k]) for g, h in enumerate(held) if h is not None])
-                if P + t + max(max_new if waiting and free else 0, CHECK_EVERY) > s_len and d > 0:  # move left
+                if P + t + max(max_new if waiting and free else 0, EVERY) > s_len and d > 0:  # move left
                     cache.shift(d)
                     seq = torch.cat([seq[:, d:], seq.new_full((rows, d), pad_tok)], 1)
                     paths = None if paths is None else torch.cat([paths[:, d:], torch.zeros_like(paths[:, :d])], 1)

@@ -780,7 +780,8 @@ def _run_batch(args: argparse.Namespace, recipe: Recipe) -> int:
                 try:
                     failed = batch.decode_batches(plan, model, todo, write, seed=seed,
                                                   batch_size=args.batch_size, compiled=not args.no_compile,
-                                                  on_batch=advance, logprobs=args.logprobs)
+                                                  on_batch=advance, logprobs=args.logprobs,
+                                                  refill=getattr(args, "refill", False))
                 except KeyboardInterrupt:
                     interrupted = True
         if interrupted:  # the parts keep what is done; a rerun merges them
@@ -863,6 +864,10 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="append JSON lines to this file (with --prompts: one per id, resumable)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="prompts decoded together with --prompts (default 8)")
+    p.add_argument("--refill", action="store_true",
+                   help="with --prompts: continuous batching, a finished prompt's rows take the next "
+                        "waiting prompt (greedy and sample n with stateless stages; lines are written "
+                        "as prompts finish, in that order; other recipes run batch by batch)")
     p.add_argument("--yes", action="store_true",
                    help="run a sweep of more than 10,000 points (otherwise refused as a likely mistake)")
     p.add_argument("--max", type=_whole(1), default=None, metavar="N",

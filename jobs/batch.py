@@ -437,13 +437,15 @@ def prompt_seeds(run_seed: int, items: list[Item]) -> list[int]:
 
 def decode_batches(plan, model, items: list[Item], write: Callable[[str], None], *, seed: int,
                    batch_size: int = DEFAULT_BATCH, compiled: bool = True,
-                   on_batch: Callable[[int, int], None] | None = None, logprobs: int = 0) -> list[LineError]:
+                   on_batch: Callable[[int, int], None] | None = None, logprobs: int = 0,
+                   refill: bool = False) -> list[LineError]:
     """Decode `items` in batches; `write` gets each batch's output lines as one string.
 
     A batch the engine refuses (a prompt too long for the context, a text prompt without
     a tokenizer, ...) is retried one prompt at a time, so only the bad prompts fail; they
     come back as LineErrors. `on_batch(prompts, new_tokens)` is called after each write.
     `logprobs=N` gives every token its log-probs and N alternatives (compiler/logprobs.py).
+    `refill=True`: continuous batching where the recipe allows it (`_refilled`).
     """
     from decode.compiler.engine import run
     from decode.runtime import ModelError
@@ -455,7 +457,7 @@ def decode_batches(plan, model, items: list[Item], write: Callable[[str], None],
             errors.append(LineError(it.line, it.id, problem))
     bad = {e.line for e in errors}
     items = [it for it in items if it.line not in bad]
-    if len(items) > batch_size and _refills(plan, model, batch_size, logprobs):
+    if refill and len(items) > batch_size and _refills(plan, model, batch_size, logprobs):
         items = _refilled(plan, model, items, write, errors, seed=seed, batch_size=batch_size,
                           compiled=compiled, on_batch=on_batch, logprobs=logprobs)
     for group in batches(items, batch_size):

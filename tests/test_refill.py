@@ -82,7 +82,8 @@ def test_a_job_file_is_decoded_with_refill_and_equals_batch_by_batch(demo, tmp_p
     def job(use_refill):
         lines, calls = [], []
         monkeypatch.setattr(batch, "_refills", lambda *a: (calls.append(1), use_refill)[1])
-        errors = batch.decode_batches(plan, demo, items, lines.append, seed=7, batch_size=3, compiled=False)
+        errors = batch.decode_batches(plan, demo, items, lines.append, seed=7, batch_size=3, compiled=False,
+                                      refill=True)
         assert not errors and calls
         return {o["id"]: o for o in map(json.loads, "".join(lines).splitlines())}
 
@@ -91,3 +92,22 @@ def test_a_job_file_is_decoded_with_refill_and_equals_batch_by_batch(demo, tmp_p
     for k in a:
         assert [s["ids"] for s in a[k]["sequences"]] == [s["ids"] for s in b[k]["sequences"]], k
         assert a[k]["provenance"]["prompt_seed"] == b[k]["provenance"]["prompt_seed"]
+
+
+def test_run_with_refill_writes_every_prompt_once_with_the_tokens_of_batch_by_batch(tmp_path, capsys):
+    from decode.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": n, "prompt": p} if isinstance(p, str) else {"id": n, "prompt_ids": p})
+                           + "\n" for n, p in enumerate(PROMPTS)))
+    outs = {}
+    for flag in ([], ["--refill"]):
+        out = tmp_path / f"out{len(flag)}.jsonl"
+        argv = ['greedy | max 20 | stop "."', "--model", str(ROOT / "runtime" / "demo"), "--prompts", str(src),
+                "--out", str(out), "--batch-size", "3", "--no-compile", *flag]
+        assert main(["run", *argv]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        assert sorted(o["id"] for o in lines) == list(range(len(PROMPTS)))
+        outs[bool(flag)] = {o["id"]: o["sequences"][0]["ids"] for o in lines}
+    assert outs[True] == outs[False]
