@@ -15,15 +15,24 @@ from decode.compiler.speculative import Frame, iterate
 
 def refuse(plan, search, ids, kernels) -> None:
     """What speculative decoding cannot run, as one message naming it and the fix."""
-    name = search.proposer.name
-    for (stage, kernel, _), clause in zip(kernels, plan.recipe.stages):
+    refuse_stages(plan)
+    search.proposer.check(ids)
+
+
+def refuse_stages(plan) -> None:
+    """The recipe's stages a speculative search cannot verify with (`decode check` and `run`
+    both ask here): one ValueError naming the stage and the fix; nothing for other searches."""
+    name = getattr(plan.search, "proposes", None)
+    if name is None:
+        return
+    for stage, clause in zip(plan.stages, plan.recipe.stages):
+        kernel = stage.kernel
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
                              f"'{clause.canonical}' keeps state across tokens; drop one of them")
         if hasattr(kernel, "unconditional"):  # cfg: the verify forward has no unconditional rows
             raise ValueError(f"'{name}' verifies drafts on the rows alone, and '{clause.canonical}' "
                              "guides each row by unconditional rows beside it; drop one of them")
-    search.proposer.check(ids)
 
 
 def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new: int,

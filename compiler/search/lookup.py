@@ -46,6 +46,8 @@ class PromptLookup:
 
 def wrap(strategy):
     class Lookup(strategy):
+        proposes = PromptLookup.name  # speculative_run.refuse_stages, before any run
+
         def __init__(self, cfg):
             super().__init__(cfg)
             own = cfg.modifiers["lookup"]
