@@ -15,15 +15,24 @@ from decode.compiler.speculative import Frame, iterate
 
 def refuse(plan, search, ids, kernels) -> None:
     """What speculative decoding cannot run, as one message naming it and the fix."""
-    name = search.proposer.name
-    for (stage, kernel, _), clause in zip(kernels, plan.recipe.stages):
+    refuse_stages(plan)
+    search.proposer.check(ids)
+
+
+def refuse_stages(plan) -> None:
+    """The recipe's stages a speculative search cannot verify with (`decode check` and `run`
+    both ask here): one ValueError naming the stage and the fix; nothing for other searches."""
+    name = getattr(plan.search, "proposes", None)
+    if name is None:
+        return
+    for stage, clause in zip(plan.stages, plan.recipe.stages):
+        kernel = stage.kernel
         if hasattr(kernel, "init") or hasattr(kernel, "select"):
             raise ValueError(f"'{name}' verifies drafts with stateless logit stages only, and "
                              f"'{clause.canonical}' keeps state across tokens; drop one of them")
         if hasattr(kernel, "unconditional"):  # cfg: the verify forward has no unconditional rows
             raise ValueError(f"'{name}' verifies drafts on the rows alone, and '{clause.canonical}' "
                              "guides each row by unconditional rows beside it; drop one of them")
-    search.proposer.check(ids)
 
 
 def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new: int,
@@ -75,14 +84,14 @@ def run(model, search, kernels, sp, ids, keys, eos: tuple, pad_tok: int, max_new
         shown = Shown(on_step, trace, len(ids), eos_t, p_len)
         lim = torch.tensor([p_len, max_new], dtype=torch.long, device=device)
         t1, c1 = time.perf_counter(), time.thread_time()
-        rounds = []
+        rounds, kept = [], [[] for _ in range(R)]  # kept: each row's new ids read so far (host)
         while max_new > 0:
             before = alive
             seq, length, new, alive, score, proposed, accepted, book = step(
                 cache, own, pad, keys, sp, seq, length, new, alive, score, book, lim)
             rounds.append(torch.stack([before.long(), proposed, accepted]))
             if cut:  # as the plain loop: a row whose text holds a stop string goes no further
-                alive = alive & ~torch.tensor(_stopped(stops, seq, new, p_len), device=device)
+                alive = alive & ~torch.tensor(_stopped(stops, seq, new, p_len, kept), device=device)
             # one host sync a round: the rows' lengths decide the next (and what on_step sees)
             flags = torch.cat([alive.long(), new]).tolist() if on_step else [int(alive.any())]
             shown.upto(flags, seq, new, book)
@@ -108,9 +117,18 @@ def _new_ids(seq, new, p_len: int) -> list[list[int]]:
     return [row[p_len:p_len + n] for row, n in zip(seq.tolist(), new.tolist())]
 
 
-def _stopped(stops, seq, new, p_len: int) -> list[bool]:
-    """Which rows' new text holds a stop string (one host sync a round, as the loop's own)."""
-    return [stops.hit(ids) for ids in _new_ids(seq, new, p_len)]
+def _stopped(stops, seq, new, p_len: int, kept: list[list[int]]) -> list[bool]:
+    """Which rows' new text holds a stop string. `kept` (each row's new ids read in earlier
+    rounds) gains the round's: only the slots past them are read from the device, not the
+    whole sequence again."""
+    counts = new.tolist()
+    gain = max(c - len(h) for c, h in zip(counts, kept))
+    if gain > 0:
+        start = torch.tensor([p_len + len(h) for h in kept], device=seq.device)
+        at = (start[:, None] + torch.arange(gain, device=seq.device)).clamp(max=seq.shape[1] - 1)
+        for h, c, block in zip(kept, counts, seq.gather(1, at).tolist()):
+            h.extend(block[:c - len(h)])
+    return [stops.hit(h) for h in kept]
 
 
 def _book(rows: int, width: int, tokens: int, vocab: int, trace: bool, logprobs: int, device,

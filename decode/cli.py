@@ -97,6 +97,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 1
             continue
         _show_warnings(text, recipe, source)
+        refused = _refused(recipe)
+        if refused:  # what `run` would refuse before decoding, in its words
+            print(f"decode: {printable(source) + ': ' if source else ''}{refused}", file=sys.stderr)
+            status = 1
+            continue
         if encode is not None:
             from decode.dsl.midtext import midtext_warnings
 
@@ -116,6 +121,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         print(f"ok  {recipe.fingerprint}  {printable(source) if source else recipe.canonical}")
     return status
+
+
+def _refused(recipe: Recipe) -> str | None:
+    """The refusal `run` gives this recipe before decoding (speculative_run.refuse_stages), or None."""
+    from decode.compiler.plan import compile as lower
+    from decode.compiler.speculative_run import refuse_stages
+
+    try:
+        refuse_stages(lower(recipe))
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def add_check(sub: argparse._SubParsersAction) -> None:

@@ -264,3 +264,12 @@ def test_sigint_mid_run_then_rerun_gives_one_line_per_valid_id(model, capsys, tm
     final = results(out)
     assert len(final) == 50 and {k: final[k] for k in first} == first
     same_results(final, results(ref))
+
+
+def test_a_prompt_too_short_for_lookup_is_named_by_its_id_not_its_place_in_the_batch(model, capsys, tmp_path):
+    short = json.dumps({"id": "short", "prompt_ids": [1, 5]})
+    prompts = write_prompts(tmp_path / "in.jsonl", 4, {4: short})
+    code, err = run_batch(capsys, "greedy | lookup n=3 | max 4", model, prompts, tmp_path / "out.jsonl")
+    assert code == 1
+    assert f"{prompts}:4: id \"short\": 'lookup n=3' matches the last 3 tokens, but the prompt has 2" in err
+    assert "prompt 0" not in err and "prompt 3" not in err

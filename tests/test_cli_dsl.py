@@ -178,3 +178,27 @@ def test_check_with_a_model_warns_when_a_banned_word_would_not_match_mid_text(ca
     assert "  1 | sample" in err and "^^^^^^" in err          # with a caret under the string
     assert main(["run", recipe, "--prompt", "ROMEO:", "--no-compile", "--json", "--seed", "1"]) == 0
     assert capsys.readouterr().err.count("warning:") == 2    # run has the tokenizer: it warns too
+
+
+@pytest.mark.parametrize("recipe, says", [
+    ("greedy | lookup | repetition 1.2 | max 4", "'lookup' verifies drafts with stateless logit stages only, "
+     "and 'repetition 1.2' keeps state across tokens; drop one of them"),
+    ("greedy | lookup n=1 | cfg scale=1.5 | max 4", "'lookup' verifies drafts on the rows alone, and "
+     "'cfg scale=1.5' guides each row by unconditional rows beside it; drop one of them"),
+    ('sample 2 | draft "m" | cfg scale=2 | max 4', "'draft' verifies drafts on the rows alone"),
+])
+def test_check_refuses_a_speculative_recipe_run_refuses_in_runs_words(recipe, says, capsys):
+    from decode.compiler.plan import compile as lower
+    from decode.compiler.speculative_run import refuse_stages
+
+    with pytest.raises(ValueError) as run_says:  # what `run` asks before decoding
+        refuse_stages(lower(recipe))
+    assert main(["check", recipe]) == 1
+    captured = capsys.readouterr()
+    assert says in captured.err and str(run_says.value) in captured.err and "ok" not in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_check_passes_a_speculative_recipe_with_stateless_stages(capsys):
+    assert main(["check", "greedy | lookup | topk 5 | max 4"]) == 0
+    assert "ok" in capsys.readouterr().out

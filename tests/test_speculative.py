@@ -160,8 +160,10 @@ def test_bad_input_names_the_problem_and_the_fix(models, tmp_path):
     other = make_hf_llama(tmp_path / "o", vocab=50, dim=16, layers=1, heads=2, kv_heads=1, ff=32)
     with pytest.raises(ModelError, match="vocabulary has 50 tokens, the target's 61"):
         decode.generate(m, f'greedy | draft "{other}" | max 4', [[1, 2]], compile=False)
-    with pytest.raises(ValueError, match="lookup n=3.*prompt 0 has 2"):
+    with pytest.raises(ValueError, match="lookup n=3.*but the prompt has 2"):
         decode.generate(m, "greedy | lookup n=3 | max 4", [[1, 2]], compile=False)
+    with pytest.raises(ValueError, match="lookup n=3.*but prompt 1 has 2"):
+        decode.generate(m, "greedy | lookup n=3 | max 4", [[1, 2, 3], [1, 2]], compile=False)
     with pytest.raises(ValueError, match="keeps state"):
         decode.generate(m, "greedy | lookup | repetition 1.2 | max 4", [[1, 2, 3]], compile=False)
     for r in ("greedy | lookup n=1 | cfg scale=1.5 | max 4", "sample 2 | draft \"%s\" | cfg scale=2 | max 4" % models[1]):

@@ -147,3 +147,26 @@ def test_a_stop_string_ends_a_speculative_row_where_it_ends_plain_greedys():
             assert (g.ids, g.finish) == (w.ids, w.finish), r
             assert abs(g.score - w.score) < 1e-4, r
             assert abs(g.score - sum(t.processed for t in g.logprobs)) < 1e-4, r
+
+
+def test_the_stop_check_reads_each_round_only_the_tokens_the_round_added():
+    import torch
+
+    from decode.compiler.speculative_run import _stopped
+
+    class Stops:  # a stop "string": token 9 anywhere in the new ids
+        def __init__(self):
+            self.seen = []
+
+        def hit(self, ids):
+            self.seen.append(list(ids))
+            return 9 in ids
+
+    p_len, stops, kept = 2, Stops(), [[], []]
+    seq = torch.tensor([[1, 1, 5, 6, 0, 0, 0], [1, 1, 7, 0, 0, 0, 0]])
+    assert _stopped(stops, seq, torch.tensor([2, 1]), p_len, kept) == [False, False]
+    assert kept == [[5, 6], [7]]
+    seq[:, p_len:p_len + 2] = 9  # slots read before are not read again: their ids are kept
+    seq[0, 4], seq[1, 3:5] = 8, torch.tensor([9, 4])
+    assert _stopped(stops, seq, torch.tensor([3, 3]), p_len, kept) == [False, True]
+    assert kept == [[5, 6, 8], [7, 9, 4]] and stops.seen[-2:] == kept

@@ -54,6 +54,8 @@ class DraftModel:
 
 def wrap(strategy):
     class Drafted(strategy):
+        proposes = DraftModel.name  # speculative_run.refuse_stages, before any run
+
         def __init__(self, cfg):
             super().__init__(cfg)
             own = cfg.modifiers["draft"]

@@ -15,10 +15,13 @@ class PromptLookup:
         self.n, self.k = n, k
 
     def check(self, ids) -> None:
-        """A prompt shorter than the n-gram is refused, naming the prompt and the fix."""
+        """A prompt shorter than the n-gram is refused, naming the prompt and the fix: by its
+        place among several; one alone is "the prompt" (a --prompts line's retry: the caller
+        names it by its id and line, and its place in the retry says nothing)."""
         short = min(range(len(ids)), key=lambda i: len(ids[i]))
         if self.n > len(ids[short]):
-            raise ValueError(f"'lookup n={self.n}' matches the last {self.n} tokens, but prompt {short} "
+            which = f"prompt {short}" if len(ids) > 1 else "the prompt"
+            raise ValueError(f"'lookup n={self.n}' matches the last {self.n} tokens, but {which} "
                              f"has {len(ids[short])}; use n={len(ids[short])} or less, or a longer prompt")
 
     def structure(self) -> tuple:
@@ -46,6 +49,8 @@ class PromptLookup:
 
 def wrap(strategy):
     class Lookup(strategy):
+        proposes = PromptLookup.name  # speculative_run.refuse_stages, before any run
+
         def __init__(self, cfg):
             super().__init__(cfg)
             own = cfg.modifiers["lookup"]
