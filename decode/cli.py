@@ -124,7 +124,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _refused(recipe: Recipe) -> str | None:
-    """The refusal `run` gives this recipe before decoding (speculative_run.refuse_stages), or None."""
+    """The refusal `run` gives this recipe before decoding (speculative_run.refuse_stages), or None.
+    Only a modifier (draft, lookup) can be refused there: a recipe without one is not lowered,
+    so `check` stays free of torch for it."""
+    if not recipe.modifiers:
+        return None
     from decode.compiler.plan import compile as lower
     from decode.compiler.speculative_run import refuse_stages
 
