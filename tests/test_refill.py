@@ -111,3 +111,17 @@ def test_run_with_refill_writes_every_prompt_once_with_the_tokens_of_batch_by_ba
         assert sorted(o["id"] for o in lines) == list(range(len(PROMPTS)))
         outs[bool(flag)] = {o["id"]: o["sequences"][0]["ids"] for o in lines}
     assert outs[True] == outs[False]
+
+
+def test_log_probs_follow_each_prompt_as_when_alone(demo):
+    plan = recipe_plan('sample 2 | topk 20 | max 70 | stop "."')
+    prompts = PROMPTS[:5]
+    got = dict(refill.run(plan, demo, prompts, [3 * i for i in range(5)], 2, compiled=False, seed=1, logprobs=3))
+    for i, p in enumerate(prompts):
+        a = run(plan, demo, [p], seed=1, seeds=[3 * i], compiled=False, logprobs=3)[0]
+        assert a.to_json()["logprobs"] == got[i].to_json()["logprobs"]
+        for x, y in zip(a.sequences, got[i].sequences):
+            assert x.ids == y.ids and len(x.logprobs) == len(y.logprobs) == len(x.ids)
+            for u, v in zip(x.logprobs, y.logprobs):
+                assert u.raw == pytest.approx(v.raw, abs=1e-3)
+                assert [t.id for t in u.top_processed] == [t.id for t in v.top_processed]
