@@ -112,8 +112,9 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
                 free = [g for g, h in enumerate(held) if h is None]
                 if not waiting and len(free) == size:
                     return
-                d = min([t] + [int(pad[g * k]) for g, h in enumerate(held) if h is not None])
-                if P + t + max(max_new if waiting and free else 0, EVERY) > s_len and d > 0:  # move left
+                short = P + t + max(max_new if waiting and free else 0, EVERY) > s_len
+                d = min([t] + [int(pad[g * k]) for g, h in enumerate(held) if h is not None]) if short else 0
+                if d > 0:  # move left, as far as the oldest running row allows
                     cache.shift(d)
                     seq = torch.cat([seq[:, d:], seq.new_full((rows, d), pad_tok)], 1)
                     paths = None if paths is None else torch.cat([paths[:, d:], torch.zeros_like(paths[:, :d])], 1)
