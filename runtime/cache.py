@@ -92,17 +92,13 @@ class KVCache(nn.Module):
                 at = src.view(-1, 1, 1, 1).expand(-1, buf.shape[1], 1, buf.shape[3])
                 buf.index_copy_(2, dst.reshape(1), buf.gather(2, at))
 
-
     def put(self, rows: Tensor, src: "KVCache", start: int) -> None:
         """Rows `rows` [r] take `src`'s r rows (all their slots) at slots start .. start +
         src.max_len - 1 (continuous batching: prompts prefilled alone join the running rows)."""
         end = start + src.max_len
         for i in range(self.layers):
-            for kind in "kv":
-                buf = getattr(self, f"{kind}{i}")
-                part = buf.index_select(0, rows)
-                part[:, :, start:end] = getattr(src, f"{kind}{i}")
-                buf.index_copy_(0, rows, part)
+            for kind in "kv":  # into the slot range's view: the rows' other slots are not copied
+                getattr(self, f"{kind}{i}")[:, :, start:end].index_copy_(0, rows, getattr(src, f"{kind}{i}"))
 
     def shift(self, d: int) -> None:
         """Every row's slots move `d` to the left (slot s + d becomes slot s; the last d are
