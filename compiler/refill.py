@@ -99,6 +99,7 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
         logits = torch.zeros(rows, model.config.vocab_size, device=device)
         health = torch.tensor([-1, 0, 0], dtype=torch.long, device=device)
         paths = lp_begin(logprobs, rows, s_len, device)
+        sst = [{} for _ in chain]  # the stages keep no state (`fits`)
         t, held = 0, [None] * size  # held[g]: (index, text, ids, step it joined) of row group g's prompt
         while True:
             if t % EVERY == 0:  # one host sync: who finished, who joins
@@ -131,8 +132,7 @@ def run(plan, model, prompts: list, seeds: list[int], size: int, compiled: bool 
                         held[g] = (*h, t)
             tt = torch.tensor(t, device=device)
             logits, seq, state, sst, tokens, info, health, paths = step(cache, tt, logits, keys, seq, pad, lim, hp,
-                                                                        sp, state, [{} for _ in chain], health,
-                                                                        paths)
+                                                                        sp, state, sst, health, paths)
             t += 1
             state["alive"] = state["alive"] & (t - begin < max_new)  # a row ends at its own `max`
             if stops.strings:  # each step, so a row ends there
